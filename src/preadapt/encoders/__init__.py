@@ -1,0 +1,23 @@
+"""Encoders x ↦ f(x) with a norm bound R, and their registry."""
+
+from preadapt.encoders.base import (
+    IdentityEncoder, IdentityEncoderConfig, LinearEncoder, LinearEncoderConfig, MLPEncoder, MLPEncoderConfig,
+    build_identity, build_linear, build_mlp, clip_norm,
+)
+from preadapt.registry import Registry
+
+ENCODERS = Registry("encoder")
+ENCODERS.register("identity", build_identity, IdentityEncoderConfig)
+ENCODERS.register("linear", build_linear, LinearEncoderConfig)
+ENCODERS.register("mlp", build_mlp, MLPEncoderConfig)
+
+
+def register_encoder(name: str, factory, params=None) -> None:
+    """Make ``kind: name`` usable in configs: ``factory(config, input_shape, generator) -> nn.Module``.
+
+    The module maps inputs (n, *input_shape) to (n, d) and may set ``norm_bound`` (R; None = measured).
+    """
+    ENCODERS.register(name, factory, params)
+
+
+__all__ = ["ENCODERS", "register_encoder", "IdentityEncoder", "LinearEncoder", "MLPEncoder", "clip_norm"]

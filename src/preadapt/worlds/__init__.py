@@ -1,0 +1,25 @@
+"""Latent-class worlds: the world protocol, built-in worlds and the contrastive sampler."""
+
+from preadapt.registry import Registry
+from preadapt.worlds.base import World
+from preadapt.worlds.gaussian import GaussianWorld, GaussianWorldConfig, build_gaussian_world
+from preadapt.worlds.prior import as_prior, tau, tau_k
+from preadapt.worlds.sampling import Tuples, draw_tuples, sample_distinct_pairs, sample_per_class, sample_tasks
+
+WORLDS = Registry("world")
+WORLDS.register("gaussian", build_gaussian_world, GaussianWorldConfig)
+
+
+def register_world(name: str, factory, params=None) -> None:
+    """Make ``kind: name`` usable in configs: ``factory(config, generator) -> World``.
+
+    ``params`` is an optional pydantic model (a ``preadapt.registry.ComponentConfig`` subclass)
+    that validates the config's fields; without it, every field is passed through.
+    """
+    WORLDS.register(name, factory, params)
+
+
+__all__ = [
+    "World", "GaussianWorld", "GaussianWorldConfig", "Tuples", "WORLDS", "register_world", "as_prior",
+    "tau", "tau_k", "draw_tuples", "sample_distinct_pairs", "sample_tasks", "sample_per_class",
+]

@@ -1,0 +1,37 @@
+"""Statements of [Arora19] checked on one encoder (THEORY.md section 3)."""
+
+from __future__ import annotations
+
+from preadapt.bounds.check import BoundCheck, verdict
+from preadapt.estimate.estimate import combine
+from preadapt.estimate.quantities import Evaluation
+
+
+def lemma_4_3(evaluation: Evaluation, tau: float, level: float = 0.95, verdict_level: float = 0.999,
+              rhs_shift: float = 0.0) -> BoundCheck:
+    """Lemma 4.3 of [Arora19] (k = 1): L^μ_sup(f) ≤ (L_un(f) − τ)/(1 − τ), for every f.
+
+    lhs: L^μ_sup over 2-class tasks drawn from ρ. rhs: (L_un − τ)/(1 − τ), estimated through the
+    decomposition L_un = τ·L_un^= + (1 − τ)·L_un^≠ as L_un^≠ + τ/(1 − τ)·(L_un^= − 1). The slack
+    pairs L_un^≠ with L^μ_sup on the same anchors (the finer step L^μ_sup ≤ L_un^≠ is Jensen's
+    inequality over x⁺, x⁻), which makes its interval far tighter than that of two independent
+    estimates. ``rhs_shift`` moves the right side (a deliberately wrong bound for sensitivity tests).
+    """
+    moments = evaluation.moments
+    ratio = tau / (1.0 - tau)
+    same, diff = moments["L_un_same"], moments["L_un_diff"]
+
+    def right_side(diff_part, lvl):
+        return combine([(1.0, diff_part.estimate(lvl)), (ratio, same.estimate(lvl))],
+                       shift=rhs_shift - ratio, level=lvl)
+
+    lhs = moments["L_sup_mean"].estimate(level)
+    rhs = right_side(diff, level)
+    slack = right_side(moments["diff_minus_mean"], verdict_level)
+    terms = {
+        "tau": evaluation.get("tau"),
+        "L_un": moments["L_un"].estimate(level),
+        "L_un_same": same.estimate(level),
+        "L_un_diff": diff.estimate(level),
+    }
+    return BoundCheck("lemma_4_3", "[Arora19] Lemma 4.3", lhs, rhs, slack, verdict(slack), terms)

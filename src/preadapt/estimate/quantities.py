@@ -1,0 +1,335 @@
+"""Population quantities of one encoder, each an Estimate with a CI (DESIGN.md section 3).
+
+Every fresh sample is drawn block by block (``EvaluateConfig.block``) and reduced into running
+moments, so memory stays flat in the number of samples. Features are cast to float64 before any
+loss is computed. Each quantity draws from its own generator, derived from one seed and the
+quantity's name, so that every checkpoint is evaluated on the same samples (common random numbers)
+and adding a quantity never changes another.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from preadapt.adapt.linear import LinearProbe, best_linear_head
+from preadapt.adapt.mean_classifier import MeanClassifier
+from preadapt.estimate.avg_k import avg_k_estimate, top_r_estimate
+from preadapt.estimate.estimate import Estimate, RunningMean, bootstrap_estimate, mean_estimate
+from preadapt.estimate.spec import EvaluateConfig
+from preadapt.objectives.curl import curl_loss, encode_tuples
+from preadapt.objectives.losses import LOSSES, margins_from_scores
+from preadapt.worlds.base import World
+from preadapt.worlds.prior import collision_prior, tau, tau_k
+from preadapt.worlds.sampling import Tuples, draw_tuples, make_generator, sample_per_class, sample_tasks
+
+F64 = torch.float64
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One measured quantity: its name (docs/quantities.md), estimate and context columns."""
+
+    quantity: str
+    estimate: Estimate
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Evaluation:
+    """The measurements of one encoder, the class means μ̂ they used, and the running moments
+    that the bound checks recompute at their own (stricter) level."""
+
+    measurements: list[Measurement]
+    means: torch.Tensor  # (C, d) float64
+    moments: dict[str, RunningMean]
+
+    def get(self, quantity: str, **context) -> Estimate:
+        for m in self.measurements:
+            if m.quantity == quantity and all(m.context.get(k) == v for k, v in context.items()):
+                return m.estimate
+        raise KeyError(f"no measurement {quantity} {context}")
+
+
+@torch.no_grad()
+def encode(encoder: nn.Module, inputs: torch.Tensor, block: int, device) -> torch.Tensor:
+    """f(x) for ``inputs: (N, *X)`` in blocks, as float64 on the CPU → (N, d)."""
+    parts = [encoder(inputs[i:i + block].to(device)).to("cpu", F64) for i in range(0, len(inputs), block)]
+    return torch.cat(parts)
+
+
+def mean_classifier_losses(features: torch.Tensor, tasks: torch.Tensor, positions: torch.Tensor,
+                           means: torch.Tensor, loss) -> torch.Tensor:
+    """ℓ of the mean classifier W^μ restricted to each point's task ([Arora19], L^μ_sup).
+
+    features (n, d); tasks (n, K) class ids; positions (n,) the index in the task of the point's
+    true class; means (C, d) → (n,).
+    """
+    scores = torch.einsum("nd,nkd->nk", features, means[tasks])  # (n, K)
+    return loss(margins_from_scores(scores, positions))
+
+
+def curl_moments(encoder: nn.Module, world: World, samples: int, generator: torch.Generator, loss=None,
+                 negatives: int = 1, block_size: int = 1, condition=None, block: int = 8192,
+                 device="cpu", extra=None) -> RunningMean:
+    """Running moments of the CURL loss ℓ (default base-2 logistic) over ``samples`` fresh tuples.
+
+    ``condition``: None (L_un), ``"same"`` (L_un^=) or ``"different"`` (L_un^≠). ``extra(encoded,
+    losses)`` sees every block, for quantities that share the sample. ``.estimate(level)`` gives
+    the estimate with its t-interval.
+    """
+    loss = loss or LOSSES["logistic"]
+    moments = RunningMean()
+    per_block = max(1, block // (1 + (1 + negatives) * block_size))
+    for start in range(0, samples, per_block):
+        n = min(per_block, samples - start)
+        tuples = draw_tuples(world, n, generator, negatives, block_size, condition)
+        with torch.no_grad():
+            encoded = encode_tuples(encoder, tuples.to(device), dtype=F64)
+        losses = curl_loss(encoded.anchor, encoded.positives, encoded.negatives, loss)
+        moments.update(losses)
+        if extra is not None:
+            extra(encoded, losses)
+    return moments
+
+
+def mean_classifier_moments(encoder: nn.Module, world: World, means: torch.Tensor, task_classes: int,
+                            samples: int, generator: torch.Generator, loss=None, block: int = 8192,
+                            device="cpu") -> RunningMean:
+    """Running moments of the loss of W^μ (rows ``means: (C, d)``) over ``task_classes``-class tasks
+    drawn from ρ, the label uniform on the task and x ~ D_label: L^μ_sup of [Arora19]."""
+    loss = loss or LOSSES["logistic"]
+    moments = RunningMean()
+    means = means.to("cpu", F64)
+    for start in range(0, samples, block):
+        n = min(block, samples - start)
+        tasks = sample_tasks(world.prior, n, task_classes, generator)  # (n, K)
+        positions = torch.randint(task_classes, (n,), generator=generator)
+        x = world.sample(tasks.gather(1, positions.view(-1, 1)).view(-1), generator)
+        moments.update(mean_classifier_losses(encode(encoder, x, block, device), tasks, positions, means, loss))
+    return moments
+
+
+def _curl_moments(encoder, world, config, seed, name, loss, device, negatives=1, block_size=1,
+                  condition=None, extra=None) -> RunningMean:
+    return curl_moments(encoder, world, config.samples, make_generator(seed, "evaluate", name), loss,
+                        negatives, block_size, condition, config.block, device, extra)
+
+
+def _objective_moments(encoder, objective, tuples: Tuples, block: int, device) -> RunningMean:
+    moments = RunningMean()
+    per_block = max(1, block // (1 + (1 + objective.negatives) * objective.block_size))
+    for start in range(0, len(tuples), per_block):
+        batch = tuples[start:start + per_block].to(device)
+        with torch.no_grad():
+            moments.update(objective(encode_tuples(encoder, batch, dtype=F64)))
+    return moments
+
+
+def _normalise(z: torch.Tensor) -> torch.Tensor:
+    return z / z.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def intraclass_deviation(pool: torch.Tensor, prior: np.ndarray, replicates: int,
+                         generator: torch.Generator, level: float) -> Estimate:
+    """s(f) = E_{c~ν}[ sqrt(‖Σ(f,c)‖₂) · E_{x~D_c}‖f(x)‖ ] with ν ∝ ρ² ([Arora19], Lemma 4.4).
+
+    ``pool: (C, m, d)`` features of m points per class. Plug-in value (‖Σ̂‖₂ is biased upward,
+    which is conservative for Lemma 4.4) with a Poisson-bootstrap percentile interval.
+    """
+    nu = torch.as_tensor(collision_prior(prior))
+    classes, m, d = pool.shape
+
+    def statistic(weights: torch.Tensor) -> torch.Tensor:  # weights (B, C, m) -> (B,)
+        total = weights.sum(-1).clamp_min(1.0)  # (B, C)
+        mean = torch.einsum("bcm,cmd->bcd", weights, pool) / total[..., None]
+        second = torch.einsum("bcm,cmd,cme->bcde", weights, pool, pool) / total[..., None, None]
+        cov = second - mean[..., :, None] * mean[..., None, :]
+        spectral = torch.linalg.eigvalsh(cov)[..., -1].clamp_min(0.0)  # (B, C)
+        norm = torch.einsum("bcm,cm->bc", weights, pool.norm(dim=-1)) / total
+        return (nu * spectral.sqrt() * norm).sum(-1)
+
+    value = float(statistic(torch.ones(1, classes, m, dtype=F64))[0])
+    reps = []
+    for _ in range(replicates):
+        weights = torch.poisson(torch.ones(1, classes, m, dtype=F64), generator=generator)
+        reps.append(statistic(weights))
+    return bootstrap_estimate(value, torch.cat(reps).numpy(), classes * m, level)
+
+
+def evaluate_encoder(
+    encoder: nn.Module,
+    world: World,
+    config: EvaluateConfig,
+    seed: int,
+    *,
+    curl_loss_name: str = "logistic",
+    negatives: int = 1,
+    block_size: int = 1,
+    objective: nn.Module | None = None,
+    train_tuples: Tuples | None = None,
+    device: torch.device | str = "cpu",
+) -> Evaluation:
+    """Measure every quantity of DESIGN.md section 3 for one encoder.
+
+    ``curl_loss_name``: ℓ of L_un. ``negatives``/``block_size``: the configured k and b, at which
+    L_un and L_un_block are measured besides k = 1. ``objective``/``train_tuples``: the training
+    objective, for L_pre (fresh tuples) and L_pre_train (the training tuples).
+    """
+    level = config.level
+    loss = LOSSES[curl_loss_name]
+    prior = world.prior
+    t = tau(prior)
+    out: list[Measurement] = []
+    moments: dict[str, RunningMean] = {}
+
+    def add(quantity: str, estimate: Estimate, **context) -> None:
+        out.append(Measurement(quantity, estimate, context))
+
+    add("tau", Estimate.exact(t))
+    if negatives > 1:
+        add("tau_k", Estimate.exact(tau_k(prior, negatives)), negatives=negatives)
+
+    # Class means μ̂ from mean_samples points per class, and an independent test pool.
+    pool_x, pool_y = sample_per_class(world, config.mean_samples, make_generator(seed, "evaluate", "pool"))
+    pool_f = encode(encoder, pool_x, config.block, device)
+    means = MeanClassifier().fit(pool_f, pool_y, num_classes=world.classes).means_  # (C, d)
+    pool = pool_f.view(world.classes, config.mean_samples, -1)  # (C, m, d)
+    test_x, test_y = sample_per_class(world, config.test_per_class, make_generator(seed, "evaluate", "test"))
+    test_f = encode(encoder, test_x, config.block, device)
+    test = test_f.view(world.classes, config.test_per_class, -1)  # (C, t, d)
+
+    # Norm bound R: by construction, or measured as the largest norm on the evaluation points.
+    bound = getattr(encoder, "norm_bound", None)
+    if bound is not None:
+        add("R", Estimate.exact(float(bound)))
+    else:
+        largest = float(torch.cat([pool_f, test_f]).norm(dim=-1).max())
+        add("R", Estimate(largest, largest, largest, len(pool_f) + len(test_f), 1.0, "empirical"))
+
+    # Pretraining objective on the training tuples (exact mean) and on fresh tuples.
+    if objective is not None:
+        if train_tuples is not None:
+            train = _objective_moments(encoder, objective, train_tuples, config.block, device)
+            add("L_pre_train", Estimate(train.mean, train.mean, train.mean, train.count, 1.0, "empirical"),
+                split="train")
+        fresh_tuples = draw_tuples(world, config.samples, make_generator(seed, "evaluate", "L_pre"),
+                                   objective.negatives, objective.block_size)
+        add("L_pre", _objective_moments(encoder, objective, fresh_tuples, config.block, device).estimate(level),
+            split="fresh", negatives=objective.negatives, block_size=objective.block_size)
+
+    # L_un at k = 1, with alignment and uniformity [Wang20] on the same tuples.
+    align, uniform = RunningMean(), RunningMean()
+
+    def diagnostics(encoded, losses) -> None:
+        anchor = _normalise(encoded.anchor)
+        positive = _normalise(encoded.positives[:, 0])
+        negative = _normalise(encoded.negatives[:, 0, 0])  # an independent draw from the marginal
+        align.update((anchor - positive).pow(2).sum(-1))
+        uniform.update(torch.exp(-2.0 * (anchor - negative).pow(2).sum(-1)))
+
+    l_un = _curl_moments(encoder, world, config, seed, "L_un", loss, device, extra=diagnostics)
+    add("L_un", l_un.estimate(level), negatives=1, block_size=1)
+    if negatives > 1:
+        l_un_k = _curl_moments(encoder, world, config, seed, "L_un_k", loss, device, negatives=negatives)
+        add("L_un", l_un_k.estimate(level), negatives=negatives, block_size=1)
+    if block_size > 1:
+        l_un_b = _curl_moments(encoder, world, config, seed, "L_un_block", loss, device,
+                               negatives=negatives, block_size=block_size)
+        add("L_un_block", l_un_b.estimate(level), negatives=negatives, block_size=block_size)
+    add("align", align.estimate(level))
+    u = uniform.estimate(level)  # log is monotone: the interval of the mean maps to one of its log
+    add("uniform", Estimate(float(np.log(u.value)), float(np.log(max(u.lower, 1e-300))),
+                            float(np.log(u.upper)), u.n, level, "t"))
+
+    # The decomposition L_un = τ·L_un^= + (1 − τ)·L_un^≠, each part from its own sample. The
+    # different-class sample is also a sample of 2-class tasks (T = {c, c⁻}, the anchor's class
+    # uniform on T by symmetry), so L^μ_sup is measured on the same anchors: a paired difference.
+    l_same = _curl_moments(encoder, world, config, seed, "L_un_same", loss, device, condition="same")
+    mean_loss, gap = RunningMean(), RunningMean()
+
+    def paired_mean_classifier(encoded, losses) -> None:
+        tasks = torch.cat([encoded.anchor_class.view(-1, 1), encoded.negative_class], dim=1)  # (n, 2)
+        first = torch.zeros(len(tasks), dtype=torch.long)
+        mu_losses = mean_classifier_losses(encoded.anchor, tasks, first, means, loss)
+        mean_loss.update(mu_losses)
+        gap.update(losses - mu_losses)
+
+    l_diff = _curl_moments(encoder, world, config, seed, "L_un_diff", loss, device, condition="different",
+                           extra=paired_mean_classifier)
+    add("L_un_same", l_same.estimate(level), negatives=1)
+    add("L_un_diff", l_diff.estimate(level), negatives=1)
+    add("L_sup_mean", mean_loss.estimate(level), adapter="mean", task_classes=2, split="fresh")
+    moments.update(L_un=l_un, L_un_same=l_same, L_un_diff=l_diff, L_sup_mean=mean_loss, diff_minus_mean=gap)
+
+    for size in config.task_classes:
+        if size != 2:
+            generator = make_generator(seed, "evaluate", "L_sup_mean", size)
+            task_loss = mean_classifier_moments(encoder, world, means, size, config.samples, generator, loss,
+                                                config.block, device)
+            add("L_sup_mean", task_loss.estimate(level), adapter="mean", task_classes=size, split="fresh")
+
+    add("s_f", intraclass_deviation(pool, prior, config.bootstrap, make_generator(seed, "evaluate", "s_f"), level))
+
+    # Exact AVG-k and TOP-R of the mean classifier on the test pool (THEORY.md section 4).
+    mean_scores = test_f @ means.T  # (C·t, C)
+    task_prior = None if np.allclose(prior, prior[0]) else prior
+    for size in config.task_classes:
+        add("acc_avg", avg_k_estimate(mean_scores, test_y, size, prior=task_prior, level=level),
+            adapter="mean", task_classes=size, split="test")
+    for r in config.top_r:
+        add("acc_top", top_r_estimate(mean_scores, test_y, r, prior=prior, level=level),
+            adapter="mean", top_r=r, split="test")
+
+    out.extend(_linear_heads(world, config, seed, pool, means, test, loss))
+    return Evaluation(out, means, moments)
+
+
+def _task_data(pool: torch.Tensor, tasks: torch.Tensor, start: int, stop: int):
+    """Features and labels of sampled tasks: pool (C, m, d), tasks (P, K) → (P, K·s, d), (P, K·s)."""
+    points = pool[tasks][:, :, start:stop]  # (P, K, s, d)
+    P, K, s, d = points.shape
+    labels = torch.arange(K).repeat_interleave(s).expand(P, K * s)
+    return points.reshape(P, K * s, d), labels
+
+
+def _linear_heads(world, config, seed, pool, means, test, loss) -> list[Measurement]:
+    """L_sup (best linear head, 2-class tasks) and the linear probe's AVG-k and TOP-R."""
+    out = []
+    level = config.level
+    generator = make_generator(seed, "evaluate", "linear")
+    # L_sup: no bias, no penalty, fitted on sup_samples points per class from W^μ, keeping the
+    # better of the two in-sample; evaluated on the independent test points, one value per task.
+    tasks = sample_tasks(world.prior, config.probe_tasks, 2, generator)  # (P, 2)
+    fit_x, fit_y = _task_data(pool, tasks, 0, config.sup_samples)
+    weights = best_linear_head(fit_x, fit_y, 2, loss, means[tasks])  # (P, 2, d)
+    test_x, test_y = _task_data(test, tasks, 0, test.shape[1])
+    scores = torch.einsum("pnd,pkd->pnk", test_x, weights)
+    per_task = loss(margins_from_scores(scores, test_y)).mean(dim=1)  # (P,)
+    out.append(Measurement("L_sup", mean_estimate(per_task, level),
+                           dict(adapter="linear", task_classes=2, split="test")))
+
+    shots, val = config.probe_shots, config.probe_val
+    for size in config.task_classes:
+        tasks = sample_tasks(world.prior, config.probe_tasks, size, generator)
+        train_x, train_y = _task_data(pool, tasks, 0, shots)
+        val_x, val_y = _task_data(pool, tasks, shots, shots + val)
+        test_x, test_y = _task_data(test, tasks, 0, test.shape[1])
+        probe = LinearProbe(penalties=tuple(config.probe_penalties)).fit(train_x, train_y, val_x, val_y)
+        out.append(Measurement("acc_avg", mean_estimate(probe.score(test_x, test_y), level),
+                               dict(adapter="linear", task_classes=size, shots=shots, split="test")))
+
+    everything = torch.arange(world.classes).view(1, -1)  # one task: the full C-way problem
+    train_x, train_y = _task_data(pool, everything, 0, shots)
+    val_x, val_y = _task_data(pool, everything, shots, shots + val)
+    test_x, test_y = _task_data(test, everything, 0, test.shape[1])
+    probe = LinearProbe(penalties=tuple(config.probe_penalties)).fit(train_x, train_y, val_x, val_y)
+    scores = probe.decision_function(test_x)[0]  # (C·t, C)
+    for r in config.top_r:
+        out.append(Measurement("acc_top", top_r_estimate(scores, test_y[0], r, prior=world.prior, level=level),
+                               dict(adapter="linear", top_r=r, shots=shots, split="test")))
+    return out

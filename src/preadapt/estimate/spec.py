@@ -1,0 +1,49 @@
+"""What to measure at each checkpoint and how precisely (the ``evaluate`` section of a config)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class EvaluateConfig(BaseModel):
+    """Sample sizes, levels and protocols of the per-checkpoint estimates (docs/config.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    samples: int = Field(20000, ge=2, description="fresh tuples (or labeled points) per population estimate")
+    mean_samples: int = Field(2000, ge=2, description="points per class for the class means μ_c (and the pools of the heads)")
+    test_per_class: int = Field(200, ge=2, description="independent test points per class for accuracies and L_sup")
+    level: float = Field(0.95, gt=0.0, lt=1.0, description="confidence level of reported intervals")
+    verdict_level: float = Field(0.999, gt=0.0, lt=1.0, description="stricter level of bound verdicts")
+    task_classes: list[int] = Field([2, 10], min_length=1, description="classes per downstream task (AVG-k)")
+    top_r: list[int] = Field([1, 5], description="R of TOP-R accuracy on the full problem")
+    probe_tasks: int = Field(200, ge=2, description="sampled tasks for the linear heads (t-interval across tasks)")
+    probe_shots: int = Field(50, ge=1, description="labeled training points per class for the linear probe")
+    probe_val: int = Field(50, ge=1, description="validation points per class (the probe's penalty is chosen on them)")
+    probe_penalties: list[float] = Field([1e-4, 1e-3, 1e-2, 1e-1], min_length=1, description="L2 penalties tried by the probe")
+    sup_samples: int = Field(500, ge=1, description="points per class the best linear head of L_sup is fitted on")
+    loss: Literal["hinge", "logistic"] | None = Field(None, description="ℓ of L_un; null = the CURL objective's, else logistic")
+    bootstrap: int = Field(100, ge=10, description="bootstrap replicates for s(f)")
+    block: int = Field(8192, ge=16, description="points encoded per block (memory stays flat in samples)")
+
+    @field_validator("task_classes")
+    @classmethod
+    def _tasks_ok(cls, sizes):
+        if any(k < 2 for k in sizes):
+            raise ValueError("task_classes must be ≥ 2 (a task needs two classes)")
+        return sorted(set(sizes))
+
+    @field_validator("top_r")
+    @classmethod
+    def _top_r_ok(cls, values):
+        if any(r < 1 for r in values):
+            raise ValueError("top_r must be ≥ 1")
+        return sorted(set(values))
+
+    @field_validator("probe_penalties")
+    @classmethod
+    def _penalties_ok(cls, values):
+        if any(p < 0 for p in values):
+            raise ValueError("probe_penalties must be ≥ 0")
+        return values

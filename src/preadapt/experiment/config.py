@@ -1,0 +1,186 @@
+"""Run configs: typed, validated pydantic models read from YAML (DESIGN.md section 3).
+
+Components (world, encoder, objective) are validated by the params model registered for their
+``kind``. Every invalid value raises ``ConfigError`` with one line naming the field, the value
+given and what is allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, model_validator
+
+from preadapt.encoders import ENCODERS
+from preadapt.estimate.spec import EvaluateConfig
+from preadapt.objectives import OBJECTIVES
+from preadapt.pretrain import PretrainConfig
+from preadapt.registry import ComponentConfig, Registry
+from preadapt.worlds import WORLDS
+
+COMPONENTS: dict[str, Registry] = {"world": WORLDS, "encoder": ENCODERS, "objective": OBJECTIVES}
+
+
+class ConfigError(ValueError):
+    """An invalid config, override or preset; the message is one line a user can act on."""
+
+
+class Config(BaseModel):
+    """One run: world, encoder, objective, pretraining and evaluation (docs/config.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", description="run name (default output folder runs/<name>)")
+    seed: int = Field(0, ge=0, description="root seed; every generator derives from it")
+    device: Literal["cpu", "cuda", "auto"] = Field("auto", description="cpu, cuda, or auto (cuda when available)")
+    threads: int | None = Field(None, ge=1, description="torch threads; null = library default")
+    world: SerializeAsAny[ComponentConfig] = Field(default_factory=lambda: WORLDS.parse({"kind": "gaussian"}))
+    encoder: SerializeAsAny[ComponentConfig] = Field(default_factory=lambda: ENCODERS.parse({"kind": "mlp"}))
+    objective: SerializeAsAny[ComponentConfig] = Field(default_factory=lambda: OBJECTIVES.parse({"kind": "curl"}))
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse_components(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for key, registry in COMPONENTS.items():
+            value = data.get(key)
+            if value is None or isinstance(value, ComponentConfig):
+                continue
+            if not isinstance(value, dict):
+                raise ValueError(f"{key}: got {value!r}; expected a mapping with a 'kind'")
+            kind = value.get("kind")
+            if kind not in registry.names():
+                raise ValueError(f"{key}.kind: got {kind!r}; allowed: {', '.join(registry.names())}")
+            try:
+                data[key] = registry.parse(value)
+            except ValidationError as error:
+                raise ValueError(format_validation_error(error, prefix=key)) from None
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Config":
+        last = self.pretrain.total_steps
+        beyond = [s for s in self.pretrain.checkpoints if s > last]
+        if beyond:
+            raise ValueError(
+                f"pretrain.checkpoints: got step {beyond[0]}; allowed: 0..{last} "
+                f"(epochs × ceil(tuples / batch_size) = {last} steps)")
+        ev = self.evaluate
+        if ev.probe_shots + ev.probe_val > ev.mean_samples:
+            raise ValueError(
+                f"evaluate.mean_samples: got {ev.mean_samples}; must be ≥ probe_shots + probe_val = "
+                f"{ev.probe_shots + ev.probe_val} (the probe's points come from the per-class pool)")
+        if ev.sup_samples > ev.mean_samples:
+            raise ValueError(f"evaluate.sup_samples: got {ev.sup_samples}; allowed: ≤ mean_samples ({ev.mean_samples})")
+        classes = getattr(self.world, "classes", None)
+        if classes is not None:
+            if max(ev.task_classes) > classes:
+                raise ValueError(f"evaluate.task_classes: got {max(ev.task_classes)}; allowed: 2..{classes} (world.classes)")
+            if ev.top_r and max(ev.top_r) > classes:
+                raise ValueError(f"evaluate.top_r: got {max(ev.top_r)}; allowed: 1..{classes} (world.classes)")
+        return self
+
+    def config_hash(self) -> str:
+        """SHA-256 of the canonical JSON of the resolved config."""
+        text = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def _loc(parts) -> str:
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def format_validation_error(error: ValidationError, prefix: str = "") -> str:
+    """The first error of a pydantic ValidationError as one line: field, value given, what is allowed."""
+    first = error.errors(include_url=False)[0]
+    message = first["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, "):]
+        if not first["loc"]:  # our own model-level messages already name the field
+            return message if not prefix else f"{prefix}.{message}"
+    loc = _loc(((prefix,) if prefix else ()) + tuple(first["loc"]))
+    if first["type"] == "extra_forbidden":
+        return f"{loc}: unknown field (see docs/config.md for the allowed fields)"
+    if first["type"] == "missing":
+        return f"{loc}: missing; this field is required"
+    return f"{loc}: got {first['input']!r}; {message[0].lower() + message[1:]}"
+
+
+def parse_config(data: dict[str, Any]) -> Config:
+    """Validate a config mapping; raise ``ConfigError`` with a one-line message."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"a config must be a mapping of fields; got {type(data).__name__}")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error)) from None
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Apply ``a.b=value`` overrides (values read as YAML: ``3``, ``[2, 10]``, ``true``, ``null``).
+
+    >>> apply_overrides({"world": {"classes": 20}}, ["world.classes=5", "seed=3"])
+    {'world': {'classes': 5}, 'seed': 3}
+    """
+    data = json.loads(json.dumps(data))  # a deep copy of plain data
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        path = key.strip().split(".")
+        if not sep or not key.strip() or any(not part for part in path):
+            raise ConfigError(f"--set {item!r}: expected FIELD.PATH=VALUE, for example world.classes=10")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML") from None
+        node = data
+        for depth, part in enumerate(path[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {'.'.join(path[:depth + 1])} is not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping read with the safe loader."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of fields; got {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                preset: str | None = None) -> Config:
+    """Read a config from a YAML file or a preset (``demo`` when neither is given), apply overrides.
+
+    >>> load_config(preset="demo", overrides=["world.classes=5"]).world.classes
+    5
+    """
+    from preadapt.experiment.presets import preset_data
+
+    if path is not None and preset is not None:
+        raise ConfigError("give a CONFIG file or --preset, not both")
+    data = read_yaml(path) if path is not None else preset_data(preset or "demo")
+    return parse_config(apply_overrides(data, overrides))

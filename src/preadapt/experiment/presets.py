@@ -1,0 +1,37 @@
+"""Named, commented configs shipped with preadapt (``preadapt presets`` lists them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PRESET_DIR = Path(__file__).parent / "presets"
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def preset_path(name: str) -> Path:
+    from preadapt.experiment.config import ConfigError
+
+    path = PRESET_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"--preset: got {name!r}; allowed: {', '.join(preset_names())}")
+    return path
+
+
+def preset_data(name: str) -> dict[str, Any]:
+    return yaml.safe_load(preset_path(name).read_text()) or {}
+
+
+def preset_descriptions() -> dict[str, str]:
+    """Each preset's one-line description: the first comment line of its file."""
+    out = {}
+    for name in preset_names():
+        first = next((line for line in (PRESET_DIR / f"{name}.yaml").read_text().splitlines()
+                      if line.startswith("#")), "#")
+        out[name] = first.lstrip("# ").strip()
+    return out

@@ -1,0 +1,219 @@
+"""The one pipeline: config → world → tuples → encoder → pretrain → per checkpoint: estimates and
+bound checks → store → report (DESIGN.md section 1)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+import torch
+from torch import nn
+
+from preadapt.bounds import BoundCheck, lemma_4_3
+from preadapt.encoders import ENCODERS
+from preadapt.estimate.quantities import Evaluation, Measurement, evaluate_encoder
+from preadapt.estimate.spec import EvaluateConfig
+from preadapt.experiment.config import Config, ConfigError, load_config, parse_config
+from preadapt.experiment.store import Store, tidy_frame
+from preadapt.objectives import OBJECTIVES
+from preadapt.pretrain import DivergenceError, pretrain
+from preadapt.worlds import WORLDS, World, tau
+from preadapt.worlds.sampling import draw_tuples, make_generator
+
+OUTPUT_FILES = ["config.yaml", "results.sqlite", "results.csv", "report.html", "figures", "checkpoints"]
+
+
+@dataclass
+class RunResult:
+    """What a run produced: the tidy ``results`` table, the bound checks per step, and where the
+    files went (``out`` is None when nothing was written)."""
+
+    config: Config
+    run_id: str
+    status: str
+    results: pd.DataFrame
+    checks: dict[int, list[BoundCheck]] = field(default_factory=dict)
+    out: Path | None = None
+    error: str | None = None
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: got 'cuda' but CUDA is not available here; allowed: cpu, auto")
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def _coerce_config(config: Config | dict | str | Path) -> Config:
+    if isinstance(config, Config):
+        return config
+    if isinstance(config, dict):
+        return parse_config(config)
+    return load_config(config)
+
+
+def prepare_output(out: Path, force: bool) -> None:
+    """Refuse a non-empty directory unless ``force``; with ``force`` remove preadapt's own outputs."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out: {out} exists and is not a directory")
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise ConfigError(f"--out: {out} is not empty; pass --force to overwrite it")
+        for name in OUTPUT_FILES:
+            target = out / name
+            if target.is_dir():
+                for child in sorted(target.rglob("*"), reverse=True):
+                    child.rmdir() if child.is_dir() else child.unlink()
+                target.rmdir()
+            elif target.exists():
+                target.unlink()
+    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+
+
+def _git_revision() -> str | None:
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                                text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def measurement_rows(measurements: list[Measurement], run_id: str, step: int) -> list[dict[str, Any]]:
+    rows = []
+    for m in measurements:
+        e = m.estimate
+        rows.append(dict(run=run_id, step=step, quantity=m.quantity, value=e.value, lower=e.lower, upper=e.upper,
+                         n=e.n, level=e.level, method=e.method, **m.context))
+    return rows
+
+
+def _curl_loss_name(config: Config) -> str:
+    if config.evaluate.loss is not None:
+        return config.evaluate.loss
+    return getattr(config.objective, "loss", "logistic") if config.objective.kind == "curl" else "logistic"
+
+
+def check_bounds(evaluation: Evaluation, world: World, evaluate_config: EvaluateConfig) -> list[BoundCheck]:
+    """Every statement that applies to the evaluation (this issue: Lemma 4.3)."""
+    return [lemma_4_3(evaluation, tau(world.prior), evaluate_config.level, evaluate_config.verdict_level)]
+
+
+def run(config: Config | dict | str | Path, out: str | Path | None = None, force: bool = False,
+        progress: Callable[[str, int, int], None] | None = None) -> RunResult:
+    """Pretrain, evaluate every checkpoint and (when ``out`` is given) write the run's files.
+
+    ``progress(stage, done, total)`` reports training steps (stage ``"pretrain"``) and evaluated
+    checkpoints (stage ``"evaluate"``). A run that diverges or raises is returned with status
+    ``failed`` and its reason, recorded in the store; results of the checkpoints evaluated before
+    the failure are kept.
+
+    >>> result = run({"name": "tiny", "world": {"kind": "gaussian", "classes": 4, "dim": 4},
+    ...               "encoder": {"kind": "linear", "out_dim": 4},
+    ...               "pretrain": {"tuples": 256, "epochs": 1, "batch_size": 128, "checkpoints": [0]},
+    ...               "evaluate": {"samples": 512, "mean_samples": 64, "test_per_class": 16,
+    ...                            "task_classes": [2, 3], "top_r": [1], "probe_tasks": 4,
+    ...                            "probe_shots": 8, "probe_val": 8, "sup_samples": 32, "bootstrap": 10}})
+    >>> result.status, sorted(result.results.step.unique().tolist())
+    ('finished', [0, 2])
+    """
+    config = _coerce_config(config)
+    device = resolve_device(config.device)
+    out = Path(out) if out is not None else None
+    if out is not None:
+        prepare_output(out, force)
+        (out / "config.yaml").write_text(config.to_yaml())
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    config_hash = config.config_hash()
+    run_id = f"{config.name}-{config_hash[:8]}"
+    provenance = dict(run_id=run_id, config_hash=config_hash, config_json=config.model_dump_json(),
+                      started_at=_now(), preadapt_version=metadata.version("preadapt"),
+                      git_revision=_git_revision(), torch_version=torch.__version__,
+                      threads=torch.get_num_threads(), device=str(device), seed=config.seed)
+    store = Store(out / "results.sqlite") if out is not None else None
+    if store is not None:
+        store.start_run(provenance)
+
+    rows: list[dict[str, Any]] = []
+    checks: dict[int, list[BoundCheck]] = {}
+    status, error = "finished", None
+    try:
+        seed = config.seed
+        world = WORLDS.build(config.world, make_generator(seed, "world"))
+        objective = OBJECTIVES.build(config.objective).to(device)
+        encoder = ENCODERS.build(config.encoder, world.input_shape, make_generator(seed, "encoder")).to(device)
+        train_tuples = draw_tuples(world, config.pretrain.tuples, make_generator(seed, "train-tuples"),
+                                   objective.negatives, objective.block_size)
+        steps = config.pretrain.checkpoint_steps
+
+        def on_checkpoint(step: int, model: nn.Module) -> None:
+            if out is not None:
+                torch.save(model.state_dict(), out / "checkpoints" / f"step_{step:06d}.pt")
+            evaluation = evaluate_encoder(
+                model, world, config.evaluate, seed, curl_loss_name=_curl_loss_name(config),
+                negatives=objective.negatives, block_size=objective.block_size, objective=objective,
+                train_tuples=train_tuples, device=device)
+            checks[step] = check_bounds(evaluation, world, config.evaluate)
+            measured = evaluation.measurements + [m for c in checks[step] for m in c.measurements()]
+            rows.extend(measurement_rows(measured, run_id, step))
+            if progress is not None:
+                progress("evaluate", len(checks), len(steps))
+
+        def on_step(step: int, total: int, loss: float) -> None:
+            if progress is not None:
+                progress("pretrain", step, total)
+
+        pretrain(encoder, objective, train_tuples, config.pretrain, make_generator(seed, "shuffle"),
+                 on_checkpoint=on_checkpoint, device=device, progress=on_step)
+    except DivergenceError as failure:
+        status, error = "failed", str(failure)
+    except Exception as failure:  # recorded, never lost: the store says why the run failed
+        status, error = "failed", f"{type(failure).__name__}: {failure}"
+        if store is None:
+            raise
+
+    results = tidy_frame(rows)
+    if store is not None:
+        store.finish_run(run_id, results, status, _now(), error)
+        store.close()
+        results.to_csv(out / "results.csv", index=False)
+        _write_report(out, results, config)
+    return RunResult(config, run_id, status, results, checks, out, error)
+
+
+def _write_report(out: Path, results: pd.DataFrame, config: Config) -> None:
+    from preadapt.report.html import write_report
+
+    store = Store(out / "results.sqlite")
+    try:
+        runs = store.runs()
+    finally:
+        store.close()
+    write_report(out, results, runs, config.to_yaml(), title=f"preadapt run: {config.name}")
+
+
+def evaluate(encoder: nn.Module, world: World | dict, evaluate_config: EvaluateConfig | dict | None = None, *,
+             seed: int = 0, loss: str = "logistic", device: str = "cpu") -> pd.DataFrame:
+    """Measure an encoder the user built on a world: every quantity and bound check, as the tidy
+    table (one step, 0). ``world`` is a World or a world config mapping (``{"kind": "gaussian", ...}``).
+    """
+    if isinstance(world, dict):
+        world = WORLDS.build(WORLDS.parse(world), make_generator(seed, "world"))
+    if not isinstance(evaluate_config, EvaluateConfig):
+        evaluate_config = EvaluateConfig.model_validate(evaluate_config or {})
+    encoder = encoder.to(device).eval()
+    evaluation = evaluate_encoder(encoder, world, evaluate_config, seed, curl_loss_name=loss, device=device)
+    checks = check_bounds(evaluation, world, evaluate_config)
+    measured = evaluation.measurements + [m for c in checks for m in c.measurements()]
+    return tidy_frame(measurement_rows(measured, "evaluate", 0))

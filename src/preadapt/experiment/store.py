@@ -1,0 +1,108 @@
+"""The results store: one SQLite database per run (or sweep) directory (DESIGN.md section 3).
+
+Table ``runs`` holds one provenance row per run; table ``results`` the tidy rows. Every write is
+one transaction, so the database is never left half-written.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+SCHEMA_VERSION = 1
+
+ESTIMATE_COLUMNS = ["run", "step", "quantity", "value", "lower", "upper", "n", "level", "method"]
+CONTEXT_COLUMNS = ["negatives", "block_size", "task_classes", "top_r", "adapter", "shots", "split", "bound", "status"]
+RESULT_COLUMNS = ESTIMATE_COLUMNS + CONTEXT_COLUMNS
+INTEGER_COLUMNS = ["step", "n", "negatives", "block_size", "task_classes", "top_r", "shots"]
+TEXT_COLUMNS = ["run", "quantity", "method", "adapter", "split", "bound", "status"]
+
+RUN_COLUMNS = ["run_id", "config_hash", "config_json", "status", "started_at", "finished_at", "error",
+               "preadapt_version", "git_revision", "torch_version", "threads", "device", "seed"]
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, config_hash TEXT NOT NULL, config_json TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('finished', 'failed', 'running')),
+    started_at TEXT, finished_at TEXT, error TEXT, preadapt_version TEXT, git_revision TEXT,
+    torch_version TEXT, threads INTEGER, device TEXT, seed INTEGER
+);
+CREATE TABLE IF NOT EXISTS results (
+    run TEXT NOT NULL REFERENCES runs(run_id), step INTEGER NOT NULL, quantity TEXT NOT NULL,
+    value REAL NOT NULL, lower REAL NOT NULL, upper REAL NOT NULL, n INTEGER, level REAL NOT NULL,
+    method TEXT NOT NULL, {", ".join(f"{c} {'TEXT' if c in TEXT_COLUMNS else 'INTEGER'}" for c in CONTEXT_COLUMNS)}
+);
+CREATE INDEX IF NOT EXISTS results_run ON results(run, step);
+"""
+
+
+def tidy_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Rows as the tidy results table: the columns of RESULT_COLUMNS, nullable integers."""
+    frame = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    for column in INTEGER_COLUMNS:
+        frame[column] = pd.array(frame[column], dtype="Int64")
+    for column in ["value", "lower", "upper", "level"]:
+        frame[column] = frame[column].astype("float64")
+    for column in TEXT_COLUMNS:
+        frame[column] = frame[column].astype("object").where(frame[column].notna(), None)
+    return frame
+
+
+class Store:
+    """The SQLite store of one directory.
+
+    >>> import tempfile, os
+    >>> store = Store(os.path.join(tempfile.mkdtemp(), "results.sqlite"))
+    >>> store.schema_version()
+    1
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.connection = sqlite3.connect(self.path)
+        self.connection.execute("PRAGMA foreign_keys = ON")
+        with self.connection:
+            self.connection.executescript(_SCHEMA)
+            self.connection.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    def schema_version(self) -> int:
+        return int(self.connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])
+
+    def start_run(self, provenance: dict[str, Any]) -> None:
+        """Record a run as running (replacing an earlier attempt with the same id and its results)."""
+        row = {column: provenance.get(column) for column in RUN_COLUMNS}
+        row["status"] = "running"
+        with self.connection:
+            self.connection.execute("DELETE FROM results WHERE run = ?", (row["run_id"],))
+            self.connection.execute("DELETE FROM runs WHERE run_id = ?", (row["run_id"],))
+            self.connection.execute(
+                f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}) VALUES ({', '.join('?' * len(RUN_COLUMNS))})",
+                [row[c] for c in RUN_COLUMNS])
+
+    def finish_run(self, run_id: str, results: pd.DataFrame, status: str, finished_at: str,
+                   error: str | None = None) -> None:
+        """Write a run's results and its final status in one transaction."""
+        records = [tuple(None if pd.isna(v) else (int(v) if c in INTEGER_COLUMNS else v)
+                         for c, v in zip(RESULT_COLUMNS, row))
+                   for row in results[RESULT_COLUMNS].itertuples(index=False, name=None)]
+        with self.connection:
+            self.connection.executemany(
+                f"INSERT INTO results ({', '.join(RESULT_COLUMNS)}) VALUES ({', '.join('?' * len(RESULT_COLUMNS))})",
+                records)
+            self.connection.execute(
+                "UPDATE runs SET status = ?, finished_at = ?, error = ? WHERE run_id = ?",
+                (status, finished_at, error, run_id))
+
+    def results(self) -> pd.DataFrame:
+        rows = self.connection.execute(f"SELECT {', '.join(RESULT_COLUMNS)} FROM results ORDER BY rowid").fetchall()
+        return tidy_frame([dict(zip(RESULT_COLUMNS, row)) for row in rows])
+
+    def runs(self) -> pd.DataFrame:
+        return pd.read_sql_query(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs ORDER BY started_at", self.connection)
+
+    def close(self) -> None:
+        self.connection.close()

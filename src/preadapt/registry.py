@@ -1,0 +1,71 @@
+"""Small registries that map a config's ``kind`` to a component factory.
+
+Nothing is ever imported from a dotted path named in a config: a component is usable as
+``kind: name`` only once it is registered here (built-ins at import, users' with
+``register_world/encoder/objective``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from pydantic import BaseModel, ConfigDict
+
+
+class ComponentConfig(BaseModel):
+    """Base of every component's config: a ``kind`` and the component's own fields."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: str
+
+
+class OpenComponentConfig(ComponentConfig):
+    """Config of a user component registered without a params model: any extra field passes through."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+@dataclass(frozen=True)
+class Entry:
+    factory: Callable[..., Any]
+    params: type[ComponentConfig]
+
+
+class Registry:
+    """Components of one family (worlds, encoders, objectives), keyed by ``kind``.
+
+    >>> from pydantic import BaseModel
+    >>> reg = Registry("widget")
+    >>> reg.register("box", lambda cfg: cfg.kind)
+    >>> reg.parse({"kind": "box", "size": 3}).kind
+    'box'
+    >>> reg.names()
+    ['box']
+    """
+
+    def __init__(self, family: str) -> None:
+        self.family = family
+        self._entries: dict[str, Entry] = {}
+
+    def register(self, name: str, factory: Callable[..., Any], params: type[ComponentConfig] | None = None) -> None:
+        if not name or not isinstance(name, str):
+            raise ValueError(f"a {self.family} name must be a non-empty string; got {name!r}")
+        self._entries[name] = Entry(factory, params or OpenComponentConfig)
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def entry(self, kind: str) -> Entry:
+        if kind not in self._entries:
+            raise KeyError(f"unknown {self.family} kind {kind!r}; allowed: {', '.join(self.names())}")
+        return self._entries[kind]
+
+    def parse(self, data: dict[str, Any] | ComponentConfig) -> ComponentConfig:
+        """Validate a component config with the params model registered for its kind."""
+        if isinstance(data, ComponentConfig):
+            data = data.model_dump()
+        return self.entry(data.get("kind")).params.model_validate(data)
+
+    def build(self, config: ComponentConfig, *args: Any, **kwargs: Any) -> Any:
+        return self.entry(config.kind).factory(config, *args, **kwargs)

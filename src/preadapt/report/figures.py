@@ -1,0 +1,252 @@
+"""Figures of a run's tidy results (PNG, matplotlib's Agg canvas, no pyplot state).
+
+Each function takes the tidy ``results`` frame (DESIGN.md section 3) and a path, draws every
+point with its confidence interval, writes the PNG and returns its path; when the quantities it
+draws were not measured it writes nothing and returns None.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
+
+from preadapt.report.tables import _missing, _plain, bound_checks, context_label
+
+L_UN = r"$L_{\mathrm{un}}$"
+L_SUP_MEAN = r"$L^{\mu}_{\mathrm{sup}}$"
+L_SUP = r"$L_{\mathrm{sup}}$"
+L_PRE = r"$L_{\mathrm{pre}}$"
+L_PRE_TRAIN = r"$\hat{L}_{\mathrm{pre}}$"
+LEMMA_4_3_RHS = r"$(L_{\mathrm{un}} - \tau)\,/\,(1 - \tau)$"
+
+STATUS_STYLE = {
+    "holds": {"color": "#1b9e4b", "marker": "o"},
+    "inconclusive": {"color": "#e08a00", "marker": "s"},
+    "violated": {"color": "#d62728", "marker": "X"},
+}
+_OTHER_STATUS = {"color": "#777777", "marker": "D"}
+ADAPTER_NAMES = {"mean": "mean classifier", "linear": "linear probe"}
+_DPI = 110
+
+
+def _select(results: pd.DataFrame, quantity: str, **context: Any) -> pd.DataFrame:
+    """Rows of ``quantity`` whose context columns equal the given values (absent columns never match)."""
+    if len(results) == 0:
+        return results
+    chosen = results["quantity"] == quantity
+    for column, value in context.items():
+        if column not in results.columns:
+            return results.iloc[0:0]
+        chosen &= (results[column] == value).fillna(False).astype(bool)
+    return results[chosen].sort_values("step", kind="stable")
+
+
+def _errors(rows: pd.DataFrame) -> np.ndarray:
+    """(2, n) distances from the value to the interval's ends; 0 where an end is not finite."""
+    value = rows["value"].to_numpy(float)
+    below = value - rows["lower"].to_numpy(float)
+    above = rows["upper"].to_numpy(float) - value
+    return np.nan_to_num(np.clip(np.stack([below, above]), 0.0, None), nan=0.0, posinf=0.0)
+
+
+def _step_axis(ax: Axes, steps: list[int]) -> None:
+    """Checkpoint steps usually grow geometrically from 0: symlog (linear up to the first positive
+    step, so that step 0 shows) when the positive steps span a factor of 10 or more."""
+    positive = [s for s in steps if s > 0]
+    if positive and max(positive) / min(positive) >= 10:
+        ax.set_xscale("symlog", linthresh=min(positive), linscale=0.5)
+    if 0 < len(steps) <= 10:
+        ax.xaxis.set_major_locator(FixedLocator(steps))
+        ax.xaxis.set_minor_locator(NullLocator())
+        formatter = ScalarFormatter()
+        formatter.set_scientific(False)
+        ax.xaxis.set_major_formatter(formatter)
+    ax.set_xlabel("pretraining step (checkpoint)")
+
+
+def _series(ax: Axes, rows: pd.DataFrame, label: str, color: Any, marker: str = "o", linestyle: str = "-") -> None:
+    steps = rows["step"].to_numpy(float)
+    values = rows["value"].to_numpy(float)
+    ax.fill_between(steps, rows["lower"].to_numpy(float), rows["upper"].to_numpy(float), color=color, alpha=0.15,
+                    linewidth=0)
+    ax.errorbar(steps, values, yerr=_errors(rows), color=color, marker=marker, linestyle=linestyle, capsize=3,
+                markersize=5, linewidth=1.6, label=label)
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=_DPI)
+    return path
+
+
+def _by_context(rows: pd.DataFrame, name: str) -> list[tuple[str, pd.DataFrame]]:
+    """Split rows into one series per context label, naming each after ``name`` (and its context)."""
+    labels = rows.apply(context_label, axis=1) if len(rows) else pd.Series(dtype=str)
+    groups = [(label, rows[labels == label]) for label in dict.fromkeys(labels)]
+    if len(groups) == 1:
+        return [(name, groups[0][1])]
+    return [(f"{name}: {label}", group) for label, group in groups]
+
+
+def plot_losses(results: pd.DataFrame, path: str | Path) -> Path | None:
+    """L_un (negatives = 1), L^μ_sup and L_sup on 2-class tasks, and L_pre / L̂_pre against the step.
+
+    Each curve carries its CI as error bars and a band. Returns None when none was measured.
+    """
+    l_un = _select(results, "L_un", negatives=1)
+    if len(l_un) == 0 and "negatives" in results.columns:
+        l_un = results[(results["quantity"] == "L_un") & results["negatives"].isna()]
+    elif len(l_un) == 0:
+        l_un = _select(results, "L_un")
+    curves = [
+        (f"{L_UN} (negatives = 1)", l_un),
+        (f"{L_SUP_MEAN} (mean classifier, 2-class tasks)", _select(results, "L_sup_mean", task_classes=2)),
+        (f"{L_SUP} (best linear head, 2-class tasks)", _select(results, "L_sup", task_classes=2)),
+        (f"{L_PRE} (training objective, fresh samples)", _select(results, "L_pre")),
+        (f"{L_PRE_TRAIN} (training objective, training tuples)", _select(results, "L_pre_train")),
+    ]
+    curves = [(label, rows) for name, selected in curves if len(selected) for label, rows in _by_context(selected, name)]
+    if not curves:
+        return None
+    fig = Figure(figsize=(7.5, 4.8), layout="constrained")
+    ax = fig.add_subplot()
+    colors = [f"C{i}" for i in range(10)]
+    markers = ["o", "s", "^", "D", "v", "P", "X"]
+    for i, (label, rows) in enumerate(curves):
+        _series(ax, rows.sort_values("step"), label, colors[i % 10], markers[i % len(markers)])
+    _step_axis(ax, sorted(int(s) for s in pd.concat([rows for _, rows in curves])["step"].unique()))
+    ax.set_ylabel("loss (population estimate, with CI)")
+    ax.set_title("Losses across pretraining")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=9, loc="best")
+    return _save(fig, path)
+
+
+def plot_lemma_4_3(results: pd.DataFrame, path: str | Path) -> Path | None:
+    """Lemma 4.3 of [Arora19], L^μ_sup(f) ≤ (L_un(f) − τ)/(1 − τ), one point per checkpoint.
+
+    x is the right side (``bound_rhs``), y the left (``bound_lhs``), each with its CI as an error
+    bar; the lemma puts every point on or below y = x. Points are marked by their verdict and
+    annotated with their step. Returns None when no ``lemma_4_3`` check has both sides.
+    """
+    checks = [c for c in bound_checks(results) if c["bound"] == "lemma_4_3" and "lhs" in c and "rhs" in c]
+    if not checks:
+        return None
+    fig = Figure(figsize=(6.6, 6.0), layout="constrained")
+    ax = fig.add_subplot()
+    ends = np.array([float(c[side][end]) for c in checks for side in ("lhs", "rhs")
+                     for end in ("value", "lower", "upper")])
+    ends = ends[np.isfinite(ends)]
+    low, high = float(ends.min()), float(ends.max())
+    pad = 0.08 * (high - low) if high > low else 0.05 * max(abs(high), 1.0)
+    low, high = low - pad, high + pad
+    diagonal = np.array([low, high])
+    ax.fill_between(diagonal, diagonal, high, color="#d62728", alpha=0.06, linewidth=0,
+                    label="above y = x: would violate Lemma 4.3")
+    ax.plot(diagonal, diagonal, color="black", linewidth=1.0, linestyle="--",
+            label="y = x (Lemma 4.3: points on or below)")
+    seen: set[str] = set()
+    for check in checks:
+        status = check["status"] or "no verdict"
+        style = STATUS_STYLE.get(status, _OTHER_STATUS)
+        lhs, rhs = pd.DataFrame([check["lhs"]]), pd.DataFrame([check["rhs"]])
+        x, y = float(rhs["value"].iloc[0]), float(lhs["value"].iloc[0])
+        ax.errorbar([x], [y], xerr=_errors(rhs), yerr=_errors(lhs), color=style["color"], marker=style["marker"],
+                    markersize=8, capsize=3, linestyle="none", label=None if status in seen else status)
+        seen.add(status)
+        name = f"step {check['step']}" + (check["name"][len("lemma_4_3"):] if check["name"] != "lemma_4_3" else "")
+        # Label on the side with room: left of points in the right third, above points near the bottom.
+        right = x > low + 0.67 * (high - low)
+        bottom = y < low + 0.1 * (high - low)
+        ax.annotate(name, (x, y), xytext=(-8 if right else 8, 8 if bottom else -12), textcoords="offset points",
+                    ha="right" if right else "left", fontsize=9, color="#333333")
+    ax.set_xlim(low, high)
+    ax.set_ylim(low, high)
+    ax.set_aspect("equal", adjustable="box")
+    ax.set_xlabel(f"{LEMMA_4_3_RHS}   (right side, with CI)")
+    ax.set_ylabel(f"{L_SUP_MEAN} on 2-class tasks   (left side, with CI)")
+    ax.set_title(f"Lemma 4.3: {L_SUP_MEAN} ≤ {LEMMA_4_3_RHS}")
+    ax.grid(alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    order = {name: i for i, name in enumerate(["holds", "inconclusive", "violated"])}
+    ranked = sorted(zip(handles, labels), key=lambda hl: (hl[1] not in seen, order.get(hl[1], len(order)), hl[1]))
+    fig.legend([h for h, _ in ranked], [name for _, name in ranked], loc="outside lower center", ncols=2, fontsize=9)
+    return _save(fig, path)
+
+
+def _accuracy_name(row: dict[str, Any], shown: tuple[str, ...]) -> str:
+    """Legend text of one acc_avg series: adapter, task size, then any other context that varies."""
+    adapter = row.get("adapter")
+    parts = [ADAPTER_NAMES.get(adapter, adapter) if isinstance(adapter, str) and adapter else "adapter not recorded"]
+    size = row.get("task_classes")
+    parts.append(f"{int(size)}-class tasks" if not _missing(size) else "task size not recorded")
+    parts += [f"{column}={_plain(row[column])}" for column in shown if not _missing(row.get(column))]
+    return ", ".join(str(p) for p in parts)
+
+
+def plot_accuracy(results: pd.DataFrame, path: str | Path) -> Path | None:
+    """AVG accuracy (``acc_avg``) per adapter and task size against the step, with CIs.
+
+    One series per context (adapter, task_classes, and shots or any other context that varies);
+    colour is the number of task classes, line style the adapter; a dotted line marks chance
+    (1 / task_classes). Returns None when ``acc_avg`` was not measured.
+    """
+    rows = _select(results, "acc_avg")
+    if len(rows) == 0:
+        return None
+    fig = Figure(figsize=(7.5, 4.8), layout="constrained")
+    ax = fig.add_subplot()
+    records = rows.to_dict("records")
+    labels = [context_label(row) for row in records]
+    # Context beyond adapter and task size is named only where it tells apart series of one pair.
+    pair = rows[[c for c in ("adapter", "task_classes") if c in rows.columns]].astype(object)
+    pair_key = pair.where(pair.notna(), None).apply(tuple, axis=1) if pair.shape[1] else pd.Series([()] * len(rows))
+    others = tuple(
+        c for c in ("shots", "split", "negatives", "block_size", "top_r", "bound") if c in rows.columns
+        and rows[c].astype(object).where(rows[c].notna(), None).groupby(pair_key.to_numpy()).nunique(dropna=False).gt(1).any()
+    )
+    sizes = sorted({int(r["task_classes"]) for r in records if not _missing(r.get("task_classes"))})
+    size_color = {size: f"C{i % 10}" for i, size in enumerate(sizes)}
+    adapter_rank = {"mean": 0, "linear": 1}
+    adapter_style = {"mean": ("-", "o"), "linear": ("--", "s")}
+    firsts = {label: row for label, row in reversed(list(zip(labels, records)))}
+
+    def order(label: str) -> tuple:
+        row = firsts[label]
+        adapter = row.get("adapter") if isinstance(row.get("adapter"), str) else ""
+        size = row.get("task_classes")
+        return (adapter_rank.get(adapter, 2), adapter, -1 if _missing(size) else int(size), label)
+
+    pair_of = {label: key for label, key in zip(labels, pair_key)}
+    siblings = pd.Series(list(pair_of.values()), dtype=object).value_counts().to_dict()
+    extra_markers = ["^", "v", "D", "P", "X"]
+    for i, label in enumerate(sorted(firsts, key=order)):
+        row = firsts[label]
+        adapter = row.get("adapter") if isinstance(row.get("adapter"), str) else ""
+        linestyle, marker = adapter_style.get(adapter, (":", "D"))
+        if siblings[pair_of[label]] > 1:  # same colour and line as another series: tell them by marker
+            marker = extra_markers[i % len(extra_markers)]
+        size = row.get("task_classes")
+        color = "C9" if _missing(size) else size_color[int(size)]
+        group = rows[[l == label for l in labels]]
+        _series(ax, group.sort_values("step"), _accuracy_name(row, others), color, marker, linestyle)
+    for size in sizes:
+        ax.axhline(1.0 / size, color=size_color[size], linestyle=":", linewidth=1.0, alpha=0.8)
+    if sizes:
+        ax.plot([], [], color="grey", linestyle=":", label="chance: 1 / task_classes")
+    _step_axis(ax, sorted(int(s) for s in rows["step"].unique()))
+    ax.set_ylabel("average accuracy over tasks (AVG), with CI")
+    ax.set_ylim(top=min(1.02, ax.get_ylim()[1]))
+    ax.set_title("Downstream accuracy across pretraining")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=9, loc="best")
+    return _save(fig, path)

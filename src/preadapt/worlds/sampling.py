@@ -1,0 +1,181 @@
+"""Sampling from a latent-class world exactly as THEORY.md section 2 says ([Arora19]).
+
+- similar pair: c ~ ρ, then x, x⁺ i.i.d. from D_c;
+- negatives: each c⁻_i ~ ρ independently (it may equal c), x⁻_i ~ D_{c⁻_i};
+- blocks of size b: b positives from D_c, and for each negative b points from one D_{c⁻_i}.
+
+Tensors are laid out as anchor (n, *X), positives (n, b, *X), negatives (n, k, b, *X).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, fields
+from typing import Literal
+
+import numpy as np
+import torch
+
+from preadapt.worlds.base import World
+from preadapt.worlds.prior import collision_prior, elementary_symmetric
+
+
+def derive_seed(seed: int, *keys: object) -> int:
+    """A 63-bit seed for one purpose, derived from a root seed and names (stable across runs).
+
+    >>> derive_seed(0, "world") == derive_seed(0, "world") != derive_seed(0, "encoder")
+    True
+    """
+    digest = hashlib.blake2b(repr((int(seed),) + keys).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def make_generator(seed: int, *keys: object) -> torch.Generator:
+    """A CPU ``torch.Generator`` seeded with ``derive_seed(seed, *keys)``."""
+    return torch.Generator().manual_seed(derive_seed(seed, *keys))
+
+
+def sample_classes(probs: np.ndarray, n: int, generator: torch.Generator) -> torch.Tensor:
+    """``n`` i.i.d. class indices from the distribution ``probs: (C,)`` → (n,) long."""
+    weights = torch.as_tensor(np.asarray(probs, dtype=np.float64))
+    return torch.multinomial(weights, n, replacement=True, generator=generator)
+
+
+def sample_distinct_pairs(prior: np.ndarray, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(c, c⁻) ~ ρ × ρ conditioned on c ≠ c⁻, exactly: each (n,) long.
+
+    c has marginal ρ(c)(1 − ρ(c))/(1 − τ); then c⁻ ~ ρ restricted to the other classes (drawn by
+    rejection, which needs 1/(1 − ρ(c)) tries on average).
+    """
+    prior = np.asarray(prior, dtype=np.float64)
+    if np.count_nonzero(prior) < 2:
+        raise ValueError("distinct class pairs need at least two classes with positive prior")
+    anchor = sample_classes(prior * (1.0 - prior), n, generator)
+    other = sample_classes(prior, n, generator)
+    clash = other == anchor
+    while clash.any():
+        other[clash] = sample_classes(prior, int(clash.sum()), generator)
+        clash = other == anchor
+    return anchor, other
+
+
+def sample_tasks(prior: np.ndarray, n: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """``n`` tasks of ``size`` distinct classes with P(T) ∝ Π_{c∈T} ρ(c) → (n, size) long.
+
+    This is "T drawn from ρ and conditioned on being distinct" (THEORY.md section 3). Exact
+    sequential sampling: going through the classes in order, class c joins with probability
+    ρ(c)·e_{j−1}(ρ_{>c}) / e_j(ρ_{≥c}) when j classes are still missing. Columns come in random order.
+    """
+    prior = np.asarray(prior, dtype=np.float64)
+    classes = prior.size
+    if not 1 <= size <= np.count_nonzero(prior):
+        raise ValueError(f"a task of {size} distinct classes needs {size} classes with positive prior")
+    weights = prior * classes / prior.sum()  # rescaled so that e_j neither under- nor overflows
+    # suffix[c, j] = e_j(weights[c:]), shape (C + 1, size + 1)
+    suffix = np.zeros((classes + 1, size + 1))
+    suffix[classes, 0] = 1.0
+    for c in range(classes - 1, -1, -1):
+        suffix[c] = suffix[c + 1]
+        suffix[c, 1:] += weights[c] * suffix[c + 1, :-1]
+    missing = np.full(n, size)
+    tasks = np.empty((n, size), dtype=np.int64)
+    for c in range(classes):
+        uniforms = torch.rand(n, generator=generator, dtype=torch.float64).numpy()
+        need = missing > 0
+        take = np.zeros(n)
+        take[need] = weights[c] * suffix[c + 1, missing[need] - 1] / suffix[c, missing[need]]
+        joins = uniforms < take
+        tasks[joins, size - missing[joins]] = c
+        missing -= joins
+    tasks = torch.as_tensor(tasks)
+    order = torch.rand(n, size, generator=generator).argsort(dim=1)
+    return tasks.gather(1, order)
+
+
+def sample_per_class(world: World, per_class: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``per_class`` points of every class: inputs (C·m, *X) grouped by class, labels (C·m,)."""
+    labels = torch.arange(world.classes).repeat_interleave(per_class)
+    return world.sample(labels, generator), labels
+
+
+@dataclass
+class Tuples:
+    """Contrastive tuples: the inputs and their latent classes.
+
+    anchor (n, *X); positives (n, b, *X); negatives (n, k, b, *X);
+    anchor_class (n,); negative_class (n, k).
+    """
+
+    anchor: torch.Tensor
+    positives: torch.Tensor
+    negatives: torch.Tensor
+    anchor_class: torch.Tensor
+    negative_class: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.anchor.shape[0]
+
+    def __getitem__(self, index) -> "Tuples":
+        return Tuples(*(getattr(self, f.name)[index] for f in fields(self)))
+
+    def to(self, device: torch.device | str) -> "Tuples":
+        return Tuples(*(getattr(self, f.name).to(device) for f in fields(self)))
+
+    @property
+    def negatives_count(self) -> int:
+        return self.negatives.shape[1]
+
+    @property
+    def block_size(self) -> int:
+        return self.positives.shape[1]
+
+
+Condition = Literal["same", "different"] | None
+
+
+def draw_tuples(
+    world: World,
+    n: int,
+    generator: torch.Generator,
+    negatives: int = 1,
+    block_size: int = 1,
+    condition: Condition = None,
+) -> Tuples:
+    """Draw ``n`` contrastive tuples with k = ``negatives`` negative blocks of b = ``block_size``.
+
+    ``condition`` samples the parts of the decomposition L_un = τ·L_un^= + (1 − τ)·L_un^≠:
+    ``"same"``: c ~ ν (ν ∝ ρ²) and every negative from c; ``"different"``: (c, c⁻) ~ ρ × ρ given
+    c ≠ c⁻. Both need ``negatives = 1``.
+
+    >>> from preadapt.worlds.gaussian import GaussianWorld
+    >>> world = GaussianWorld(torch.eye(3), noise=0.1)
+    >>> t = draw_tuples(world, 5, torch.Generator().manual_seed(0), negatives=2, block_size=4)
+    >>> tuple(t.anchor.shape), tuple(t.positives.shape), tuple(t.negatives.shape)
+    ((5, 3), (5, 4, 3), (5, 2, 4, 3))
+    """
+    if negatives < 1 or block_size < 1:
+        raise ValueError(f"negatives and block_size must be ≥ 1; got {negatives} and {block_size}")
+    if condition is None:
+        anchor_class = sample_classes(world.prior, n, generator)
+        negative_class = sample_classes(world.prior, n * negatives, generator).view(n, negatives)
+    elif negatives != 1:
+        raise ValueError(f"conditional tuples ({condition!r}) are defined for negatives = 1; got {negatives}")
+    elif condition == "same":
+        anchor_class = sample_classes(collision_prior(world.prior), n, generator)
+        negative_class = anchor_class.view(n, 1).clone()
+    elif condition == "different":
+        anchor_class, other = sample_distinct_pairs(world.prior, n, generator)
+        negative_class = other.view(n, 1)
+    else:
+        raise ValueError(f"condition must be None, 'same' or 'different'; got {condition!r}")
+    shape = world.input_shape
+    anchor = world.sample(anchor_class, generator)
+    positives = world.sample(anchor_class.repeat_interleave(block_size), generator)
+    negs = world.sample(negative_class.reshape(-1).repeat_interleave(block_size), generator)
+    return Tuples(
+        anchor=anchor,
+        positives=positives.view(n, block_size, *shape),
+        negatives=negs.view(n, negatives, block_size, *shape),
+        anchor_class=anchor_class,
+        negative_class=negative_class,
+    )
