@@ -26,12 +26,19 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _print_frame(frame, title: str) -> None:
-    table = Table(title=title, show_lines=False)
-    for column in frame.columns:
-        table.add_column(str(column), overflow="fold")
-    for row in frame.itertuples(index=False):
-        table.add_row(*("" if v is None else str(v) for v in row))
+def _print_summary(results, run_id: str) -> None:
+    """Every quantity at the last evaluated step: estimate [CI] n, level, and a bound's verdict."""
+    from preadapt.report.tables import context_label, format_estimate, format_level
+
+    step = int(results["step"].max())
+    table = Table(title=f"{run_id} at step {step}", title_justify="left")
+    for column in ("quantity", "estimate [CI] n", "level", "status"):
+        table.add_column(column, overflow="fold")
+    for row in results[results["step"] == step].to_dict("records"):
+        estimate = format_estimate(row["value"], row["lower"], row["upper"], row["n"], row["method"])
+        status = row["status"] if row["quantity"] == "bound_slack" else ""
+        level = "" if row["method"] in ("exact", "empirical") else format_level(row["level"])
+        table.add_row(context_label(row), estimate, level, status or "")
     console.print(table)
 
 
@@ -71,10 +78,8 @@ def run_command(
 
         result = run(resolved, out=target, force=True, progress=progress)
 
-    from preadapt.report.tables import summary_table
-
     if len(result.results):
-        _print_frame(summary_table(result.results), f"{result.run_id} at its last evaluated step")
+        _print_summary(result.results, result.run_id)
     if result.status != "finished":
         _fail(f"run {result.run_id} failed: {result.error} (recorded in {target / 'results.sqlite'})", code=1)
     console.print(f"wrote {target}/ (report: {target / 'report.html'})", markup=False, highlight=False)

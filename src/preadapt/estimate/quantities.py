@@ -28,6 +28,8 @@ from preadapt.worlds.prior import collision_prior, tau, tau_k
 from preadapt.worlds.sampling import Tuples, draw_tuples, make_generator, sample_per_class, sample_tasks
 
 F64 = torch.float64
+PROBE_TOL = 1e-4  # the probe's gradient tolerance: scikit-learn's default for LogisticRegression
+PROBE_MAX_ITER = 200
 
 
 @dataclass(frozen=True)
@@ -305,8 +307,8 @@ def _linear_heads(world, config, seed, pool, means, test, loss) -> list[Measurem
     # L_sup: no bias, no penalty, fitted on sup_samples points per class from W^μ, keeping the
     # better of the two in-sample; evaluated on the independent test points, one value per task.
     tasks = sample_tasks(world.prior, config.probe_tasks, 2, generator)  # (P, 2)
-    fit_x, fit_y = _task_data(pool, tasks, 0, config.sup_samples)
-    weights = best_linear_head(fit_x, fit_y, 2, loss, means[tasks])  # (P, 2, d)
+    fit_x, fit_y = _task_data(pool, tasks, 0, min(config.sup_samples, pool.shape[1]))
+    weights = best_linear_head(fit_x, fit_y, 2, loss, means[tasks], max_iter=200)  # (P, 2, d)
     test_x, test_y = _task_data(test, tasks, 0, test.shape[1])
     scores = torch.einsum("pnd,pkd->pnk", test_x, weights)
     per_task = loss(margins_from_scores(scores, test_y)).mean(dim=1)  # (P,)
@@ -319,7 +321,7 @@ def _linear_heads(world, config, seed, pool, means, test, loss) -> list[Measurem
         train_x, train_y = _task_data(pool, tasks, 0, shots)
         val_x, val_y = _task_data(pool, tasks, shots, shots + val)
         test_x, test_y = _task_data(test, tasks, 0, test.shape[1])
-        probe = LinearProbe(penalties=tuple(config.probe_penalties)).fit(train_x, train_y, val_x, val_y)
+        probe = LinearProbe(penalties=tuple(config.probe_penalties), tol=PROBE_TOL, max_iter=PROBE_MAX_ITER).fit(train_x, train_y, val_x, val_y)
         out.append(Measurement("acc_avg", mean_estimate(probe.score(test_x, test_y), level),
                                dict(adapter="linear", task_classes=size, shots=shots, split="test")))
 
@@ -327,7 +329,7 @@ def _linear_heads(world, config, seed, pool, means, test, loss) -> list[Measurem
     train_x, train_y = _task_data(pool, everything, 0, shots)
     val_x, val_y = _task_data(pool, everything, shots, shots + val)
     test_x, test_y = _task_data(test, everything, 0, test.shape[1])
-    probe = LinearProbe(penalties=tuple(config.probe_penalties)).fit(train_x, train_y, val_x, val_y)
+    probe = LinearProbe(penalties=tuple(config.probe_penalties), tol=PROBE_TOL, max_iter=PROBE_MAX_ITER).fit(train_x, train_y, val_x, val_y)
     scores = probe.decision_function(test_x)[0]  # (C·t, C)
     for r in config.top_r:
         out.append(Measurement("acc_top", top_r_estimate(scores, test_y[0], r, prior=world.prior, level=level),

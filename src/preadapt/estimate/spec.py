@@ -22,7 +22,7 @@ class EvaluateConfig(BaseModel):
     probe_shots: int = Field(50, ge=1, description="labeled training points per class for the linear probe")
     probe_val: int = Field(50, ge=1, description="validation points per class (the probe's penalty is chosen on them)")
     probe_penalties: list[float] = Field([1e-4, 1e-3, 1e-2, 1e-1], min_length=1, description="L2 penalties tried by the probe")
-    sup_samples: int = Field(500, ge=1, description="points per class the best linear head of L_sup is fitted on")
+    sup_samples: int = Field(500, ge=1, description="points per class the best linear head of L_sup is fitted on (at most mean_samples)")
     loss: Literal["hinge", "logistic"] | None = Field(None, description="ℓ of L_un; null = the CURL objective's, else logistic")
     bootstrap: int = Field(100, ge=10, description="bootstrap replicates for s(f)")
     block: int = Field(8192, ge=16, description="points encoded per block (memory stays flat in samples)")

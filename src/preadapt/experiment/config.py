@@ -77,8 +77,6 @@ class Config(BaseModel):
             raise ValueError(
                 f"evaluate.mean_samples: got {ev.mean_samples}; must be ≥ probe_shots + probe_val = "
                 f"{ev.probe_shots + ev.probe_val} (the probe's points come from the per-class pool)")
-        if ev.sup_samples > ev.mean_samples:
-            raise ValueError(f"evaluate.sup_samples: got {ev.sup_samples}; allowed: ≤ mean_samples ({ev.mean_samples})")
         classes = getattr(self.world, "classes", None)
         if classes is not None:
             if max(ev.task_classes) > classes:

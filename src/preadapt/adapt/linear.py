@@ -1,0 +1,476 @@
+"""Linear heads on frozen features, many tasks fitted at once as one tensor program.
+
+Everything that fits a linear head W ∈ R^{K×d} (optionally with an intercept b ∈ R^K) on fixed
+representations goes through :func:`fit_linear_heads`: the estimate of L_sup(T, f) of [Arora19]
+(:func:`best_linear_head`), the TR protocol and the regularised probe (:class:`LinearProbe`).
+The P tasks are independent (their summed objective is separable), so every head runs its own
+L-BFGS, all heads advancing together as one tensor program with no Python loop over tasks
+(THEORY.md section 4: "train many tasks' heads at once as one batched program").
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+from preadapt.objectives.losses import cross_entropy, margins_from_scores
+
+Loss = Callable[[torch.Tensor], torch.Tensor]
+
+
+def linear_head_losses(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    weights: torch.Tensor,
+    intercepts: torch.Tensor | None = None,
+    loss: Loss = cross_entropy,
+) -> torch.Tensor:
+    """Per-sample loss ℓ({(Wz)_y − (Wz)_{c'}}_{c'≠y}) of [Arora19] for P heads at once.
+
+    ``features: (P, n, d)``, ``labels: (P, n)``, ``weights: (P, K, d)``, ``intercepts: (P, K)``
+    → ``(P, n)``. Reduce (mean, CI) in the caller.
+
+    >>> Z = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    >>> linear_head_losses(Z, torch.tensor([[0, 1]]), torch.eye(2).unsqueeze(0), loss=cross_entropy)
+    tensor([[0.3133, 0.3133]])
+    """
+    scores = features @ weights.transpose(1, 2)  # (P, n, K)
+    if intercepts is not None:
+        scores = scores + intercepts.unsqueeze(1)
+    return loss(margins_from_scores(scores, labels))  # (P, n)
+
+
+def fit_linear_heads(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    loss: Loss = cross_entropy,
+    penalty: float | torch.Tensor = 0.0,
+    bias: bool = False,
+    init: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    max_iter: int = 1000,
+    tol: float = 1e-8,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Fit P independent linear heads at once, each by its own L-BFGS (weak Wolfe line search).
+
+    Task p minimises ``mean_i ℓ(margins(W_p z_i + b_p, y_i)) + penalty_p / 2 · ‖W_p‖_F²`` (the
+    intercept is not penalised). Tasks do not interact: a batched fit equals P separate fits.
+
+    ``features: (P, n, d)``, ``labels: (P, n)`` in [0, K), ``penalty``: a float or ``(P,)``,
+    ``init: (P, K, d)`` starting weights (zeros if None; intercepts start at 0). Every task has
+    the same n; tasks with fewer points are padded and given ``mask: (P, n)`` (True = a real
+    point; the mean runs over real points only; padded labels must still lie in [0, K)).
+    A head stops when its largest gradient entry is at most ``tol`` (float64 resolves about
+    1e-8), when its loss stops decreasing, or after ``max_iter`` iterations. With
+    ``penalty = 0`` on separable data no minimiser exists and W grows until one of those.
+    Computes in the dtype of ``features``; float64 gives deterministic, tight optima.
+
+    Returns ``weights: (P, K, d)`` and ``intercepts: (P, K)`` (None unless ``bias``).
+
+    >>> g = torch.Generator().manual_seed(0)
+    >>> labels = torch.randint(0, 3, (2, 60), generator=g)  # P = 2 tasks, K = 3
+    >>> features = torch.randn(2, 60, 4, generator=g, dtype=torch.float64)
+    >>> features[..., :3] += 3.0 * torch.nn.functional.one_hot(labels, 3)
+    >>> weights, intercepts = fit_linear_heads(features, labels, 3, penalty=0.1, bias=True)
+    >>> weights.shape, intercepts.shape
+    (torch.Size([2, 3, 4]), torch.Size([2, 3]))
+    >>> scores = features @ weights.transpose(1, 2) + intercepts.unsqueeze(1)  # (P, n, K)
+    >>> (scores.argmax(-1) == labels).double().mean(-1)  # training accuracy per task
+    tensor([0.9667, 0.9833], dtype=torch.float64)
+    """
+    features, labels = _check_tasks(features, labels, num_classes)
+    tasks = features.shape[0]
+    penalty = torch.as_tensor(penalty, dtype=features.dtype, device=features.device).expand(tasks)
+    if init is not None:
+        init = init.unsqueeze(1)  # (P, 1, K, d)
+    weights, intercepts = _fit_heads(
+        features, labels, num_classes, loss, penalty.unsqueeze(1), bias, init, mask, max_iter, tol
+    )
+    return weights.squeeze(1), None if intercepts is None else intercepts.squeeze(1)
+
+
+def best_linear_head(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    loss: Loss,
+    init_weights: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    max_iter: int = 1000,
+    tol: float = 1e-8,
+) -> torch.Tensor:
+    """The head behind the estimate of L_sup(T, f) = inf_W E[ℓ] of [Arora19]: ``(P, K, d)``.
+
+    No intercept and no penalty, as in the definition of L_sup. A fitted W only upper-bounds the
+    infimum, so the fit starts from ``init_weights: (P, K, d)`` (W^μ, the class means) and each
+    task keeps whichever of the start and the fit has the lower training loss: then
+    L_sup ≤ L^μ_sup holds in-sample, as it does in the population (THEORY.md section 3).
+    ``features: (P, n, d)``, ``labels: (P, n)``; ``mask`` as in :func:`fit_linear_heads`.
+
+    >>> Z = torch.tensor([[[2.0, 1.0], [1.0, 2.0], [2.0, 1.5]]], dtype=torch.float64)
+    >>> means = torch.tensor([[[2.0, 1.25], [1.0, 2.0]]], dtype=torch.float64)  # W^μ
+    >>> y = torch.tensor([[0, 1, 0]])
+    >>> head = best_linear_head(Z, y, 2, cross_entropy, means, max_iter=20)
+    >>> bool(linear_head_losses(Z, y, head).mean() < linear_head_losses(Z, y, means).mean())
+    True
+    """
+    fitted, _ = fit_linear_heads(
+        features, labels, num_classes, loss, init=init_weights, mask=mask, max_iter=max_iter, tol=tol
+    )
+    weight = _point_weights(labels, mask, features.dtype)  # (P, n)
+    start_loss = (linear_head_losses(features, labels, init_weights, loss=loss) * weight).sum(-1)  # (P,)
+    fitted_loss = (linear_head_losses(features, labels, fitted, loss=loss) * weight).sum(-1)  # (P,)
+    keep_fit = (fitted_loss < start_loss).view(-1, 1, 1)
+    return torch.where(keep_fit, fitted, init_weights.to(fitted.dtype))
+
+
+class LinearProbe:
+    """Softmax-regression heads on frozen features, with the penalty chosen on validation data.
+
+    Per task: minimise ``mean_i CE_i + penalty / 2 · ‖W‖_F²`` with natural-log cross-entropy and
+    an unpenalised intercept: scikit-learn's ``LogisticRegression`` with C = 1/(n·penalty) for
+    K > 2 and C = 2/(n·penalty) for K = 2 (derived in tests/adapt/test_linear_probe.py). All
+    tasks and all ``penalties`` are fitted as one batched program (P · len(penalties) heads);
+    each task then keeps the penalty with the lowest validation cross-entropy. The penalty is
+    chosen on the validation split only: ``fit`` never sees test data.
+
+    Learned: ``coef_: (P, K, d)``, ``intercept_: (P, K)``, ``penalty_: (P,)`` and
+    ``validation_losses_: (P, len(penalties))`` (None without validation data). A 2-D ``X: (n, d)``
+    is one task (P = 1); the methods then drop the task axis from their outputs.
+
+    >>> g = torch.Generator().manual_seed(0)
+    >>> y = torch.randint(0, 2, (3, 80), generator=g)  # P = 3 binary tasks
+    >>> X = torch.randn(3, 80, 5, generator=g) + 1.0 * y.unsqueeze(-1)
+    >>> X[2] = torch.randn(80, 5, generator=g)  # task 2: pure noise
+    >>> probe = LinearProbe(penalties=(0.01, 1.0)).fit(X[:, :40], y[:, :40], X[:, 40:60], y[:, 40:60])
+    >>> probe.coef_.shape, probe.penalty_  # noise favours the large penalty
+    (torch.Size([3, 2, 5]), tensor([0.0100, 1.0000, 1.0000], dtype=torch.float64))
+    >>> probe.score(X[:, 60:], y[:, 60:])
+    tensor([0.9000, 0.8500, 0.5000], dtype=torch.float64)
+    """
+
+    def __init__(
+        self,
+        penalties: Sequence[float] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0),
+        bias: bool = True,
+        max_iter: int = 1000,
+        tol: float = 1e-6,
+    ):
+        self.penalties = penalties
+        self.bias = bias
+        self.max_iter = max_iter
+        self.tol = tol
+
+    def fit(
+        self,
+        X: torch.Tensor,
+        y: torch.Tensor,
+        X_val: torch.Tensor | None = None,
+        y_val: torch.Tensor | None = None,
+        num_classes: int | None = None,
+    ) -> "LinearProbe":
+        """Fit ``X: (P, n, d)``, ``y: (P, n)``; validation ``X_val: (P, m, d)``, ``y_val: (P, m)``.
+
+        ``num_classes`` (K) defaults to one more than the largest label in ``y`` and ``y_val``.
+        """
+        penalties = torch.as_tensor(self.penalties, dtype=torch.float64).flatten()  # (L,)
+        if penalties.numel() == 0 or bool((penalties < 0).any()):
+            raise ValueError(f"penalties must be a non-empty sequence of values >= 0; got {self.penalties}")
+        has_val = X_val is not None or y_val is not None
+        if has_val and (X_val is None or y_val is None):
+            raise ValueError("pass both X_val and y_val, or neither")
+        if penalties.numel() > 1 and not has_val:
+            raise ValueError(
+                f"{penalties.numel()} penalties need a validation split (X_val, y_val) to choose "
+                "among them; pass one penalty, or validation data (never the test split)"
+            )
+        X, y = _as_tasks(X, y, "X", "y")
+        if num_classes is None and y.numel() > 0:
+            num_classes = 1 + max(int(y.max()), int(y_val.max()) if has_val and y_val.numel() else 0)
+        X, y = _check_tasks(X, y, num_classes)
+        penalties = penalties.to(X.device)
+        if num_classes < 2:
+            raise ValueError(f"a probe needs num_classes >= 2; got {num_classes}")
+        tasks, _, dim = X.shape
+        if has_val:
+            X_val, y_val = _check_tasks(*_as_tasks(X_val, y_val, "X_val", "y_val"), num_classes)
+            if X_val.shape[0] != tasks or X_val.shape[2] != dim:
+                raise ValueError(
+                    f"X_val must have shape ({tasks}, m, {dim}) to match X; got {tuple(X_val.shape)}"
+                )
+
+        grid = penalties.numel()
+        weights, intercepts = _fit_heads(
+            X, y, num_classes, cross_entropy, penalties.expand(tasks, grid), self.bias, None, None,
+            self.max_iter, self.tol,
+        )  # (P, L, K, d), (P, L, K) or None
+        if intercepts is None:
+            intercepts = torch.zeros(tasks, grid, num_classes, dtype=X.dtype, device=X.device)
+
+        self.validation_losses_ = None
+        choice = torch.zeros(tasks, dtype=torch.long, device=X.device)  # (P,)
+        if has_val:
+            scores = torch.einsum("pmd,plkd->plmk", X_val, weights) + intercepts.unsqueeze(2)  # (P, L, m, K)
+            val_labels = y_val.unsqueeze(1).expand(-1, grid, -1)  # (P, L, m)
+            self.validation_losses_ = cross_entropy(margins_from_scores(scores, val_labels)).mean(-1)  # (P, L)
+            choice = self.validation_losses_.argmin(dim=1)  # the first (smallest-index) penalty on ties
+        rows = torch.arange(tasks, device=X.device)
+        self.coef_ = weights[rows, choice]  # (P, K, d)
+        self.intercept_ = intercepts[rows, choice]  # (P, K)
+        self.penalty_ = penalties[choice]  # (P,)
+        return self
+
+    def decision_function(self, X: torch.Tensor) -> torch.Tensor:
+        """Scores ``W z + b``: ``X: (P, m, d)`` → ``(P, m, K)`` (or ``(m, d)`` → ``(m, K)``)."""
+        single = X.dim() == 2
+        X = X.to(self.coef_.dtype)
+        if single:
+            X = X.unsqueeze(0)
+        scores = X @ self.coef_.transpose(1, 2) + self.intercept_.unsqueeze(1)  # (P, m, K)
+        return scores.squeeze(0) if single else scores
+
+    def predict_proba(self, X: torch.Tensor) -> torch.Tensor:
+        """Softmax of the scores: ``(P, m, d)`` → ``(P, m, K)``."""
+        return self.decision_function(X).softmax(dim=-1)
+
+    def predict(self, X: torch.Tensor) -> torch.Tensor:
+        """The highest-scoring class: ``(P, m, d)`` → ``(P, m)``."""
+        return self.decision_function(X).argmax(dim=-1)
+
+    def score(self, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Accuracy per task: ``X: (P, m, d)``, ``y: (P, m)`` → ``(P,)``."""
+        return (self.predict(X) == y).double().mean(dim=-1)
+
+
+def _fit_heads(
+    features: torch.Tensor,  # (P, n, d)
+    labels: torch.Tensor,  # (P, n)
+    num_classes: int,
+    loss: Loss,
+    penalty: torch.Tensor,  # (P, L): L penalties per task, fitted side by side on the same data
+    bias: bool,
+    init: torch.Tensor | None,  # (P, L, K, d)
+    mask: torch.Tensor | None,  # (P, n)
+    max_iter: int,
+    tol: float,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Every head's objective and gradient in one pass, minimised by :func:`_batched_lbfgs`.
+
+    With ``bias`` the intercept is a last feature column of ones (unpenalised). The L axis
+    shares each task's features among its penalties instead of copying them.
+    """
+    tasks, points, dim = features.shape
+    grid = penalty.shape[1]
+    penalty = penalty.to(features.dtype)
+    if init is not None and init.shape != (tasks, grid, num_classes, dim):
+        raise ValueError(f"init must have shape ({tasks}, {num_classes}, {dim}); got {tuple(init.squeeze(1).shape)}")
+    if bias:
+        features = torch.cat([features, torch.ones_like(features[..., :1])], dim=-1)  # (P, n, d+1)
+    width = features.shape[-1]
+    theta = torch.zeros(tasks, grid, num_classes, width, dtype=features.dtype, device=features.device)
+    if init is not None:
+        theta[..., :dim] = init.detach().to(features.dtype)
+    point_weight = _point_weights(labels, mask, features.dtype).unsqueeze(-1)  # (P, n, 1)
+    # margins_from_scores, with its index work done once instead of at every evaluation
+    own, others = _margin_index(labels, num_classes)  # (P, n, 1, 1), (P, n, 1, K−1)
+
+    def objective(features, heads, own, others, point_weight, penalty):
+        """Per-head objective ``(G, L')`` of ``heads: (G, L', K, w)`` on ``features: (G, n, w)``."""
+        groups, columns = heads.shape[:2]
+        scores = features @ heads.reshape(groups, columns * num_classes, width).transpose(1, 2)  # (G, n, L'·K)
+        scores = scores.view(groups, points, columns, num_classes)  # (G, n, L', K)
+        own, others = own.expand(-1, -1, columns, -1), others.expand(-1, -1, columns, -1)
+        margins = scores.gather(-1, own) - scores.gather(-1, others)  # (G, n, L', K−1)
+        fit = (loss(margins) * point_weight).sum(1)  # (G, L')
+        return fit + 0.5 * penalty * heads[..., :dim].square().sum(dim=(-1, -2))
+
+    def evaluate(flat: torch.Tensor, rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Objective ``(h,)`` and gradient ``(h, K·w)`` of heads ``rows`` (None: all P·L) at ``flat``."""
+        with torch.enable_grad():
+            heads = flat.detach().requires_grad_(True)
+            if rows is None:
+                value = objective(
+                    features, heads.view(tasks, grid, num_classes, width), own, others, point_weight, penalty
+                )
+            else:  # a few heads left: gather their tasks' data instead of evaluating every head
+                task = rows // grid
+                value = objective(
+                    features[task], heads.view(-1, 1, num_classes, width), own[task], others[task],
+                    point_weight[task], penalty[task, rows % grid].unsqueeze(1),
+                )
+            value = value.flatten()  # (h,)
+            (grad,) = torch.autograd.grad(value.sum(), heads)  # heads are independent: per-head gradients
+        return value.detach(), grad
+
+    theta = _batched_lbfgs(evaluate, theta.view(tasks * grid, -1), max_iter, tol)
+    theta = theta.view(tasks, grid, num_classes, width)
+    if bias:
+        return theta[..., :dim].contiguous(), theta[..., dim].contiguous()
+    return theta, None
+
+
+def _batched_lbfgs(
+    evaluate: Callable[[torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor]],
+    x: torch.Tensor,
+    max_iter: int,
+    tol: float,
+    history: int = 10,
+    max_line_search: int = 30,
+    c1: float = 1e-4,
+    c2: float = 0.9,
+) -> torch.Tensor:
+    """Minimise H independent functions at once, from the rows of ``x: (H, D)``.
+
+    ``evaluate(points, rows)`` returns the values ``(h,)`` and gradients ``(h, D)`` of functions
+    ``rows`` (an index ``(h,)``, or None for all H in order) at ``points: (h, D)``.
+
+    Each row runs its own L-BFGS (two-loop recursion over its own last ``history`` pairs, its own
+    weak-Wolfe line search by bisection and doubling, its own stop), all as tensor operations,
+    one ``evaluate`` per line-search trial. One joint ``torch.optim.LBFGS`` on the summed
+    objective would couple the rows: its curvature pairs mix heads of very different
+    conditioning (a penalty grid spans 10⁴) and its line search resolves only the sum, so it needs
+    many times the iterations and stalls far from each head's optimum as H grows.
+
+    Rows that stop leave the working set, so the last few slow heads are evaluated alone. A row
+    stops when its largest gradient entry is at most ``tol``, when a step no longer lowers its
+    value beyond rounding, or when its line search finds no decrease (non-smooth losses such as
+    the hinge, or the float64 floor).
+    """
+    total = x.shape[0]
+    result = x.clone()
+    rows = torch.arange(total, device=x.device)  # the working set: rows still running
+
+    def evaluate_rows(points: torch.Tensor, which: torch.Tensor | None):
+        """Evaluate the working-set rows ``which`` (None: all); the others come back as zeros."""
+        picked = rows if which is None else rows[which]
+        value, grad = evaluate(points if which is None else points[which], None if picked.numel() == total else picked)
+        if which is None:
+            return value, grad
+        full_value, full_grad = torch.zeros_like(points[:, 0]), torch.zeros_like(points)
+        full_value[which], full_grad[which] = value, grad
+        return full_value, full_grad
+
+    f, g = evaluate_rows(x, None)
+    past_s = x.new_zeros(history, *x.shape)
+    past_y = x.new_zeros(history, *x.shape)
+    past_rho = x.new_zeros(history, total)  # 0 marks an empty or skipped slot, which the recursion ignores
+    gamma = x.new_ones(total)  # initial inverse-Hessian scale sᵀy / yᵀy of the newest pair
+    first = torch.ones(total, dtype=torch.bool, device=x.device)
+    active = g.abs().amax(dim=-1) > tol
+    newest = history - 1
+    for _ in range(max_iter):
+        if 2 * int(active.sum()) <= rows.numel():  # shrink the working set to the running rows
+            result[rows] = x
+            keep = active.nonzero().squeeze(-1)
+            rows, x, f, g, gamma, first, active = (t[keep] for t in (rows, x, f, g, gamma, first, active))
+            past_s, past_y, past_rho = past_s[:, keep], past_y[:, keep], past_rho[:, keep]
+            if rows.numel() == 0:
+                break
+        # Two-loop recursion: direction = −H_k g, newest pair first.
+        order = [(newest - j) % history for j in range(history)]
+        q = g.clone()
+        alpha = torch.zeros_like(past_rho)
+        for j in order:
+            alpha[j] = past_rho[j] * (past_s[j] * q).sum(-1)
+            q -= alpha[j].unsqueeze(-1) * past_y[j]
+        r = gamma.unsqueeze(-1) * q
+        for j in reversed(order):
+            beta = past_rho[j] * (past_y[j] * r).sum(-1)
+            r += (alpha[j] - beta).unsqueeze(-1) * past_s[j]
+        direction = -r
+        slope = (g * direction).sum(-1)  # (h,)
+        uphill = slope >= 0  # rounding can spoil the recursion: fall back to steepest descent
+        direction = torch.where(uphill.unsqueeze(-1), -g, direction)
+        slope = torch.where(uphill, -(g * g).sum(-1), slope)
+        step = torch.where(first, (1.0 / g.abs().sum(-1)).clamp(max=1.0), torch.ones_like(f))
+
+        # Weak Wolfe line search, every searching row at once.
+        low, high = torch.zeros_like(f), torch.full_like(f, float("inf"))
+        searching = active.clone()
+        new_x, new_f, new_g = x.clone(), f.clone(), g.clone()
+        moved = torch.zeros_like(active)
+        for _ in range(max_line_search):
+            trial = torch.where(searching.unsqueeze(-1), x + step.unsqueeze(-1) * direction, x)
+            trial_f, trial_g = evaluate_rows(trial, None if bool(searching.all()) else searching)
+            armijo = searching & (trial_f <= f + c1 * step * slope)
+            curved = (trial_g * direction).sum(-1) >= c2 * slope
+            # keep the latest sufficient decrease (the largest such step so far) as a fallback
+            new_x = torch.where(armijo.unsqueeze(-1), trial, new_x)
+            new_f = torch.where(armijo, trial_f, new_f)
+            new_g = torch.where(armijo.unsqueeze(-1), trial_g, new_g)
+            moved |= armijo
+            high = torch.where(searching & ~armijo, step, high)
+            low = torch.where(armijo & ~curved, step, low)
+            searching &= ~(armijo & curved)
+            if not bool(searching.any()):
+                break
+            step = torch.where(torch.isinf(high), 2.0 * step, 0.5 * (low + high))
+
+        s, y = new_x - x, new_g - g
+        sy, yy = (s * y).sum(-1), (y * y).sum(-1)
+        keep = moved & (sy > 1e-10 * (s * s).sum(-1).sqrt() * yy.sqrt())  # curvature pair usable
+        newest = (newest + 1) % history
+        past_s[newest] = torch.where(keep.unsqueeze(-1), s, 0.0)
+        past_y[newest] = torch.where(keep.unsqueeze(-1), y, 0.0)
+        past_rho[newest] = torch.where(keep, 1.0 / torch.where(keep, sy, 1.0), 0.0)
+        gamma = torch.where(keep, sy / torch.where(keep, yy, 1.0), gamma)
+        first &= ~moved
+        change = f - new_f
+        x, f, g = new_x, new_f, new_g
+        active &= moved & (g.abs().amax(dim=-1) > tol) & (change > 1e-16 * f.abs().clamp(min=1.0))
+    result[rows] = x
+    return result
+
+
+def _margin_index(labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gather indices of the true class ``(..., 1, 1)`` and of the wrong ones ``(..., 1, K−1)``.
+
+    The wrong classes of label y, in increasing order, are j for j < y and j + 1 for j ≥ y: the
+    order of :func:`~preadapt.objectives.losses.margins_from_scores`.
+    """
+    wrong = torch.arange(num_classes - 1, device=labels.device)  # (K−1,)
+    own = labels.unsqueeze(-1)  # (..., 1)
+    others = wrong + (wrong >= own).long()  # (..., K−1)
+    return own.unsqueeze(-2), others.unsqueeze(-2)
+
+
+def _point_weights(labels: torch.Tensor, mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    """Weights ``(P, n)`` that turn a sum over points into each task's mean over its real points."""
+    if mask is None:
+        return torch.full(labels.shape, 1.0 / labels.shape[1], dtype=dtype, device=labels.device)
+    if mask.shape != labels.shape:
+        raise ValueError(f"mask must have the shape of labels {tuple(labels.shape)}; got {tuple(mask.shape)}")
+    mask = mask.to(dtype)
+    counts = mask.sum(dim=1, keepdim=True)
+    if bool((counts == 0).any()):
+        raise ValueError("every task needs at least one point with mask True")
+    return mask / counts
+
+
+def _as_tasks(X: torch.Tensor, y: torch.Tensor, x_name: str, y_name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Accept one task ``(n, d)``/``(n,)`` as P = 1; cast features to float64."""
+    if X.dim() == 2:
+        X, y = X.unsqueeze(0), y.unsqueeze(0)
+    if X.dim() != 3:
+        raise ValueError(f"{x_name} must be (P, n, d) or (n, d); got shape {tuple(X.shape)}")
+    if y.shape != X.shape[:2]:
+        raise ValueError(f"{y_name} must have shape {tuple(X.shape[:2])} to match {x_name}; got {tuple(y.shape)}")
+    return X.to(torch.float64), y
+
+
+def _check_tasks(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if features.dim() != 3 or not features.is_floating_point():
+        raise ValueError(
+            f"features must be a floating (P, n, d) tensor; got shape {tuple(features.shape)}, dtype {features.dtype}"
+        )
+    if labels.shape != features.shape[:2]:
+        raise ValueError(f"labels must have shape {tuple(features.shape[:2])}; got {tuple(labels.shape)}")
+    if labels.numel() == 0:
+        raise ValueError("no training points: n must be >= 1")
+    labels = labels.long()
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= num_classes:
+        raise ValueError(f"labels must lie in [0, {num_classes}); got range [{low}, {high}]")
+    return features, labels

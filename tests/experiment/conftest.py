@@ -1,0 +1,26 @@
+import pytest
+
+TINY = {
+    "name": "tiny",
+    "seed": 3,
+    "device": "cpu",
+    "world": {"kind": "gaussian", "classes": 5, "dim": 4, "warp": True},
+    "encoder": {"kind": "mlp", "hidden": [8], "out_dim": 4, "norm_bound": 3.0},
+    "objective": {"kind": "curl", "loss": "logistic", "negatives": 2, "block_size": 2},
+    "pretrain": {"tuples": 256, "epochs": 2, "batch_size": 64, "checkpoints": [0, 3]},
+    "evaluate": {"samples": 600, "mean_samples": 60, "test_per_class": 12, "task_classes": [2, 3], "top_r": [1, 2],
+                 "probe_tasks": 4, "probe_shots": 10, "probe_val": 10, "sup_samples": 30, "bootstrap": 10},
+}
+
+DIVERGING = {
+    **TINY,
+    "name": "boom",
+    "encoder": {"kind": "linear", "out_dim": 4, "norm_bound": None},
+    "objective": {"kind": "curl", "loss": "hinge"},
+    "pretrain": {"tuples": 512, "epochs": 5, "batch_size": 64, "optimizer": "sgd", "lr": 1e30, "checkpoints": [0]},
+}
+
+
+@pytest.fixture
+def tiny():
+    return {key: (dict(value) if isinstance(value, dict) else value) for key, value in TINY.items()}

@@ -1,0 +1,106 @@
+import sqlite3
+
+import pandas as pd
+import pytest
+import torch
+
+import preadapt
+from preadapt.experiment.run import run
+from preadapt.experiment.store import RESULT_COLUMNS, Store
+from preadapt.objectives import OBJECTIVES, CURL, register_objective
+
+from conftest import DIVERGING
+
+
+def test_a_run_writes_every_file_and_the_store_matches_the_csv(tmp_path, tiny):
+    result = run(tiny, out=tmp_path / "run")
+    out = tmp_path / "run"
+    assert result.status == "finished"
+    for name in ("config.yaml", "results.sqlite", "results.csv", "report.html", "figures/losses.png",
+                 "figures/lemma_4_3.png", "checkpoints/step_000000.pt", "checkpoints/step_000008.pt"):
+        assert (out / name).exists(), name
+    csv = pd.read_csv(out / "results.csv")
+    assert list(csv.columns) == RESULT_COLUMNS
+    store = Store(out / "results.sqlite")
+    assert len(store.results()) == len(csv) == len(result.results)
+    runs = store.runs()
+    assert runs.loc[0, "status"] == "finished" and runs.loc[0, "seed"] == 3
+    assert runs.loc[0, "torch_version"] == torch.__version__ and runs.loc[0, "device"] == "cpu"
+    assert store.schema_version() == 1
+    store.close()
+    # every number carries an interval and (unless exact) a sample count
+    rows = result.results
+    assert (rows["lower"] <= rows["value"]).all() and (rows["value"] <= rows["upper"]).all()
+    assert rows.loc[rows["method"] != "exact", "n"].notna().all()
+    # the configured k and b are measured besides k = 1
+    assert set(rows.loc[rows["quantity"] == "L_un", "negatives"]) == {1, 2}
+    assert set(rows.loc[rows["quantity"] == "L_un_block", "block_size"]) == {2}
+    assert set(rows["step"]) == {0, 3, 8}
+
+
+def test_checkpoints_load_with_weights_only(tmp_path, tiny):
+    run(tiny, out=tmp_path / "run")
+    state = torch.load(tmp_path / "run" / "checkpoints" / "step_000008.pt", weights_only=True)
+    assert any(key.endswith("weight") for key in state)
+
+
+def test_same_config_and_seed_write_identical_results(tmp_path, tiny):
+    run(tiny, out=tmp_path / "a")
+    run(tiny, out=tmp_path / "b")
+    assert (tmp_path / "a" / "results.csv").read_bytes() == (tmp_path / "b" / "results.csv").read_bytes()
+    other = run({**tiny, "seed": 4}).results
+    assert not other["value"].equals(pd.read_csv(tmp_path / "a" / "results.csv")["value"])
+
+
+def test_a_diverging_run_is_recorded_as_failed_with_step_and_reason(tmp_path):
+    result = run(DIVERGING, out=tmp_path / "boom")
+    assert result.status == "failed"
+    assert "diverged at step 2: non-finite loss" in result.error
+    with sqlite3.connect(tmp_path / "boom" / "results.sqlite") as db:
+        status, error = db.execute("SELECT status, error FROM runs").fetchone()
+        assert status == "failed" and "step 2" in error
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert set(result.results["step"]) == {0}  # the checkpoint evaluated before the failure is kept
+
+
+def test_an_injected_fault_is_recorded_not_raised(tmp_path, tiny):
+    class Faulty(CURL):
+        def forward(self, encoded):
+            raise RuntimeError("injected fault")
+
+    register_objective("faulty", lambda config: Faulty())
+    try:
+        result = run({**tiny, "objective": {"kind": "faulty"}}, out=tmp_path / "f")
+    finally:
+        OBJECTIVES._entries.pop("faulty")
+    assert result.status == "failed" and result.error == "RuntimeError: injected fault"
+
+
+def test_a_user_world_registered_by_name_is_usable_in_configs(tiny):
+    from preadapt.worlds import GaussianWorld, WORLDS, register_world
+
+    register_world("corners", lambda config, generator: GaussianWorld(torch.eye(int(config.size)) * 3, noise=0.5))
+    try:
+        result = run({**tiny, "world": {"kind": "corners", "size": 5}})
+    finally:
+        WORLDS._entries.pop("corners")
+    assert result.status == "finished"
+
+
+def test_evaluate_measures_a_users_encoder():
+    encoder = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    table = preadapt.evaluate(encoder, {"kind": "gaussian", "classes": 4, "dim": 4},
+                              {"samples": 500, "mean_samples": 60, "test_per_class": 10, "task_classes": [2],
+                               "top_r": [1], "probe_tasks": 3, "probe_shots": 10, "probe_val": 10,
+                               "sup_samples": 20, "bootstrap": 10})
+    assert {"L_un", "L_sup_mean", "L_sup", "acc_avg", "bound_slack", "R"} <= set(table["quantity"])
+    r = table[table["quantity"] == "R"].iloc[0]
+    assert r["method"] == "empirical"  # no norm bound: R is measured
+
+
+@pytest.mark.slow
+def test_the_demo_preset_never_violates_lemma_4_3():
+    result = run(preadapt.load_config(preset="demo"))
+    assert result.status == "finished"
+    statuses = result.results.loc[result.results["quantity"] == "bound_slack", "status"]
+    assert len(statuses) == 4 and (statuses != "violated").all()
