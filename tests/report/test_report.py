@@ -130,7 +130,7 @@ def test_checkpoint_table_shape_and_order(results):
         "acc_avg (adapter=linear, task_classes=2, shots=50)"]
     assert position["acc_top (adapter=linear, top_r=5)"] < position["tau"] < position["uniform"]
     assert labels[-3:] == [f"bound_{side} (adapter=mean, task_classes=2, bound=lemma_4_3)" if side == "lhs" else
-                           f"bound_rhs (negatives=1, bound=lemma_4_3)" if side == "rhs" else
+                           "bound_rhs (negatives=1, bound=lemma_4_3)" if side == "rhs" else
                            "bound_slack (bound=lemma_4_3)" for side in ("lhs", "rhs", "slack")]
     assert table.loc["tau", 50] == "0.0500 (exact)"
     assert table.loc["L_un (negatives=1)", 0] == "1.0000 [0.9900, 1.0100] n=20000"

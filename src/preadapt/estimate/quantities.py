@@ -86,7 +86,7 @@ def curl_moments(encoder: nn.Module, world: World, samples: int, generator: torc
     """
     loss = loss or LOSSES["logistic"]
     moments = RunningMean()
-    per_block = max(1, block // (1 + (1 + negatives) * block_size))
+    per_block = _tuples_per_block(block, negatives, block_size)
     for start in range(0, samples, per_block):
         n = min(per_block, samples - start)
         tuples = draw_tuples(world, n, generator, negatives, block_size, condition)
@@ -122,13 +122,16 @@ def _curl_moments(encoder, world, config, seed, name, loss, device, negatives=1,
                         negatives, block_size, condition, config.block, device, extra)
 
 
-def _objective_moments(encoder, objective, tuples: Tuples, block: int, device) -> RunningMean:
+def _tuples_per_block(block: int, negatives: int, block_size: int) -> int:
+    return max(1, block // (1 + (1 + negatives) * block_size))
+
+
+def _objective_moments(encoder, objective, batches, device) -> RunningMean:
+    """Running moments of the training objective's per-sample losses over batches of tuples."""
     moments = RunningMean()
-    per_block = max(1, block // (1 + (1 + objective.negatives) * objective.block_size))
-    for start in range(0, len(tuples), per_block):
-        batch = tuples[start:start + per_block].to(device)
+    for batch in batches:
         with torch.no_grad():
-            moments.update(objective(encode_tuples(encoder, batch, dtype=F64)))
+            moments.update(objective(encode_tuples(encoder, batch.to(device), dtype=F64)))
     return moments
 
 
@@ -215,14 +218,18 @@ def evaluate_encoder(
 
     # Pretraining objective on the training tuples (exact mean) and on fresh tuples.
     if objective is not None:
+        k, b = objective.negatives, objective.block_size
+        per_block = _tuples_per_block(config.block, k, b)
         if train_tuples is not None:
-            train = _objective_moments(encoder, objective, train_tuples, config.block, device)
+            batches = (train_tuples[i:i + per_block] for i in range(0, len(train_tuples), per_block))
+            train = _objective_moments(encoder, objective, batches, device)
             add("L_pre_train", Estimate(train.mean, train.mean, train.mean, train.count, 1.0, "empirical"),
                 split="train")
-        fresh_tuples = draw_tuples(world, config.samples, make_generator(seed, "evaluate", "L_pre"),
-                                   objective.negatives, objective.block_size)
-        add("L_pre", _objective_moments(encoder, objective, fresh_tuples, config.block, device).estimate(level),
-            split="fresh", negatives=objective.negatives, block_size=objective.block_size)
+        generator = make_generator(seed, "evaluate", "L_pre")
+        batches = (draw_tuples(world, min(per_block, config.samples - i), generator, k, b)
+                   for i in range(0, config.samples, per_block))
+        add("L_pre", _objective_moments(encoder, objective, batches, device).estimate(level),
+            split="fresh", negatives=k, block_size=b)
 
     # L_un at k = 1, with alignment and uniformity [Wang20] on the same tuples.
     align, uniform = RunningMean(), RunningMean()
@@ -256,8 +263,8 @@ def evaluate_encoder(
 
     def paired_mean_classifier(encoded, losses) -> None:
         tasks = torch.cat([encoded.anchor_class.view(-1, 1), encoded.negative_class], dim=1)  # (n, 2)
-        first = torch.zeros(len(tasks), dtype=torch.long)
-        mu_losses = mean_classifier_losses(encoded.anchor, tasks, first, means, loss)
+        first = torch.zeros(len(tasks), dtype=torch.long, device=tasks.device)
+        mu_losses = mean_classifier_losses(encoded.anchor, tasks, first, means.to(tasks.device), loss)
         mean_loss.update(mu_losses)
         gap.update(losses - mu_losses)
 

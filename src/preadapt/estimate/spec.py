@@ -47,3 +47,14 @@ class EvaluateConfig(BaseModel):
         if any(p < 0 for p in values):
             raise ValueError("probe_penalties must be ≥ 0")
         return values
+
+    def check_classes(self, classes: int) -> None:
+        """Raise ValueError (one line naming the field) if a task or TOP-R needs more than ``classes``."""
+        if max(self.task_classes) > classes:
+            raise ValueError(f"evaluate.task_classes: got {max(self.task_classes)}; allowed: 2..{classes} (world.classes)")
+        if self.top_r and max(self.top_r) > classes:
+            raise ValueError(f"evaluate.top_r: got {max(self.top_r)}; allowed: 1..{classes} (world.classes)")
+        if self.probe_shots + self.probe_val > self.mean_samples:
+            raise ValueError(
+                f"evaluate.mean_samples: got {self.mean_samples}; must be ≥ probe_shots + probe_val = "
+                f"{self.probe_shots + self.probe_val} (the probe's points come from the per-class pool)")

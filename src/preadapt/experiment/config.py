@@ -72,17 +72,8 @@ class Config(BaseModel):
             raise ValueError(
                 f"pretrain.checkpoints: got step {beyond[0]}; allowed: 0..{last} "
                 f"(epochs × ceil(tuples / batch_size) = {last} steps)")
-        ev = self.evaluate
-        if ev.probe_shots + ev.probe_val > ev.mean_samples:
-            raise ValueError(
-                f"evaluate.mean_samples: got {ev.mean_samples}; must be ≥ probe_shots + probe_val = "
-                f"{ev.probe_shots + ev.probe_val} (the probe's points come from the per-class pool)")
         classes = getattr(self.world, "classes", None)
-        if classes is not None:
-            if max(ev.task_classes) > classes:
-                raise ValueError(f"evaluate.task_classes: got {max(ev.task_classes)}; allowed: 2..{classes} (world.classes)")
-            if ev.top_r and max(ev.top_r) > classes:
-                raise ValueError(f"evaluate.top_r: got {max(ev.top_r)}; allowed: 1..{classes} (world.classes)")
+        self.evaluate.check_classes(classes if classes is not None else max(self.evaluate.task_classes + self.evaluate.top_r))
         return self
 
     def config_hash(self) -> str:
@@ -173,8 +164,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
                 preset: str | None = None) -> Config:
     """Read a config from a YAML file or a preset (``demo`` when neither is given), apply overrides.
 
-    >>> load_config(preset="demo", overrides=["world.classes=5"]).world.classes
-    5
+    >>> load_config(preset="demo", overrides=["world.classes=12"]).world.classes
+    12
     """
     from preadapt.experiment.presets import preset_data
 

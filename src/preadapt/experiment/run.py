@@ -212,6 +212,10 @@ def evaluate(encoder: nn.Module, world: World | dict, evaluate_config: EvaluateC
         world = WORLDS.build(WORLDS.parse(world), make_generator(seed, "world"))
     if not isinstance(evaluate_config, EvaluateConfig):
         evaluate_config = EvaluateConfig.model_validate(evaluate_config or {})
+    try:
+        evaluate_config.check_classes(world.classes)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     encoder = encoder.to(device).eval()
     evaluation = evaluate_encoder(encoder, world, evaluate_config, seed, curl_loss_name=loss, device=device)
     checks = check_bounds(evaluation, world, evaluate_config)

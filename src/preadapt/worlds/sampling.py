@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from preadapt.worlds.base import World
-from preadapt.worlds.prior import collision_prior, elementary_symmetric
+from preadapt.worlds.prior import collision_prior
 
 
 def derive_seed(seed: int, *keys: object) -> int:
