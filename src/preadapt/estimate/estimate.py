@@ -55,6 +55,14 @@ class Estimate:
         se = None if self.se is None else abs(scale) * self.se
         return replace(self, value=scale * self.value + shift, lower=ends[0], upper=ends[1], se=se)
 
+    def clipped(self, low: float, high: float) -> "Estimate":
+        """The interval intersected with the range the quantity can take (an accuracy lies in [0, 1]).
+
+        >>> Estimate(0.99, 0.97, 1.01, 100, 0.95, "t", 0.01).clipped(0.0, 1.0).upper
+        1.0
+        """
+        return replace(self, lower=max(self.lower, low), upper=min(self.upper, high))
+
     def at_level(self, level: float) -> "Estimate":
         """The same t/normal estimate with its interval recomputed at another level."""
         if self.method == "exact":
@@ -70,7 +78,7 @@ def _critical(level: float, n: int | None) -> float:
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1); got {level}")
     q = 0.5 + level / 2.0
-    if n is None or n > 10_000:
+    if n is None:
         return float(stats.norm.ppf(q))
     return float(stats.t.ppf(q, df=max(n - 1, 1)))
 

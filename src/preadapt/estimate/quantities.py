@@ -150,10 +150,10 @@ def intraclass_deviation(pool: torch.Tensor, prior: np.ndarray, replicates: int,
     classes, m, d = pool.shape
 
     def statistic(weights: torch.Tensor) -> torch.Tensor:  # weights (B, C, m) -> (B,)
-        total = weights.sum(-1).clamp_min(1.0)  # (B, C)
+        total = weights.sum(-1).clamp_min(2.0)  # (B, C)
         mean = torch.einsum("bcm,cmd->bcd", weights, pool) / total[..., None]
-        second = torch.einsum("bcm,cmd,cme->bcde", weights, pool, pool) / total[..., None, None]
-        cov = second - mean[..., :, None] * mean[..., None, :]
+        centred = pool.unsqueeze(0) - mean.unsqueeze(2)  # (B, C, m, d)
+        cov = torch.einsum("bcm,bcmd,bcme->bcde", weights, centred, centred) / (total - 1.0)[..., None, None]
         spectral = torch.linalg.eigvalsh(cov)[..., -1].clamp_min(0.0)  # (B, C)
         norm = torch.einsum("bcm,cm->bc", weights, pool.norm(dim=-1)) / total
         return (nu * spectral.sqrt() * norm).sum(-1)
@@ -224,7 +224,7 @@ def evaluate_encoder(
             batches = (train_tuples[i:i + per_block] for i in range(0, len(train_tuples), per_block))
             train = _objective_moments(encoder, objective, batches, device)
             add("L_pre_train", Estimate(train.mean, train.mean, train.mean, train.count, 1.0, "empirical"),
-                split="train")
+                split="train", negatives=k, block_size=b)
         generator = make_generator(seed, "evaluate", "L_pre")
         batches = (draw_tuples(world, min(per_block, config.samples - i), generator, k, b)
                    for i in range(0, config.samples, per_block))
@@ -242,18 +242,18 @@ def evaluate_encoder(
         uniform.update(torch.exp(-2.0 * (anchor - negative).pow(2).sum(-1)))
 
     l_un = _curl_moments(encoder, world, config, seed, "L_un", loss, device, extra=diagnostics)
-    add("L_un", l_un.estimate(level), negatives=1, block_size=1)
+    add("L_un", l_un.estimate(level), negatives=1, block_size=1, split="fresh")
     if negatives > 1:
         l_un_k = _curl_moments(encoder, world, config, seed, "L_un_k", loss, device, negatives=negatives)
-        add("L_un", l_un_k.estimate(level), negatives=negatives, block_size=1)
+        add("L_un", l_un_k.estimate(level), negatives=negatives, block_size=1, split="fresh")
     if block_size > 1:
         l_un_b = _curl_moments(encoder, world, config, seed, "L_un_block", loss, device,
                                negatives=negatives, block_size=block_size)
-        add("L_un_block", l_un_b.estimate(level), negatives=negatives, block_size=block_size)
-    add("align", align.estimate(level))
+        add("L_un_block", l_un_b.estimate(level), negatives=negatives, block_size=block_size, split="fresh")
+    add("align", align.estimate(level), split="fresh")
     u = uniform.estimate(level)  # log is monotone: the interval of the mean maps to one of its log
     add("uniform", Estimate(float(np.log(u.value)), float(np.log(max(u.lower, 1e-300))),
-                            float(np.log(u.upper)), u.n, level, "t"))
+                            float(np.log(u.upper)), u.n, level, "t"), split="fresh")
 
     # The decomposition L_un = τ·L_un^= + (1 − τ)·L_un^≠, each part from its own sample. The
     # different-class sample is also a sample of 2-class tasks (T = {c, c⁻}, the anchor's class
@@ -270,8 +270,8 @@ def evaluate_encoder(
 
     l_diff = _curl_moments(encoder, world, config, seed, "L_un_diff", loss, device, condition="different",
                            extra=paired_mean_classifier)
-    add("L_un_same", l_same.estimate(level), negatives=1)
-    add("L_un_diff", l_diff.estimate(level), negatives=1)
+    add("L_un_same", l_same.estimate(level), negatives=1, split="fresh")
+    add("L_un_diff", l_diff.estimate(level), negatives=1, split="fresh")
     add("L_sup_mean", mean_loss.estimate(level), adapter="mean", task_classes=2, split="fresh")
     moments.update(L_un=l_un, L_un_same=l_same, L_un_diff=l_diff, L_sup_mean=mean_loss, diff_minus_mean=gap)
 
@@ -282,16 +282,17 @@ def evaluate_encoder(
                                                 config.block, device)
             add("L_sup_mean", task_loss.estimate(level), adapter="mean", task_classes=size, split="fresh")
 
-    add("s_f", intraclass_deviation(pool, prior, config.bootstrap, make_generator(seed, "evaluate", "s_f"), level))
+    add("s_f", intraclass_deviation(pool, prior, config.bootstrap, make_generator(seed, "evaluate", "s_f"), level),
+        split="fresh")
 
     # Exact AVG-k and TOP-R of the mean classifier on the test pool (THEORY.md section 4).
     mean_scores = test_f @ means.T  # (C·t, C)
     task_prior = None if np.allclose(prior, prior[0]) else prior
     for size in config.task_classes:
-        add("acc_avg", avg_k_estimate(mean_scores, test_y, size, prior=task_prior, level=level),
+        add("acc_avg", avg_k_estimate(mean_scores, test_y, size, prior=task_prior, level=level).clipped(0, 1),
             adapter="mean", task_classes=size, split="test")
     for r in config.top_r:
-        add("acc_top", top_r_estimate(mean_scores, test_y, r, prior=prior, level=level),
+        add("acc_top", top_r_estimate(mean_scores, test_y, r, prior=prior, level=level).clipped(0, 1),
             adapter="mean", top_r=r, split="test")
 
     out.extend(_linear_heads(world, config, seed, pool, means, test, loss))
@@ -310,10 +311,9 @@ def _linear_heads(world, config, seed, pool, means, test, loss) -> list[Measurem
     """L_sup (best linear head, 2-class tasks) and the linear probe's AVG-k and TOP-R."""
     out = []
     level = config.level
-    generator = make_generator(seed, "evaluate", "linear")
     # L_sup: no bias, no penalty, fitted on sup_samples points per class from W^μ, keeping the
     # better of the two in-sample; evaluated on the independent test points, one value per task.
-    tasks = sample_tasks(world.prior, config.probe_tasks, 2, generator)  # (P, 2)
+    tasks = sample_tasks(world.prior, config.probe_tasks, 2, make_generator(seed, "evaluate", "L_sup"))  # (P, 2)
     fit_x, fit_y = _task_data(pool, tasks, 0, min(config.sup_samples, pool.shape[1]))
     weights = best_linear_head(fit_x, fit_y, 2, loss, means[tasks], max_iter=200)  # (P, 2, d)
     test_x, test_y = _task_data(test, tasks, 0, test.shape[1])
@@ -323,22 +323,27 @@ def _linear_heads(world, config, seed, pool, means, test, loss) -> list[Measurem
                            dict(adapter="linear", task_classes=2, split="test")))
 
     shots, val = config.probe_shots, config.probe_val
+
+    def probe() -> LinearProbe:  # the penalty is chosen on the validation points, never on test
+        return LinearProbe(penalties=tuple(config.probe_penalties), tol=PROBE_TOL, max_iter=PROBE_MAX_ITER)
+
     for size in config.task_classes:
-        tasks = sample_tasks(world.prior, config.probe_tasks, size, generator)
+        tasks = sample_tasks(world.prior, config.probe_tasks, size, make_generator(seed, "evaluate", "probe", size))
         train_x, train_y = _task_data(pool, tasks, 0, shots)
         val_x, val_y = _task_data(pool, tasks, shots, shots + val)
         test_x, test_y = _task_data(test, tasks, 0, test.shape[1])
-        probe = LinearProbe(penalties=tuple(config.probe_penalties), tol=PROBE_TOL, max_iter=PROBE_MAX_ITER).fit(train_x, train_y, val_x, val_y)
-        out.append(Measurement("acc_avg", mean_estimate(probe.score(test_x, test_y), level),
+        fitted = probe().fit(train_x, train_y, val_x, val_y)
+        correct = margins_from_scores(fitted.decision_function(test_x), test_y).min(-1).values > 0  # ties: errors
+        out.append(Measurement("acc_avg", mean_estimate(correct.double().mean(-1), level).clipped(0, 1),
                                dict(adapter="linear", task_classes=size, shots=shots, split="test")))
 
     everything = torch.arange(world.classes).view(1, -1)  # one task: the full C-way problem
     train_x, train_y = _task_data(pool, everything, 0, shots)
     val_x, val_y = _task_data(pool, everything, shots, shots + val)
     test_x, test_y = _task_data(test, everything, 0, test.shape[1])
-    probe = LinearProbe(penalties=tuple(config.probe_penalties), tol=PROBE_TOL, max_iter=PROBE_MAX_ITER).fit(train_x, train_y, val_x, val_y)
-    scores = probe.decision_function(test_x)[0]  # (C·t, C)
+    scores = probe().fit(train_x, train_y, val_x, val_y).decision_function(test_x)[0]  # (C·t, C)
     for r in config.top_r:
-        out.append(Measurement("acc_top", top_r_estimate(scores, test_y[0], r, prior=world.prior, level=level),
+        estimate = top_r_estimate(scores, test_y[0], r, prior=world.prior, level=level).clipped(0, 1)
+        out.append(Measurement("acc_top", estimate,
                                dict(adapter="linear", top_r=r, shots=shots, split="test")))
     return out

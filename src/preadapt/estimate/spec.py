@@ -48,11 +48,12 @@ class EvaluateConfig(BaseModel):
             raise ValueError("probe_penalties must be ≥ 0")
         return values
 
-    def check_classes(self, classes: int) -> None:
-        """Raise ValueError (one line naming the field) if a task or TOP-R needs more than ``classes``."""
-        if max(self.task_classes) > classes:
+    def check_classes(self, classes: int | None) -> None:
+        """Raise ValueError (one line naming the field) if a task or TOP-R needs more than ``classes``
+        (unknown, None, for a user world whose config does not say), or the pool is too small."""
+        if classes is not None and max(self.task_classes) > classes:
             raise ValueError(f"evaluate.task_classes: got {max(self.task_classes)}; allowed: 2..{classes} (world.classes)")
-        if self.top_r and max(self.top_r) > classes:
+        if classes is not None and self.top_r and max(self.top_r) > classes:
             raise ValueError(f"evaluate.top_r: got {max(self.top_r)}; allowed: 1..{classes} (world.classes)")
         if self.probe_shots + self.probe_val > self.mean_samples:
             raise ValueError(

@@ -72,8 +72,7 @@ class Config(BaseModel):
             raise ValueError(
                 f"pretrain.checkpoints: got step {beyond[0]}; allowed: 0..{last} "
                 f"(epochs × ceil(tuples / batch_size) = {last} steps)")
-        classes = getattr(self.world, "classes", None)
-        self.evaluate.check_classes(classes if classes is not None else max(self.evaluate.task_classes + self.evaluate.top_r))
+        self.evaluate.check_classes(getattr(self.world, "classes", None))
         return self
 
     def config_hash(self) -> str:

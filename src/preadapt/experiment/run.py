@@ -114,9 +114,10 @@ def run(config: Config | dict | str | Path, out: str | Path | None = None, force
     """Pretrain, evaluate every checkpoint and (when ``out`` is given) write the run's files.
 
     ``progress(stage, done, total)`` reports training steps (stage ``"pretrain"``) and evaluated
-    checkpoints (stage ``"evaluate"``). A run that diverges or raises is returned with status
-    ``failed`` and its reason, recorded in the store; results of the checkpoints evaluated before
-    the failure are kept.
+    checkpoints (stage ``"evaluate"``). A run that diverges is returned with status ``failed`` and
+    the step and reason; with ``out``, any other error is caught the same way and recorded in the
+    store (without ``out`` it propagates, traceback and all). Results of the checkpoints evaluated
+    before a failure are kept.
 
     >>> result = run({"name": "tiny", "world": {"kind": "gaussian", "classes": 4, "dim": 4},
     ...               "encoder": {"kind": "linear", "out_dim": 4},
