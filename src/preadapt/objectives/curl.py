@@ -57,9 +57,9 @@ def curl_margins(anchor: torch.Tensor, positives: torch.Tensor, negatives: torch
 
     f̄ is the mean over a block (b = 1: the point itself).
     """
-    positive = positives.mean(dim=1)  # (n, d)
-    negative = negatives.mean(dim=2)  # (n, k, d)
-    return torch.einsum("nd,nkd->nk", anchor, positive.unsqueeze(1) - negative)
+    positive = positives[:, 0] if positives.shape[1] == 1 else positives.mean(dim=1)  # (n, d)
+    negative = negatives[:, :, 0] if negatives.shape[2] == 1 else negatives.mean(dim=2)  # (n, k, d)
+    return (anchor.unsqueeze(1) * (positive.unsqueeze(1) - negative)).sum(-1)  # (n, k)
 
 
 def curl_loss(anchor: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor,

@@ -119,6 +119,8 @@ class Tuples:
         return Tuples(*(getattr(self, f.name)[index] for f in fields(self)))
 
     def to(self, device: torch.device | str) -> "Tuples":
+        if self.anchor.device == torch.device(device):
+            return self
         return Tuples(*(getattr(self, f.name).to(device) for f in fields(self)))
 
     @property
