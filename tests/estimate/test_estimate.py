@@ -63,9 +63,9 @@ def test_at_level_recomputes_the_interval():
 @pytest.mark.slow
 def test_ci_of_l_un_covers_the_reference_in_about_95_percent_of_replicates():
     """400 replicates of the 95% CI of L_un for a fixed untrained MLP; the reference is the estimate
-    on a 100× larger sample. Seed 0 was chosen once and never tuned. The binomial 99.9% range of the
-    coverage count for a true 95% is about [371, 389] of 400: the accepted band [92.5%, 97.5%] is
-    wider, and the reference's own error (1/10 of a replicate's) moves coverage by under 0.2 points."""
+    on a 100× larger sample. Seed 0 was chosen once and never tuned. The accepted band [370, 390]
+    of 400 holds a correct 95% interval's coverage count with probability 0.984 (binomial), and the
+    reference's own error (1/10 of a replicate's) moves coverage by under 0.2 points."""
     world = WORLDS.build(WORLDS.parse({"kind": "gaussian", "classes": 8, "dim": 6}), make_generator(0, "world"))
     encoder = ENCODERS.build(ENCODERS.parse({"kind": "mlp", "hidden": [16], "out_dim": 4}), world.input_shape,
                              make_generator(0, "encoder"))

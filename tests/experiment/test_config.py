@@ -33,10 +33,13 @@ def test_overrides_are_typed_yaml_values(tiny):
     (["encoder.kind=transformer"], "encoder.kind: got 'transformer'; allowed: identity, linear, mlp"),
     (["world.colour=red"], "world.colour: unknown field"),
     (["pretrain.checkpoints=[0, 9999]"], "pretrain.checkpoints: got step 9999; allowed: 0..8"),
-    (["evaluate.task_classes=[2, 6]"], "evaluate.task_classes: got 6; allowed: 2..5"),
+    (["evaluate.task_classes=[2, 6]"], "evaluate.task_classes: got 6; allowed: 2..5 (classes with positive prior)"),
     (["evaluate.probe_shots=100"], "evaluate.mean_samples: got 60; must be ≥ probe_shots + probe_val = 110"),
     (["device=tpu"], "device: got 'tpu'; input should be 'cpu', 'cuda' or 'auto'"),
     (["objective.loss=square"], "objective.loss: got 'square'"),
+    (["world.prior=[1, 1, 0, 0, 0]", "evaluate.task_classes=[3]"],
+     "evaluate.task_classes: got 3; allowed: 2..2 (classes with positive prior)"),
+    (["world.prior=[1, 0, 0, 0, 0]"], "world.prior: got [1.0, 0.0, 0.0, 0.0, 0.0]; at least two classes"),
 ])
 def test_bad_fields_give_one_line_naming_field_value_and_what_is_allowed(tiny, change, expected):
     with pytest.raises(ConfigError) as info:

@@ -44,6 +44,8 @@ def test_warp_is_fixed_nonlinear_and_seeded():
 def test_explicit_means_set_classes_and_dim():
     config = GaussianWorldConfig(means=[[0.0, 1.0], [1.0, 0.0], [2.0, 2.0]], prior=[1, 1, 2])
     assert (config.classes, config.dim) == (3, 2)
+    assert config.warp is False  # explicit means are used as given unless a warp is asked for
+    assert GaussianWorldConfig(means=[[0.0], [1.0]], warp=True).warp is True
     world = WORLDS.build(config, make_generator(0, "world"))
     assert world.prior.tolist() == [0.25, 0.25, 0.5]
 

@@ -128,3 +128,12 @@ def test_same_generator_same_tuples():
 def test_conditional_tuples_need_one_negative():
     with pytest.raises(ValueError, match="negatives = 1"):
         draw_tuples(_world(as_prior("uniform", 5)), 10, torch.Generator(), negatives=2, condition="same")
+
+
+def test_large_tasks_on_many_classes_stay_uniform():
+    # 400 of 3029 classes: e_j of unscaled weights would overflow; each class is in a task w.p. K/C
+    tasks = sample_tasks(np.full(3029, 1 / 3029), 200, 400, torch.Generator().manual_seed(5))
+    assert all(len(set(row)) == 400 for row in tasks.tolist())
+    values = tasks.double().reshape(-1)
+    se = math.sqrt((3029**2 - 1) / 12 / values.numel())  # sampling without replacement only shrinks it
+    assert abs(float(values.mean()) - 1514.0) < 5 * se

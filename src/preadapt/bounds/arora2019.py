@@ -17,21 +17,15 @@ def lemma_4_3(evaluation: Evaluation, tau: float, level: float = 0.95, verdict_l
     inequality over x⁺, x⁻), which makes its interval far tighter than that of two independent
     estimates. ``rhs_shift`` moves the right side (a deliberately wrong bound for sensitivity tests).
     """
-    moments = evaluation.moments
     ratio = tau / (1.0 - tau)
-    same, diff = moments["L_un_same"], moments["L_un_diff"]
 
-    def right_side(diff_part, lvl):
-        return combine([(1.0, diff_part.estimate(lvl)), (ratio, same.estimate(lvl))],
+    def right_side(diff_part: str, lvl: float):
+        return combine([(1.0, evaluation.estimate(diff_part, lvl)), (ratio, evaluation.estimate("L_un_same", lvl))],
                        shift=rhs_shift - ratio, level=lvl)
 
-    lhs = moments["L_sup_mean"].estimate(level)
-    rhs = right_side(diff, level)
-    slack = right_side(moments["diff_minus_mean"], verdict_level)
-    terms = {
-        "tau": evaluation.get("tau"),
-        "L_un": moments["L_un"].estimate(level),
-        "L_un_same": same.estimate(level),
-        "L_un_diff": diff.estimate(level),
-    }
+    lhs = evaluation.estimate("L_sup_mean", level)
+    rhs = right_side("L_un_diff", level)
+    slack = right_side("diff_minus_mean", verdict_level)  # includes the error of the plug-in means μ̂
+    terms = {name: evaluation.estimate(name, level) for name in ("L_un", "L_un_same", "L_un_diff")}
+    terms["tau"] = evaluation.get("tau")
     return BoundCheck("lemma_4_3", "[Arora19] Lemma 4.3", lhs, rhs, slack, verdict(slack), terms)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from preadapt.adapt.linear import LinearProbe, best_linear_head
+from preadapt.adapt.linear import LinearProbe, fit_linear_heads, linear_head_losses
 from preadapt.adapt.mean_classifier import MeanClassifier
 from preadapt.estimate.avg_k import avg_k_estimate, top_r_estimate
 from preadapt.estimate.estimate import Estimate, RunningMean, bootstrap_estimate, mean_estimate
@@ -49,6 +49,11 @@ class Evaluation:
     measurements: list[Measurement]
     means: torch.Tensor  # (C, d) float64
     moments: dict[str, RunningMean]
+    extra_variance: dict[str, float] = field(default_factory=dict)
+
+    def estimate(self, name: str, level: float) -> Estimate:
+        """A running mean's estimate at ``level``, widened by the variance of its plug-in parts (μ̂)."""
+        return self.moments[name].estimate(level).widened(self.extra_variance.get(name, 0.0))
 
     def get(self, quantity: str, **context) -> Estimate:
         for m in self.measurements:
@@ -99,21 +104,59 @@ def curl_moments(encoder: nn.Module, world: World, samples: int, generator: torc
     return moments
 
 
+class MeanClassifierLoss:
+    """Running moments of the loss of W^μ̂ and the gradient of its mean with respect to μ̂.
+
+    The estimate of L^μ_sup plugs in μ̂ (``means: (C, d)``), a mean of m points per class: its
+    error moves the estimate by Σ_a g_aᵀ(μ̂_a − μ_a) to first order, with g_a the gradient of the
+    mean loss with respect to μ̂_a. ``mean_variance(pool)`` is that term's variance by the delta
+    method, Σ_a Var(g_aᵀ f(x) | a) / m_a, from the pool the means came from. Without it an
+    interval from S ≫ m samples claims precision the plug-in means do not have.
+    """
+
+    def __init__(self, means: torch.Tensor, loss) -> None:
+        self.means = means.detach().to("cpu", F64).requires_grad_(True)
+        self.loss = loss
+        self.moments = RunningMean()
+        self.gradient = torch.zeros_like(self.means)
+
+    def update(self, features: torch.Tensor, tasks: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Add points: features (n, d), tasks (n, K), positions (n,); returns their losses (n,)."""
+        with torch.enable_grad():
+            losses = mean_classifier_losses(features.to("cpu", F64), tasks.cpu(), positions.cpu(), self.means,
+                                            self.loss)
+            (gradient,) = torch.autograd.grad(losses.sum(), self.means)
+        self.gradient += gradient
+        losses = losses.detach()
+        self.moments.update(losses)
+        return losses
+
+    def mean_variance(self, pool: torch.Tensor) -> float:
+        """Delta-method variance of the estimate due to μ̂; ``pool: (C, m, d)`` the points behind μ̂."""
+        g = self.gradient / max(self.moments.count, 1)  # (C, d)
+        projected = torch.einsum("cmd,cd->cm", pool - pool.mean(dim=1, keepdim=True), g)  # (C, m)
+        m = pool.shape[1]
+        return float((projected.pow(2).sum(dim=1) / (m - 1)).sum() / m)
+
+    def estimate(self, level: float, pool: torch.Tensor | None = None) -> Estimate:
+        """The estimate, widened by ``mean_variance(pool)`` when the pool is given."""
+        estimate = self.moments.estimate(level)
+        return estimate if pool is None else estimate.widened(self.mean_variance(pool))
+
+
 def mean_classifier_moments(encoder: nn.Module, world: World, means: torch.Tensor, task_classes: int,
                             samples: int, generator: torch.Generator, loss=None, block: int = 8192,
-                            device="cpu") -> RunningMean:
-    """Running moments of the loss of W^μ (rows ``means: (C, d)``) over ``task_classes``-class tasks
-    drawn from ρ, the label uniform on the task and x ~ D_label: L^μ_sup of [Arora19]."""
-    loss = loss or LOSSES["logistic"]
-    moments = RunningMean()
-    means = means.to("cpu", F64)
+                            device="cpu") -> MeanClassifierLoss:
+    """The loss of W^μ (rows ``means: (C, d)``) over ``task_classes``-class tasks drawn from ρ, the
+    label uniform on the task and x ~ D_label: L^μ_sup of [Arora19]."""
+    accumulator = MeanClassifierLoss(means, loss or LOSSES["logistic"])
     for start in range(0, samples, block):
         n = min(block, samples - start)
         tasks = sample_tasks(world.prior, n, task_classes, generator)  # (n, K)
         positions = torch.randint(task_classes, (n,), generator=generator)
         x = world.sample(tasks.gather(1, positions.view(-1, 1)).view(-1), generator)
-        moments.update(mean_classifier_losses(encode(encoder, x, block, device), tasks, positions, means, loss))
-    return moments
+        accumulator.update(encode(encoder, x, block, device), tasks, positions)
+    return accumulator
 
 
 def _curl_moments(encoder, world, config, seed, name, loss, device, negatives=1, block_size=1,
@@ -259,28 +302,31 @@ def evaluate_encoder(
     # different-class sample is also a sample of 2-class tasks (T = {c, c⁻}, the anchor's class
     # uniform on T by symmetry), so L^μ_sup is measured on the same anchors: a paired difference.
     l_same = _curl_moments(encoder, world, config, seed, "L_un_same", loss, device, condition="same")
-    mean_loss, gap = RunningMean(), RunningMean()
+    mean_loss, gap = MeanClassifierLoss(means, loss), RunningMean()
 
     def paired_mean_classifier(encoded, losses) -> None:
         tasks = torch.cat([encoded.anchor_class.view(-1, 1), encoded.negative_class], dim=1)  # (n, 2)
-        first = torch.zeros(len(tasks), dtype=torch.long, device=tasks.device)
-        mu_losses = mean_classifier_losses(encoded.anchor, tasks, first, means.to(tasks.device), loss)
-        mean_loss.update(mu_losses)
-        gap.update(losses - mu_losses)
+        first = torch.zeros(len(tasks), dtype=torch.long)
+        mu_losses = mean_loss.update(encoded.anchor, tasks, first)
+        gap.update(losses.cpu() - mu_losses)
 
     l_diff = _curl_moments(encoder, world, config, seed, "L_un_diff", loss, device, condition="different",
                            extra=paired_mean_classifier)
     add("L_un_same", l_same.estimate(level), negatives=1, split="fresh")
     add("L_un_diff", l_diff.estimate(level), negatives=1, split="fresh")
-    add("L_sup_mean", mean_loss.estimate(level), adapter="mean", task_classes=2, split="fresh")
-    moments.update(L_un=l_un, L_un_same=l_same, L_un_diff=l_diff, L_sup_mean=mean_loss, diff_minus_mean=gap)
+    # μ̂ enters L^μ_sup and the paired gap L_un^≠ − L^μ_sup with the same gradient (up to sign)
+    mu_variance = mean_loss.mean_variance(pool)
+    extra_variance = {"L_sup_mean": mu_variance, "diff_minus_mean": mu_variance}
+    add("L_sup_mean", mean_loss.estimate(level, pool), adapter="mean", task_classes=2, split="fresh")
+    moments.update(L_un=l_un, L_un_same=l_same, L_un_diff=l_diff, L_sup_mean=mean_loss.moments,
+                   diff_minus_mean=gap)
 
     for size in config.task_classes:
         if size != 2:
             generator = make_generator(seed, "evaluate", "L_sup_mean", size)
             task_loss = mean_classifier_moments(encoder, world, means, size, config.samples, generator, loss,
                                                 config.block, device)
-            add("L_sup_mean", task_loss.estimate(level), adapter="mean", task_classes=size, split="fresh")
+            add("L_sup_mean", task_loss.estimate(level, pool), adapter="mean", task_classes=size, split="fresh")
 
     add("s_f", intraclass_deviation(pool, prior, config.bootstrap, make_generator(seed, "evaluate", "s_f"), level),
         split="fresh")
@@ -295,52 +341,79 @@ def evaluate_encoder(
         add("acc_top", top_r_estimate(mean_scores, test_y, r, prior=prior, level=level).clipped(0, 1),
             adapter="mean", top_r=r, split="test")
 
-    out.extend(_linear_heads(world, config, seed, pool, means, test, loss))
-    return Evaluation(out, means, moments)
+    out.extend(_linear_heads(encoder, world, config, seed, pool, means, test, loss, device))
+    return Evaluation(out, means, moments, extra_variance)
 
 
-def _task_data(pool: torch.Tensor, tasks: torch.Tensor, start: int, stop: int):
-    """Features and labels of sampled tasks: pool (C, m, d), tasks (P, K) → (P, K·s, d), (P, K·s)."""
-    points = pool[tasks][:, :, start:stop]  # (P, K, s, d)
+def _task_points(encoder, world: World, tasks: torch.Tensor, per_class: int, generator: torch.Generator,
+                 block: int, device) -> torch.Tensor:
+    """Fresh features for every task and class: tasks (P, K) → (P, K, per_class, d).
+
+    Each task gets points of its own, so the per-task results are independent and a t-interval
+    across tasks is valid (tasks that shared a pool of points would be positively correlated).
+    """
+    labels = tasks.reshape(-1).repeat_interleave(per_class)  # (P·K·s,)
+    features = encode(encoder, world.sample(labels, generator), block, device)
+    return features.view(*tasks.shape, per_class, -1)
+
+
+def _flatten_tasks(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(P, K, s, d) → features (P, K·s, d) and labels (P, K·s) in [0, K)."""
     P, K, s, d = points.shape
-    labels = torch.arange(K).repeat_interleave(s).expand(P, K * s)
-    return points.reshape(P, K * s, d), labels
+    return points.reshape(P, K * s, d), torch.arange(K).repeat_interleave(s).expand(P, K * s)
 
 
-def _linear_heads(world, config, seed, pool, means, test, loss) -> list[Measurement]:
+SUP_PENALTIES = (0.0, 1e-3, 1e-1)
+"""Penalties of the candidate heads for L_sup; with W^μ̂ itself, the best on validation is kept."""
+
+
+def _linear_heads(encoder, world, config, seed, pool, means, test, loss, device) -> list[Measurement]:
     """L_sup (best linear head, 2-class tasks) and the linear probe's AVG-k and TOP-R."""
     out = []
     level = config.level
-    # L_sup: no bias, no penalty, fitted on sup_samples points per class from W^μ, keeping the
-    # better of the two in-sample; evaluated on the independent test points, one value per task.
-    tasks = sample_tasks(world.prior, config.probe_tasks, 2, make_generator(seed, "evaluate", "L_sup"))  # (P, 2)
-    fit_x, fit_y = _task_data(pool, tasks, 0, min(config.sup_samples, pool.shape[1]))
-    weights = best_linear_head(fit_x, fit_y, 2, loss, means[tasks], max_iter=200)  # (P, 2, d)
-    test_x, test_y = _task_data(test, tasks, 0, test.shape[1])
-    scores = torch.einsum("pnd,pkd->pnk", test_x, weights)
-    per_task = loss(margins_from_scores(scores, test_y)).mean(dim=1)  # (P,)
+    block = config.block
+    # L_sup = inf_W E[ℓ]: any fixed W upper-bounds it. Candidates: W^μ̂ and heads without bias fitted
+    # from W^μ̂ on sup_samples points per class (no penalty, and small penalties, which on separable
+    # data keep the fit from running off to infinity); each task keeps the candidate with the lowest
+    # loss on its validation points, and is scored on independent test points: one value per task.
+    generator = make_generator(seed, "evaluate", "L_sup")
+    tasks = sample_tasks(world.prior, config.probe_tasks, 2, generator)  # (P, 2)
+    fit, val, tst = config.sup_samples, config.probe_val, config.test_per_class
+    points = _task_points(encoder, world, tasks, fit + val + tst, generator, block, device)  # (P, 2, s, d)
+    (fit_x, fit_y), (val_x, val_y), (test_x, test_y) = (
+        _flatten_tasks(points[:, :, a:b]) for a, b in ((0, fit), (fit, fit + val), (fit + val, fit + val + tst)))
+    P, L = len(tasks), len(SUP_PENALTIES)
+    start = means[tasks]  # (P, 2, d): W^μ̂
+    fitted, _ = fit_linear_heads(fit_x.repeat(L, 1, 1), fit_y.repeat(L, 1), 2, loss,
+                                 penalty=torch.tensor(SUP_PENALTIES, dtype=F64).repeat_interleave(P),
+                                 init=start.repeat(L, 1, 1), max_iter=200)
+    candidates = torch.cat([start.unsqueeze(0), fitted.view(L, P, 2, -1)])  # (L + 1, P, 2, d)
+    val_losses = torch.stack([linear_head_losses(val_x, val_y, w, loss=loss).mean(-1) for w in candidates])
+    best = candidates[val_losses.argmin(0), torch.arange(P)]  # (P, 2, d)
+    per_task = linear_head_losses(test_x, test_y, best, loss=loss).mean(-1)  # (P,)
     out.append(Measurement("L_sup", mean_estimate(per_task, level),
                            dict(adapter="linear", task_classes=2, split="test")))
 
-    shots, val = config.probe_shots, config.probe_val
+    shots = config.probe_shots
 
     def probe() -> LinearProbe:  # the penalty is chosen on the validation points, never on test
         return LinearProbe(penalties=tuple(config.probe_penalties), tol=PROBE_TOL, max_iter=PROBE_MAX_ITER)
 
     for size in config.task_classes:
-        tasks = sample_tasks(world.prior, config.probe_tasks, size, make_generator(seed, "evaluate", "probe", size))
-        train_x, train_y = _task_data(pool, tasks, 0, shots)
-        val_x, val_y = _task_data(pool, tasks, shots, shots + val)
-        test_x, test_y = _task_data(test, tasks, 0, test.shape[1])
-        fitted = probe().fit(train_x, train_y, val_x, val_y)
-        correct = margins_from_scores(fitted.decision_function(test_x), test_y).min(-1).values > 0  # ties: errors
+        generator = make_generator(seed, "evaluate", "probe", size)
+        tasks = sample_tasks(world.prior, config.probe_tasks, size, generator)
+        points = _task_points(encoder, world, tasks, shots + val + tst, generator, block, device)
+        (train_x, train_y), (val_x, val_y), (test_x, test_y) = (
+            _flatten_tasks(points[:, :, a:b]) for a, b in ((0, shots), (shots, shots + val), (shots + val, None)))
+        fitted_probe = probe().fit(train_x, train_y, val_x, val_y)
+        correct = margins_from_scores(fitted_probe.decision_function(test_x), test_y).min(-1).values > 0  # ties: errors
         out.append(Measurement("acc_avg", mean_estimate(correct.double().mean(-1), level).clipped(0, 1),
                                dict(adapter="linear", task_classes=size, shots=shots, split="test")))
 
-    everything = torch.arange(world.classes).view(1, -1)  # one task: the full C-way problem
-    train_x, train_y = _task_data(pool, everything, 0, shots)
-    val_x, val_y = _task_data(pool, everything, shots, shots + val)
-    test_x, test_y = _task_data(test, everything, 0, test.shape[1])
+    # TOP-R of one C-way probe trained on the pool: an interval over test points, given the probe
+    train_x, train_y = _flatten_tasks(pool[None, :, :shots])
+    val_x, val_y = _flatten_tasks(pool[None, :, shots:shots + val])
+    test_x, test_y = _flatten_tasks(test[None])
     scores = probe().fit(train_x, train_y, val_x, val_y).decision_function(test_x)[0]  # (C·t, C)
     for r in config.top_r:
         estimate = top_r_estimate(scores, test_y[0], r, prior=world.prior, level=level).clipped(0, 1)

@@ -22,7 +22,7 @@ class EvaluateConfig(BaseModel):
     probe_shots: int = Field(50, ge=1, description="labeled training points per class for the linear probe")
     probe_val: int = Field(50, ge=1, description="validation points per class (the probe's penalty is chosen on them)")
     probe_penalties: list[float] = Field([1e-4, 1e-3, 1e-2, 1e-1], min_length=1, description="L2 penalties tried by the probe")
-    sup_samples: int = Field(500, ge=1, description="points per class the best linear head of L_sup is fitted on (at most mean_samples)")
+    sup_samples: int = Field(500, ge=1, description="fresh points per class of each task that the L_sup heads are fitted on")
     loss: Literal["hinge", "logistic"] | None = Field(None, description="ℓ of L_un; null = the CURL objective's, else logistic")
     bootstrap: int = Field(100, ge=10, description="bootstrap replicates for s(f)")
     block: int = Field(8192, ge=16, description="points encoded per block (memory stays flat in samples)")
@@ -52,9 +52,9 @@ class EvaluateConfig(BaseModel):
         """Raise ValueError (one line naming the field) if a task or TOP-R needs more than ``classes``
         (unknown, None, for a user world whose config does not say), or the pool is too small."""
         if classes is not None and max(self.task_classes) > classes:
-            raise ValueError(f"evaluate.task_classes: got {max(self.task_classes)}; allowed: 2..{classes} (world.classes)")
+            raise ValueError(f"evaluate.task_classes: got {max(self.task_classes)}; allowed: 2..{classes} (classes with positive prior)")
         if classes is not None and self.top_r and max(self.top_r) > classes:
-            raise ValueError(f"evaluate.top_r: got {max(self.top_r)}; allowed: 1..{classes} (world.classes)")
+            raise ValueError(f"evaluate.top_r: got {max(self.top_r)}; allowed: 1..{classes} (classes with positive prior)")
         if self.probe_shots + self.probe_val > self.mean_samples:
             raise ValueError(
                 f"evaluate.mean_samples: got {self.mean_samples}; must be ≥ probe_shots + probe_val = "

@@ -72,7 +72,13 @@ class Config(BaseModel):
             raise ValueError(
                 f"pretrain.checkpoints: got step {beyond[0]}; allowed: 0..{last} "
                 f"(epochs × ceil(tuples / batch_size) = {last} steps)")
-        self.evaluate.check_classes(getattr(self.world, "classes", None))
+        classes = getattr(self.world, "classes", None)
+        prior = getattr(self.world, "prior", None)
+        if classes is not None and isinstance(prior, list):  # tasks need classes of positive prior
+            classes = sum(1 for weight in prior if weight > 0)
+            if classes < 2:
+                raise ValueError(f"world.prior: got {prior}; at least two classes need a positive weight")
+        self.evaluate.check_classes(classes)
         return self
 
     def config_hash(self) -> str:

@@ -23,7 +23,7 @@ class GaussianWorldConfig(ComponentConfig):
     noise: float = Field(1.0, ge=0.0, description="σ, the per-coordinate noise standard deviation")
     separation: float = Field(3.0, gt=0.0, description="expected distance between two generated class means")
     prior: Prior = Field("uniform", description="ρ: uniform, {zipf: exponent} or a list of weights")
-    warp: bool | float = Field(True, description="a fixed seeded nonlinear map; true = strength 2.0, a number sets it")
+    warp: bool | float = Field(True, description="a fixed seeded nonlinear map; true = strength 2.0, a number sets it; off by default with explicit means")
     means: list[list[float]] | None = Field(None, description="explicit class means (overrides classes, dim, separation)")
 
     @field_validator("prior")
@@ -42,6 +42,8 @@ class GaussianWorldConfig(ComponentConfig):
                 raise ValueError("means must be at least two vectors of one common, positive length")
             object.__setattr__(self, "classes", len(self.means))
             object.__setattr__(self, "dim", len(self.means[0]))
+            if "warp" not in self.model_fields_set:  # explicit means are meant as they are given
+                object.__setattr__(self, "warp", False)
         if isinstance(self.prior, list) and len(self.prior) != self.classes:
             raise ValueError(f"prior has {len(self.prior)} weights; expected one per class ({self.classes})")
         return self

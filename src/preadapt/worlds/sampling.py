@@ -70,7 +70,8 @@ def sample_tasks(prior: np.ndarray, n: int, size: int, generator: torch.Generato
     classes = prior.size
     if not 1 <= size <= np.count_nonzero(prior):
         raise ValueError(f"a task of {size} distinct classes needs {size} classes with positive prior")
-    weights = prior * classes / prior.sum()  # rescaled so that e_j neither under- nor overflows
+    # rescaled to total size/e: then e_j(weights) ≤ (size/e)^j / j! stays finite for every j ≤ size
+    weights = prior / prior.sum() * size / np.e
     # suffix[c, j] = e_j(weights[c:]), shape (C + 1, size + 1)
     suffix = np.zeros((classes + 1, size + 1))
     suffix[classes, 0] = 1.0
