@@ -10,6 +10,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -214,7 +215,7 @@ def evaluate(encoder: nn.Module, world: World | dict, evaluate_config: EvaluateC
     if not isinstance(evaluate_config, EvaluateConfig):
         evaluate_config = EvaluateConfig.model_validate(evaluate_config or {})
     try:
-        evaluate_config.check_classes(world.classes)
+        evaluate_config.check_classes(int(np.count_nonzero(world.prior)))
     except ValueError as error:
         raise ConfigError(str(error)) from None
     encoder = encoder.to(device).eval()
