@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from preadapt.bounds import lemma_4_3, verdict
+from preadapt.bounds import jensen_floor, lemma_4_3, mean_classifier_below_different_class_loss, verdict
 from preadapt.encoders import ENCODERS, IdentityEncoder
 from preadapt.estimate import Estimate, EvaluateConfig, evaluate_encoder
 from preadapt.worlds import WORLDS, GaussianWorld, tau
@@ -27,8 +27,15 @@ class Scaled(torch.nn.Module):
 
 
 def _check(encoder, world, loss="logistic", seed=0, shift=0.0, config=SMALL):
+    return _checks(encoder, world, loss, seed, shift, config)[0]
+
+
+def _checks(encoder, world, loss="logistic", seed=0, shift=0.0, config=SMALL):
+    """Every statement that holds for every f: Lemma 4.3, its finer step L^μ_sup ≤ L_un^≠, the floor."""
     evaluation = evaluate_encoder(encoder, world, config, seed, curl_loss_name=loss)
-    return lemma_4_3(evaluation, tau(world.prior), config.level, config.verdict_level, rhs_shift=shift)
+    levels = dict(level=config.level, verdict_level=config.verdict_level, rhs_shift=shift)
+    return [lemma_4_3(evaluation, tau(world.prior), **levels),
+            mean_classifier_below_different_class_loss(evaluation, **levels), jensen_floor(evaluation, **levels)]
 
 
 def test_status_rule_on_constructed_estimates():
@@ -62,17 +69,17 @@ def _random_case(seed):
 @pytest.mark.parametrize("seed", range(20))
 def test_lemma_4_3_is_never_violated_by_untrained_mlps_on_random_worlds(seed):
     world, encoder, loss = _random_case(seed)
-    check = _check(encoder, world, loss, seed=seed)
-    assert check.status != "violated", check
-    assert check.slack.level == SMALL.verdict_level
+    for check in _checks(encoder, world, loss, seed=seed):
+        assert check.status != "violated", check
+        assert check.slack.level == SMALL.verdict_level
 
 
 def test_constant_encoder_makes_lemma_4_3_an_exact_equality():
     world = GaussianWorld(torch.randn(5, 3, generator=torch.Generator().manual_seed(0)), noise=1.0)
     constant = Scaled(IdentityEncoder(), 0.0)
-    check = _check(constant, world, "hinge")
-    assert check.lhs.value == pytest.approx(1.0) and check.rhs.value == pytest.approx(1.0)
-    assert check.status == "holds"
+    for check in _checks(constant, world, "hinge"):
+        assert check.lhs.value == pytest.approx(1.0) and check.rhs.value == pytest.approx(1.0)
+        assert check.slack.value == 0.0 and check.status == "holds"
 
 
 @pytest.mark.parametrize("loss", ["hinge", "logistic"])
@@ -80,12 +87,11 @@ def test_a_wrong_right_side_is_reported_violated(loss):
     # near-collapsed features: the true slack is O(scale²), far below 0.05
     world = GaussianWorld(torch.randn(6, 4, generator=torch.Generator().manual_seed(1)), noise=1.0)
     encoder = Scaled(IdentityEncoder(), 0.05)
-    honest = _check(encoder, world, loss)
-    assert honest.status != "violated"
-    assert honest.slack.upper < 0.05
-    wrong = _check(encoder, world, loss, shift=-0.05)
-    assert wrong.status == "violated", wrong
-    assert wrong.slack.value == pytest.approx(honest.slack.value - 0.05)
+    for honest, wrong in zip(_checks(encoder, world, loss), _checks(encoder, world, loss, shift=-0.05)):
+        assert honest.status != "violated"
+        assert honest.slack.upper < 0.05
+        assert wrong.status == "violated", wrong
+        assert wrong.slack.value == pytest.approx(honest.slack.value - 0.05)
 
 
 @pytest.mark.parametrize("loss", ["hinge", "logistic"])
@@ -93,8 +99,8 @@ def test_nearly_collapsed_encoders_are_never_violated(loss):
     # slack of order 1e-9: the interval must keep its width instead of collapsing to a point
     world = GaussianWorld(torch.randn(6, 4, generator=torch.Generator().manual_seed(1)), noise=1.0)
     for seed in range(5):
-        check = _check(Scaled(IdentityEncoder(), 1e-4), world, loss, seed=seed)
-        assert check.status != "violated", check
+        for check in _checks(Scaled(IdentityEncoder(), 1e-4), world, loss, seed=seed):
+            assert check.status != "violated", check
 
 
 @pytest.mark.slow

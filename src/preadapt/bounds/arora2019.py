@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from preadapt.bounds.check import BoundCheck, verdict
-from preadapt.estimate.estimate import combine
+from preadapt.estimate.estimate import Estimate, combine
 from preadapt.estimate.quantities import Evaluation
 
 
@@ -29,3 +29,31 @@ def lemma_4_3(evaluation: Evaluation, tau: float, level: float = 0.95, verdict_l
     terms = {name: evaluation.estimate(name, level) for name in ("L_un", "L_un_same", "L_un_diff")}
     terms["tau"] = evaluation.get("tau")
     return BoundCheck("lemma_4_3", "[Arora19] Lemma 4.3", lhs, rhs, slack, verdict(slack), terms)
+
+
+def jensen_floor(evaluation: Evaluation, level: float = 0.95, verdict_level: float = 0.999,
+                 rhs_shift: float = 0.0) -> BoundCheck:
+    """The floor of [Arora19] (k = 1): 1 = ℓ(0) ≤ L_un^=(f), for every f.
+
+    Given x, the margin v = f(x)ᵀ(f(x⁺) − f(x⁻)) with x⁺, x⁻ i.i.d. from D_c has E[v | x] = 0, so
+    Jensen gives E ℓ(v) ≥ ℓ(0) = 1 for hinge and base-2 logistic; hence also L_un ≥ τ. Written as
+    lhs ≤ rhs with lhs = 1 (exact) and rhs = L_un^= (``rhs_shift`` moves it, for sensitivity tests).
+    """
+    rhs = evaluation.estimate("L_un_same", level).affine(1.0, rhs_shift)
+    slack = evaluation.estimate("L_un_same", verdict_level).affine(1.0, rhs_shift - 1.0)
+    return BoundCheck("jensen_floor", "[Arora19] Jensen floor L_un^= ≥ ℓ(0)", Estimate.exact(1.0), rhs, slack,
+                      verdict(slack), {"L_un_same": evaluation.estimate("L_un_same", level)})
+
+
+def mean_classifier_below_different_class_loss(evaluation: Evaluation, level: float = 0.95,
+                                               verdict_level: float = 0.999, rhs_shift: float = 0.0) -> BoundCheck:
+    """The finer step of Lemma 4.3 of [Arora19]: L^μ_sup(f) ≤ L_un^≠(f) (2-class tasks), for every f.
+
+    Jensen over x⁺ and x⁻ given x and the classes (E f(x⁺) = μ_c, E f(x⁻) = μ_c⁻). The two sides are
+    measured on the same anchors, so the slack is a paired difference, widened by the error of μ̂.
+    """
+    lhs = evaluation.estimate("L_sup_mean", level)
+    rhs = evaluation.estimate("L_un_diff", level).affine(1.0, rhs_shift)
+    slack = evaluation.estimate("diff_minus_mean", verdict_level).affine(1.0, rhs_shift)
+    return BoundCheck("mean_below_diff", "[Arora19] Lemma 4.3, step L^μ_sup ≤ L_un^≠", lhs, rhs, slack,
+                      verdict(slack), {"L_un_diff": rhs, "L_sup_mean": lhs})

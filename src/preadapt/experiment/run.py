@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from preadapt.bounds import BoundCheck, lemma_4_3
+from preadapt.bounds import BoundCheck, jensen_floor, lemma_4_3, mean_classifier_below_different_class_loss
 from preadapt.encoders import ENCODERS
 from preadapt.estimate.quantities import Evaluation, Measurement, evaluate_encoder
 from preadapt.estimate.spec import EvaluateConfig
@@ -106,8 +106,11 @@ def _curl_loss_name(config: Config) -> str:
 
 
 def check_bounds(evaluation: Evaluation, world: World, evaluate_config: EvaluateConfig) -> list[BoundCheck]:
-    """Every statement that applies to the evaluation (this issue: Lemma 4.3)."""
-    return [lemma_4_3(evaluation, tau(world.prior), evaluate_config.level, evaluate_config.verdict_level)]
+    """Every statement that applies to the evaluation: Lemma 4.3, its finer step and the floor."""
+    levels = (evaluate_config.level, evaluate_config.verdict_level)
+    return [lemma_4_3(evaluation, tau(world.prior), *levels),
+            mean_classifier_below_different_class_loss(evaluation, *levels),
+            jensen_floor(evaluation, *levels)]
 
 
 def run(config: Config | dict | str | Path, out: str | Path | None = None, force: bool = False,
