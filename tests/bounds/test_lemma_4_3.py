@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from preadapt.bounds import jensen_floor, lemma_4_3, mean_classifier_below_different_class_loss, verdict
+from preadapt.bounds import jensen_floor, lemma_4_3, lemma_4_4, mean_classifier_below_different_class_loss, verdict
 from preadapt.encoders import ENCODERS, IdentityEncoder
 from preadapt.estimate import Estimate, EvaluateConfig, evaluate_encoder
 from preadapt.worlds import WORLDS, GaussianWorld, tau
@@ -31,11 +31,13 @@ def _check(encoder, world, loss="logistic", seed=0, shift=0.0, config=SMALL):
 
 
 def _checks(encoder, world, loss="logistic", seed=0, shift=0.0, config=SMALL):
-    """Every statement that holds for every f: Lemma 4.3, its finer step L^μ_sup ≤ L_un^≠, the floor."""
+    """Every statement that holds for every f: Lemma 4.3, its finer step L^μ_sup ≤ L_un^≠, the floor,
+    Lemma 4.4."""
     evaluation = evaluate_encoder(encoder, world, config, seed, curl_loss_name=loss)
     levels = dict(level=config.level, verdict_level=config.verdict_level, rhs_shift=shift)
     return [lemma_4_3(evaluation, tau(world.prior), **levels),
-            mean_classifier_below_different_class_loss(evaluation, **levels), jensen_floor(evaluation, **levels)]
+            mean_classifier_below_different_class_loss(evaluation, **levels), jensen_floor(evaluation, **levels),
+            lemma_4_4(evaluation, loss, **levels)]
 
 
 def test_status_rule_on_constructed_estimates():
@@ -78,7 +80,7 @@ def test_constant_encoder_makes_lemma_4_3_an_exact_equality():
     world = GaussianWorld(torch.randn(5, 3, generator=torch.Generator().manual_seed(0)), noise=1.0)
     constant = Scaled(IdentityEncoder(), 0.0)
     for check in _checks(constant, world, "hinge"):
-        assert check.lhs.value == pytest.approx(1.0) and check.rhs.value == pytest.approx(1.0)
+        assert check.lhs.value == pytest.approx(check.rhs.value)  # 1 = 1 (Lemma 4.4: 0 = 0)
         assert check.slack.value == 0.0 and check.status == "holds"
 
 

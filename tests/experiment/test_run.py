@@ -104,5 +104,5 @@ def test_the_demo_preset_never_violates_lemma_4_3():
     assert result.status == "finished"
     slack = result.results[result.results["quantity"] == "bound_slack"]
     assert len(slack[slack["bound"] == "lemma_4_3"]) == 4
-    assert set(slack["bound"]) == {"lemma_4_3", "mean_below_diff", "jensen_floor"}
+    assert set(slack["bound"]) == {"lemma_4_3", "mean_below_diff", "jensen_floor", "lemma_4_4"}
     assert (slack["status"] != "violated").all()

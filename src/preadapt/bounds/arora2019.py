@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 from preadapt.bounds.check import BoundCheck, verdict
 from preadapt.estimate.estimate import Estimate, combine
 from preadapt.estimate.quantities import Evaluation
+
+LIPSCHITZ = {"hinge": 1.0, "logistic": 1.0 / math.log(2.0)}
+"""Lipschitz constants L of the losses on a margin (THEORY.md section 3)."""
 
 
 def lemma_4_3(evaluation: Evaluation, tau: float, level: float = 0.95, verdict_level: float = 0.999,
@@ -57,3 +62,23 @@ def mean_classifier_below_different_class_loss(evaluation: Evaluation, level: fl
     slack = evaluation.estimate("diff_minus_mean", verdict_level).affine(1.0, rhs_shift)
     return BoundCheck("mean_below_diff", "[Arora19] Lemma 4.3, step L^μ_sup ≤ L_un^≠", lhs, rhs, slack,
                       verdict(slack), {"L_un_diff": rhs, "L_sup_mean": lhs})
+
+
+def lemma_4_4(evaluation: Evaluation, loss: str, level: float = 0.95, verdict_level: float = 0.999,
+              rhs_shift: float = 0.0) -> BoundCheck:
+    """Lemma 4.4 of [Arora19] (k = 1): L_un^=(f) − 1 ≤ c'·s(f), for every f, with c' = √2·L.
+
+    ℓ(v) ≤ ℓ(0) + L|v|, and given x the margin v = f(x)ᵀ(f(x⁺) − f(x⁻)) has mean 0 and variance
+    2 f(x)ᵀΣf(x) ≤ 2‖Σ‖₂‖f(x)‖², so E|v| ≤ √2·sqrt(‖Σ‖₂)·E‖f(x)‖ class by class (THEORY.md). L is 1
+    for hinge and 1/ln 2 for base-2 logistic. The two sides come from independent samples (the
+    L_un^= tuples and the class pool); the slack's interval is normal, with s(f)'s bootstrap
+    standard error. The plug-in ‖Σ̂‖₂ is biased upward, which can hide a violation but not create one.
+    """
+    c_prime = math.sqrt(2.0) * LIPSCHITZ[loss]
+    s_f = evaluation.get("s_f")
+    lhs = evaluation.estimate("L_un_same", level).affine(1.0, -1.0)
+    rhs = s_f.affine(c_prime, rhs_shift)
+    slack = combine([(c_prime, s_f), (-1.0, evaluation.estimate("L_un_same", verdict_level))],
+                    shift=1.0 + rhs_shift, level=verdict_level)
+    terms = {"s_f": s_f, "c_prime": Estimate.exact(c_prime), "L_un_same": evaluation.estimate("L_un_same", level)}
+    return BoundCheck("lemma_4_4", "[Arora19] Lemma 4.4", lhs, rhs, slack, verdict(slack), terms)

@@ -216,8 +216,17 @@ def stratified_mean(
 
 
 def bootstrap_estimate(value: float, replicates: np.ndarray, n: int, level: float = 0.95) -> Estimate:
-    """A plug-in value with a percentile-bootstrap interval from ``replicates`` of the statistic."""
+    """A plug-in value with a percentile-bootstrap interval from ``replicates`` of the statistic.
+
+    ``se`` is the bootstrap standard error (the replicates' standard deviation), so the estimate can
+    be combined with independent ones in a normal interval at another level.
+
+    >>> e = bootstrap_estimate(1.0, np.array([0.8, 0.9, 1.0, 1.1, 1.2]), n=50, level=0.5)
+    >>> round(e.lower, 2), round(e.upper, 2), round(e.se, 4)
+    (0.9, 1.1, 0.1581)
+    """
     replicates = np.asarray(replicates, dtype=np.float64)
     alpha = (1.0 - level) / 2.0
     lower, upper = np.quantile(replicates, [alpha, 1.0 - alpha])
-    return Estimate(float(value), float(min(lower, value)), float(max(upper, value)), n, level, "bootstrap")
+    se = float(replicates.std(ddof=1)) if replicates.size > 1 else None
+    return Estimate(float(value), float(min(lower, value)), float(max(upper, value)), n, level, "bootstrap", se)

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from preadapt.bounds import BoundCheck, jensen_floor, lemma_4_3, mean_classifier_below_different_class_loss
+from preadapt.bounds import BoundCheck, jensen_floor, lemma_4_3, lemma_4_4, mean_classifier_below_different_class_loss
 from preadapt.encoders import ENCODERS
 from preadapt.estimate.quantities import Evaluation, Measurement, evaluate_encoder
 from preadapt.estimate.spec import EvaluateConfig
@@ -105,12 +105,14 @@ def _curl_loss_name(config: Config) -> str:
     return getattr(config.objective, "loss", "logistic") if config.objective.kind == "curl" else "logistic"
 
 
-def check_bounds(evaluation: Evaluation, world: World, evaluate_config: EvaluateConfig) -> list[BoundCheck]:
-    """Every statement that applies to the evaluation: Lemma 4.3, its finer step and the floor."""
+def check_bounds(evaluation: Evaluation, world: World, evaluate_config: EvaluateConfig,
+                 loss: str) -> list[BoundCheck]:
+    """Every statement that holds for every f: Lemma 4.3, its finer step, the floor, Lemma 4.4."""
     levels = (evaluate_config.level, evaluate_config.verdict_level)
     return [lemma_4_3(evaluation, tau(world.prior), *levels),
             mean_classifier_below_different_class_loss(evaluation, *levels),
-            jensen_floor(evaluation, *levels)]
+            jensen_floor(evaluation, *levels),
+            lemma_4_4(evaluation, loss, *levels)]
 
 
 def run(config: Config | dict | str | Path, out: str | Path | None = None, force: bool = False,
@@ -161,15 +163,16 @@ def run(config: Config | dict | str | Path, out: str | Path | None = None, force
         train_tuples = draw_tuples(world, config.pretrain.tuples, make_generator(seed, "train-tuples"),
                                    objective.negatives, objective.block_size)
         steps = config.pretrain.checkpoint_steps
+        loss_name = _curl_loss_name(config)
 
         def on_checkpoint(step: int, model: nn.Module) -> None:
             if out is not None:
                 torch.save(model.state_dict(), out / "checkpoints" / f"step_{step:06d}.pt")
             evaluation = evaluate_encoder(
-                model, world, config.evaluate, seed, curl_loss_name=_curl_loss_name(config),
+                model, world, config.evaluate, seed, curl_loss_name=loss_name,
                 negatives=objective.negatives, block_size=objective.block_size, objective=objective,
                 train_tuples=train_tuples, device=device)
-            checks[step] = check_bounds(evaluation, world, config.evaluate)
+            checks[step] = check_bounds(evaluation, world, config.evaluate, loss_name)
             measured = evaluation.measurements + [m for c in checks[step] for m in c.measurements()]
             rows.extend(measurement_rows(measured, run_id, step))
             if progress is not None:
@@ -223,6 +226,6 @@ def evaluate(encoder: nn.Module, world: World | dict, evaluate_config: EvaluateC
         raise ConfigError(str(error)) from None
     encoder = encoder.to(device).eval()
     evaluation = evaluate_encoder(encoder, world, evaluate_config, seed, curl_loss_name=loss, device=device)
-    checks = check_bounds(evaluation, world, evaluate_config)
+    checks = check_bounds(evaluation, world, evaluate_config, loss)
     measured = evaluation.measurements + [m for c in checks for m in c.measurements()]
     return tidy_frame(measurement_rows(measured, "evaluate", 0))
