@@ -28,7 +28,7 @@ from preadapt.worlds.prior import collision_prior, tau, tau_k
 from preadapt.worlds.sampling import Tuples, draw_tuples, make_generator, sample_per_class, sample_tasks
 
 F64 = torch.float64
-PROBE_TOL = 1e-4  # the probe's gradient tolerance: scikit-learn's default for LogisticRegression
+PROBE_TOL = 1e-4  # gradient tolerance of the fitted heads: scikit-learn's default for LogisticRegression
 PROBE_MAX_ITER = 200
 
 
@@ -389,7 +389,7 @@ def _linear_heads(encoder, world, config, seed, pool, means, test, loss, device)
     start = means[tasks]  # (P, 2, d): W^μ̂
     fitted, _ = fit_linear_heads(fit_x.repeat(L, 1, 1), fit_y.repeat(L, 1), 2, loss,
                                  penalty=torch.tensor(SUP_PENALTIES, dtype=F64).repeat_interleave(P),
-                                 init=start.repeat(L, 1, 1), max_iter=200)
+                                 init=start.repeat(L, 1, 1), max_iter=PROBE_MAX_ITER, tol=PROBE_TOL)
     candidates = torch.cat([start.unsqueeze(0), fitted.view(L, P, 2, -1)])  # (L + 1, P, 2, d)
     val_losses = torch.stack([linear_head_losses(val_x, val_y, w, loss=loss).mean(-1) for w in candidates])
     best = candidates[val_losses.argmin(0), torch.arange(P)]  # (P, 2, d)
