@@ -194,21 +194,13 @@ def run(config: Config | dict | str | Path, out: str | Path | None = None, force
     results = tidy_frame(rows)
     if store is not None:
         store.finish_run(run_id, results, status, _now(), error)
+        runs = store.runs()
         store.close()
         results.to_csv(out / "results.csv", index=False)
-        _write_report(out, results, config)
+        from preadapt.report.html import write_report
+
+        write_report(out, results, runs, config.to_yaml(), title=f"preadapt run: {config.name}")
     return RunResult(config, run_id, status, results, checks, out, error)
-
-
-def _write_report(out: Path, results: pd.DataFrame, config: Config) -> None:
-    from preadapt.report.html import write_report
-
-    store = Store(out / "results.sqlite")
-    try:
-        runs = store.runs()
-    finally:
-        store.close()
-    write_report(out, results, runs, config.to_yaml(), title=f"preadapt run: {config.name}")
 
 
 def evaluate(encoder: nn.Module, world: World | dict, evaluate_config: EvaluateConfig | dict | None = None, *,
