@@ -41,6 +41,10 @@ class Estimate:
     def exact(cls, value: float) -> "Estimate":
         return cls(float(value), float(value), float(value), None, 1.0, "exact", 0.0)
 
+    @property
+    def half_width(self) -> float:
+        return 0.5 * (self.upper - self.lower)
+
     def affine(self, scale: float, shift: float = 0.0) -> "Estimate":
         """The estimate of ``scale · X + shift``; the interval maps exactly.
 
