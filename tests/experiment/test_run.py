@@ -26,7 +26,7 @@ def test_a_run_writes_every_file_and_the_store_matches_the_csv(tmp_path, tiny):
     runs = store.runs()
     assert runs.loc[0, "status"] == "finished" and runs.loc[0, "seed"] == 3
     assert runs.loc[0, "torch_version"] == torch.__version__ and runs.loc[0, "device"] == "cpu"
-    assert store.schema_version() == 1
+    assert store.schema_version() == 2
     store.close()
     # every number carries an interval and (unless exact) a sample count
     rows = result.results
@@ -34,8 +34,22 @@ def test_a_run_writes_every_file_and_the_store_matches_the_csv(tmp_path, tiny):
     assert rows.loc[rows["method"] != "exact", "n"].notna().all()
     # the configured k and b are measured besides k = 1
     assert set(rows.loc[rows["quantity"] == "L_un", "negatives"]) == {1, 2}
-    assert set(rows.loc[rows["quantity"] == "L_un_block", "block_size"]) == {2}
+    # the block grid measures b = 1 (its base) and the configured b at k = 1, and the configured (k, b)
+    blocks = rows.loc[rows["quantity"] == "L_un_block", ["negatives", "block_size"]]
+    assert set(map(tuple, blocks.astype(int).values.tolist())) == {(1, 1), (1, 2), (2, 2)}
     assert set(rows["step"]) == {0, 3, 8}
+    # every statement that applies is checked at every checkpoint, the theorems without a verdict
+    # (the objective has k = 2 and b = 2, so their premise is not met)
+    slack = rows[rows["quantity"] == "bound_slack"]
+    for step in (0, 3, 8):
+        names = set(slack.loc[slack["step"] == step, "bound"])
+        assert names == {"lemma_4_3", "sup_below_mean", "mean_below_diff", "jensen_floor", "lemma_4_4",
+                         "lemma_4_3_negatives", "proposition_6_2", "block_below_un", "block_monotone",
+                         "theorem_4_1", "theorem_4_5"}
+    theorems = slack[slack["bound"].isin(["theorem_4_1", "theorem_4_5"])]
+    assert (theorems["status"] == "premise not met").all()
+    assert theorems["note"].str.contains("negatives = 2, block_size = 2").all()
+    assert not (slack["status"] == "violated").any()
 
 
 def test_checkpoints_load_with_weights_only(tmp_path, tiny):
@@ -104,5 +118,13 @@ def test_the_demo_preset_never_violates_lemma_4_3():
     assert result.status == "finished"
     slack = result.results[result.results["quantity"] == "bound_slack"]
     assert len(slack[slack["bound"] == "lemma_4_3"]) == 4
-    assert set(slack["bound"]) == {"lemma_4_3", "mean_below_diff", "jensen_floor", "lemma_4_4"}
+    assert set(slack["bound"]) == {"lemma_4_3", "sup_below_mean", "mean_below_diff", "jensen_floor", "lemma_4_4",
+                                   "theorem_4_1", "theorem_4_5"}
     assert (slack["status"] != "violated").all()
+    # the theorems' premise: only checkpoints whose empirical CURL loss is at most the comparator's
+    # get a verdict; the comparator (the best held-out L_un) always does
+    terms = result.results[result.results["quantity"] == "bound_term"]
+    comparator = int(terms.loc[terms["term"] == "comparator_step", "value"].iloc[0])
+    theorem = slack[slack["bound"] == "theorem_4_1"].set_index("step")
+    assert theorem.loc[comparator, "status"] != "premise not met"
+    assert theorem.loc[0, "status"] == "premise not met" or comparator == 0

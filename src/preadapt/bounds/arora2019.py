@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 
 from preadapt.bounds.check import BoundCheck, verdict
+from preadapt.estimate.collision import CollisionMoments, collision_floor
 from preadapt.estimate.estimate import Estimate, combine
 from preadapt.estimate.quantities import Evaluation
+from preadapt.worlds.prior import tau_k
 
 LIPSCHITZ = {"hinge": 1.0, "logistic": 1.0 / math.log(2.0)}
 """Lipschitz constants L of the losses on a margin (THEORY.md section 3)."""
@@ -82,3 +84,173 @@ def lemma_4_4(evaluation: Evaluation, loss: str, level: float = 0.95, verdict_le
                     shift=1.0 + rhs_shift, level=verdict_level)
     terms = {"s_f": s_f, "c_prime": Estimate.exact(c_prime), "L_un_same": evaluation.estimate("L_un_same", level)}
     return BoundCheck("lemma_4_4", "[Arora19] Lemma 4.4", lhs, rhs, slack, verdict(slack), terms)
+
+
+def sup_below_mean(evaluation: Evaluation, level: float = 0.95, verdict_level: float = 0.999,
+                   rhs_shift: float = 0.0) -> BoundCheck:
+    """The first step of the chain of [Arora19]: L_sup(f) ≤ L^μ_sup(f) (2-class tasks), for every f.
+
+    W^μ is one linear head, so the best head does at least as well. Both sides are measured on the
+    same sampled tasks and test points: lhs is the head kept on validation (candidates W^μ̂ and
+    heads fitted from it), rhs is W^μ̂; the slack is the mean per-task difference, widened by the
+    error of μ̂. A fitted head only upper-bounds inf_W, which makes the check conservative.
+    """
+    lhs = evaluation.estimate("L_sup_tasks", level)
+    rhs = evaluation.estimate("L_sup_mean_tasks", level).affine(1.0, rhs_shift)
+    slack = evaluation.estimate("sup_gap", verdict_level).affine(1.0, rhs_shift)
+    return BoundCheck("sup_below_mean", "[Arora19] L_sup ≤ L^μ_sup", lhs, rhs, slack, verdict(slack),
+                      {"L_sup": lhs, "L_sup_mean": rhs})
+
+
+def _collision_sides(part: CollisionMoments, variance: float, scale: float, level: float,
+                     verdict_level: float) -> tuple[Estimate, Estimate]:
+    """lhs = E[h·1{m = 0}]/P(m = 0) = L^μ_sup over D, and slack = E[ℓ − g(m) − h·1{m = 0}]/P(m = 0),
+    both widened by the error of μ̂."""
+    lhs = part.mean_part.moments.estimate(level).widened(variance).affine(scale)
+    slack = part.slack.moments.estimate(verdict_level).widened(variance).affine(scale)
+    return lhs, slack
+
+
+def lemma_4_3_negatives(evaluation: Evaluation, prior, negatives: int, loss: str, level: float = 0.95,
+                        verdict_level: float = 0.999, rhs_shift: float = 0.0) -> BoundCheck:
+    """Lemma 4.3 of [Arora19] with k negatives, for every f (THEORY.md section 3):
+    hinge: L^μ_sup,D(f) ≤ (L_un(f) − τ_k)/(1 − τ_k); logistic: L^μ_sup,D(f) ≤ (L_un(f) − E[log₂(1+m)])/(1 − τ_k).
+
+    D draws c, c⁻_1..c⁻_k from ρ given c ∉ {c⁻_i}; T is their distinct classes and the label is c.
+    Given the collision count m, Jensen over x⁺, x⁻_i gives E[ℓ | m ≥ 1] ≥ g(m) and, on m = 0, the
+    mean classifier on T (duplicates only raise the logistic loss). All parts come from one sample of
+    k-negative tuples (``Evaluation.negatives``), so the slack is one paired mean. The bound is
+    vacuous once the right side reaches ℓ at zero margins on T (1 for hinge, E log₂|T| for logistic):
+    then ``note`` says so (decided by the CIs).
+    """
+    part = evaluation.negatives[negatives]
+    t_k = tau_k(prior, negatives)
+    scale = 1.0 / (1.0 - t_k)
+    floor = collision_floor(prior, negatives, loss)
+    lhs, slack = _collision_sides(part, evaluation.collision_variance[("negatives", negatives)], scale, level,
+                                  verdict_level)
+    l_un = part.loss.estimate(level)
+    rhs = l_un.affine(scale, rhs_shift - floor * scale)
+    threshold = Estimate.exact(1.0) if loss == "hinge" else part.threshold.estimate(level).affine(scale)
+    terms = {"tau_k": Estimate.exact(t_k), "coef_un": Estimate.exact(scale), "coef_tau": Estimate.exact(t_k * scale),
+             "L_un": l_un, "collision_floor": Estimate.exact(floor), "vacuity_threshold": threshold}
+    note = "vacuous: the right side has reached ℓ at zero margins on T" if rhs.lower >= threshold.upper else None
+    slack = slack.affine(1.0, rhs_shift)
+    return BoundCheck("lemma_4_3_negatives", "[Arora19] Lemma 4.3, k negatives", lhs, rhs, slack, verdict(slack),
+                      terms, {"negatives": negatives}, note)
+
+
+def proposition_6_2(evaluation: Evaluation, tau: float, block_size: int, level: float = 0.95,
+                    verdict_level: float = 0.999, rhs_shift: float = 0.0) -> BoundCheck:
+    """Proposition 6.2 of [Arora19], first step, for every f: L^μ_sup(f) ≤ (L^block_un(f) − τ)/(1 − τ).
+
+    The block means of f over b positives (negatives) have expectation μ_c (μ_c⁻), so the proof of
+    Lemma 4.3 goes through with the block margin; paired on one sample of block tuples.
+    """
+    part = evaluation.blocks[block_size]
+    scale = 1.0 / (1.0 - tau)
+    lhs, slack = _collision_sides(part, evaluation.collision_variance[("blocks", block_size)], scale, level,
+                                  verdict_level)
+    block = part.loss.estimate(level)
+    rhs = block.affine(scale, rhs_shift - tau * scale)
+    return BoundCheck("proposition_6_2", "[Arora19] Proposition 6.2", lhs, rhs, slack.affine(1.0, rhs_shift),
+                      verdict(slack.affine(1.0, rhs_shift)), {"tau": Estimate.exact(tau), "L_un_block": block},
+                      {"block_size": block_size})
+
+
+def block_below_un(evaluation: Evaluation, tau: float, block_size: int, level: float = 0.95,
+                   verdict_level: float = 0.999, rhs_shift: float = 0.0) -> BoundCheck:
+    """Proposition 6.2 of [Arora19], second step, for every f:
+    (L^block_un(f) − τ)/(1 − τ) ≤ (L_un(f) − τ)/(1 − τ).
+
+    ℓ is convex and the block margin is the mean of b single-pair margins, so ℓ(block margin) is at
+    most the mean of the b single-pair losses, tuple by tuple; that mean estimates L_un.
+    """
+    part = evaluation.blocks[block_size]
+    scale = 1.0 / (1.0 - tau)
+    block, un = part.loss.estimate(level), part.un.estimate(level)
+    lhs = block.affine(scale, -tau * scale)
+    rhs = un.affine(scale, rhs_shift - tau * scale)
+    slack = part.below_un.estimate(verdict_level).affine(scale, rhs_shift)
+    return BoundCheck("block_below_un", "[Arora19] Proposition 6.2, L^block_un ≤ L_un", lhs, rhs, slack,
+                      verdict(slack), {"L_un_block": block, "L_un": un, "tau": Estimate.exact(tau)},
+                      {"block_size": block_size})
+
+
+def block_monotone(evaluation: Evaluation, block_size: int, level: float = 0.95, verdict_level: float = 0.999,
+                   rhs_shift: float = 0.0) -> BoundCheck:
+    """L^block_un is non-increasing in b ([Arora19] section 6), for every f: L^block_un(b) ≤ L^block_un(b')
+    for the previous block size b' < b of the grid.
+
+    The mean of b margins is the mean of the b cyclic windows' means of b' margins, so by convexity
+    ℓ(block of b) is at most the windows' mean loss, tuple by tuple (a paired slack).
+    """
+    part = evaluation.blocks[block_size]
+    previous = evaluation.blocks[part.previous]
+    lhs = part.loss.estimate(level)
+    rhs = previous.loss.estimate(level).affine(1.0, rhs_shift)
+    slack = part.monotone.estimate(verdict_level).affine(1.0, rhs_shift)
+    return BoundCheck("block_monotone", "[Arora19] L^block_un non-increasing in b", lhs, rhs, slack, verdict(slack),
+                      {"L_un_block": lhs, "b_prev": Estimate.exact(part.previous)}, {"block_size": block_size})
+
+
+def _decomposed_un(evaluation: Evaluation, tau: float, level: float) -> list[tuple[float, Estimate]]:
+    """(L_un − τ)/(1 − τ) = L_un^≠ + τ/(1 − τ)·(L_un^= − 1) as combine terms (the shift −τ/(1 − τ) apart)."""
+    return [(1.0, evaluation.estimate("L_un_diff", level)), (tau / (1.0 - tau), evaluation.estimate("L_un_same", level))]
+
+
+def theorem_4_1(hat: Evaluation, comparator: Evaluation, tau: float, generalisation: Estimate,
+                terms: dict[str, Estimate], same: bool = False, level: float = 0.95, verdict_level: float = 0.999,
+                rhs_shift: float = 0.0) -> BoundCheck:
+    """Theorem 4.1 of [Arora19]: L^μ_sup(f̂) ≤ (L_un(f) − τ)/(1 − τ) + Gen_M/(1 − τ), for f̂ the
+    empirical minimiser of the CURL loss and any f in the class, with probability ≥ 1 − δ.
+
+    ``hat`` and ``comparator`` are the evaluations of f̂ and f (``same``: one checkpoint, then the
+    slack pairs L^μ_sup with L_un^≠ as in Lemma 4.3); ``generalisation`` is Gen_M; ``terms`` are the
+    numbers it is made of. The premise (f̂ minimises the empirical loss) is the caller's to check.
+    Sides of different encoders come from the same fresh samples (positively correlated), so their
+    independent combination is conservative.
+    """
+    ratio, scale = tau / (1.0 - tau), 1.0 / (1.0 - tau)
+
+    def right(lvl: float) -> list[tuple[float, Estimate]]:
+        return _decomposed_un(comparator, tau, lvl) + [(scale, generalisation)]
+
+    lhs = hat.estimate("L_sup_mean", level)
+    rhs = combine(right(level), shift=rhs_shift - ratio, level=level)
+    if same:
+        paired = [(1.0, hat.estimate("diff_minus_mean", verdict_level)), *right(verdict_level)[1:]]
+        slack = combine(paired, shift=rhs_shift - ratio, level=verdict_level)
+    else:
+        slack = combine([*right(verdict_level), (-1.0, hat.estimate("L_sup_mean", verdict_level))],
+                        shift=rhs_shift - ratio, level=verdict_level)
+    terms = {"tau": Estimate.exact(tau), "L_un": comparator.get("L_un", negatives=1),
+             "L_un_same": comparator.estimate("L_un_same", level), "L_un_diff": comparator.estimate("L_un_diff", level),
+             **terms}
+    return BoundCheck("theorem_4_1", "[Arora19] Theorem 4.1", lhs, rhs, slack, verdict(slack), terms)
+
+
+def theorem_4_5(hat: Evaluation, comparator: Evaluation, tau: float, loss: str, generalisation: Estimate,
+                terms: dict[str, Estimate], same: bool = False, level: float = 0.95, verdict_level: float = 0.999,
+                rhs_shift: float = 0.0) -> BoundCheck:
+    """Theorem 4.5 of [Arora19]: L^μ_sup(f̂) ≤ L_un^≠(f) + β·s(f) + η·Gen_M with β = c'·τ/(1 − τ),
+    η = 1/(1 − τ) and c' = √2·L (Lemma 4.4); arguments as in ``theorem_4_1``.
+    """
+    c_prime = math.sqrt(2.0) * LIPSCHITZ[loss]
+    beta, eta = c_prime * tau / (1.0 - tau), 1.0 / (1.0 - tau)
+    s_f = comparator.get("s_f")
+
+    def right(lvl: float) -> list[tuple[float, Estimate]]:
+        return [(1.0, comparator.estimate("L_un_diff", lvl)), (beta, s_f), (eta, generalisation)]
+
+    lhs = hat.estimate("L_sup_mean", level)
+    rhs = combine(right(level), shift=rhs_shift, level=level)
+    if same:
+        slack = combine([(1.0, hat.estimate("diff_minus_mean", verdict_level)), *right(verdict_level)[1:]],
+                        shift=rhs_shift, level=verdict_level)
+    else:
+        slack = combine([*right(verdict_level), (-1.0, hat.estimate("L_sup_mean", verdict_level))],
+                        shift=rhs_shift, level=verdict_level)
+    terms = {"tau": Estimate.exact(tau), "L_un_diff": comparator.estimate("L_un_diff", level), "s_f": s_f,
+             "c_prime": Estimate.exact(c_prime), "beta": Estimate.exact(beta), "eta": Estimate.exact(eta), **terms}
+    return BoundCheck("theorem_4_5", "[Arora19] Theorem 4.5", lhs, rhs, slack, verdict(slack), terms)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from preadapt.estimate.estimate import TIE_TOLERANCE, Estimate
 from preadapt.estimate.quantities import Measurement
 
-Status = Literal["holds", "violated", "inconclusive"]
+Status = Literal["holds", "violated", "inconclusive", "premise not met"]
+PREMISE_NOT_MET = "premise not met"
 
 
 def verdict(slack: Estimate) -> Status:
@@ -48,11 +49,25 @@ class BoundCheck:
     slack: Estimate
     status: Status
     terms: dict[str, Estimate] = field(default_factory=dict)
+    context: dict[str, int] = field(default_factory=dict)  # negatives / block_size of an instanced statement
+    note: str | None = None  # why a premise is not met; "vacuous"; ...
+    term_notes: dict[str, str] = field(default_factory=dict)  # e.g. which function class Rad_S is for
 
     def measurements(self) -> list[Measurement]:
-        context = {"bound": self.name, "status": self.status}
-        return [
-            Measurement("bound_lhs", self.lhs, context),
-            Measurement("bound_rhs", self.rhs, context),
-            Measurement("bound_slack", self.slack, context),
-        ]
+        """Rows ``bound_lhs``, ``bound_rhs``, ``bound_slack`` and one ``bound_term`` per term."""
+        context = {"bound": self.name, "status": self.status, **self.context}
+        if self.note:
+            context["note"] = self.note
+        sides = [Measurement(quantity, estimate, context) for quantity, estimate in
+                 (("bound_lhs", self.lhs), ("bound_rhs", self.rhs), ("bound_slack", self.slack))]
+        terms = []
+        for term, estimate in self.terms.items():
+            term_context = {"bound": self.name, "status": self.status, "term": term, **self.context}
+            if term in self.term_notes:
+                term_context["note"] = self.term_notes[term]
+            terms.append(Measurement("bound_term", estimate, term_context))
+        return sides + terms
+
+    def without_verdict(self, reason: str) -> "BoundCheck":
+        """The same sides with status "premise not met" and the reason as its note."""
+        return replace(self, status=PREMISE_NOT_MET, note=reason)

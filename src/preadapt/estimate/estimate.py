@@ -21,7 +21,8 @@ class Estimate:
     ``n`` is the number of independent observations behind it (None for exact values) and
     ``method`` names the interval: ``exact`` (lower = upper = value), ``t`` (Student t on a sample
     mean), ``normal`` (a sum of independent normal approximations), ``bootstrap`` (percentile),
-    ``empirical`` (an exact mean over a fixed finite set, such as the training tuples).
+    ``empirical`` (an exact mean over a fixed finite set, such as the training tuples),
+    ``monte_carlo`` (a Student t interval over i.i.d. Monte Carlo draws, e.g. of Rademacher signs).
     ``se`` is the standard error behind a t/normal interval (None otherwise); it lets independent
     estimates be combined.
 
@@ -83,9 +84,9 @@ class Estimate:
         """The same t/normal estimate with its interval recomputed at another level."""
         if self.method == "exact":
             return self
-        if self.se is None or self.method not in ("t", "normal"):
+        if self.se is None or self.method not in ("t", "normal", "monte_carlo"):
             raise ValueError(f"cannot change the level of a {self.method!r} interval")
-        half = _critical(level, self.n if self.method == "t" else None) * self.se
+        half = _critical(level, None if self.method == "normal" else self.n) * self.se
         return replace(self, lower=self.value - half, upper=self.value + half, level=level)
 
 

@@ -19,6 +19,7 @@ from torch import nn
 from preadapt.adapt.linear import LinearProbe, fit_linear_heads, linear_head_losses
 from preadapt.adapt.mean_classifier import MeanClassifier
 from preadapt.estimate.avg_k import avg_k_estimate, top_r_estimate
+from preadapt.estimate.collision import CollisionMoments, block_moments, negatives_moments, plug_in_variance
 from preadapt.estimate.estimate import Estimate, RunningMean, bootstrap_estimate, mean_estimate
 from preadapt.estimate.spec import EvaluateConfig
 from preadapt.objectives.curl import curl_loss, encode_tuples
@@ -50,6 +51,9 @@ class Evaluation:
     means: torch.Tensor  # (C, d) float64
     moments: dict[str, RunningMean]
     extra_variance: dict[str, float] = field(default_factory=dict)
+    negatives: dict[int, CollisionMoments] = field(default_factory=dict)  # the k grid (b = 1)
+    blocks: dict[int, CollisionMoments] = field(default_factory=dict)  # the b grid (k = 1)
+    collision_variance: dict[tuple[str, int], float] = field(default_factory=dict)  # μ̂ part of h·1{m = 0}
 
     def estimate(self, name: str, level: float) -> Estimate:
         """A running mean's estimate at ``level``, widened by the variance of its plug-in parts (μ̂)."""
@@ -133,10 +137,7 @@ class MeanClassifierLoss:
 
     def mean_variance(self, pool: torch.Tensor) -> float:
         """Delta-method variance of the estimate due to μ̂; ``pool: (C, m, d)`` the points behind μ̂."""
-        g = self.gradient / max(self.moments.count, 1)  # (C, d)
-        projected = torch.einsum("cmd,cd->cm", pool - pool.mean(dim=1, keepdim=True), g)  # (C, m)
-        m = pool.shape[1]
-        return float((projected.pow(2).sum(dim=1) / (m - 1)).sum() / m)
+        return plug_in_variance(self.gradient / max(self.moments.count, 1), pool)
 
     def estimate(self, level: float, pool: torch.Tensor | None = None) -> Estimate:
         """The estimate, widened by ``mean_variance(pool)`` when the pool is given."""
@@ -286,13 +287,28 @@ def evaluate_encoder(
 
     l_un = _curl_moments(encoder, world, config, seed, "L_un", loss, device, extra=diagnostics)
     add("L_un", l_un.estimate(level), negatives=1, block_size=1, split="fresh")
-    if negatives > 1:
-        l_un_k = _curl_moments(encoder, world, config, seed, "L_un_k", loss, device, negatives=negatives)
-        add("L_un", l_un_k.estimate(level), negatives=negatives, block_size=1, split="fresh")
-    if block_size > 1:
+    # The k grid (b = 1) and the b grid (k = 1) of the k-negative and block statements, each from
+    # one sample of tuples whose prefixes serve every smaller k (b); they include the objective's.
+    k_grid, b_grid = statement_grids(config, negatives, block_size)
+    grids: dict[str, dict[int, CollisionMoments]] = {"negatives": {}, "blocks": {}}
+    if k_grid:
+        grids["negatives"] = negatives_moments(encoder, world, means, k_grid, config.samples,
+                                               make_generator(seed, "evaluate", "negatives"), loss,
+                                               curl_loss_name, config.block, device)
+        for k, part in grids["negatives"].items():
+            if k > 1:
+                add("L_un", part.loss.estimate(level), negatives=k, block_size=1, split="fresh")
+    if b_grid:
+        grids["blocks"] = block_moments(encoder, world, means, b_grid, config.samples,
+                                        make_generator(seed, "evaluate", "blocks"), loss, config.block, device)
+        for b, part in grids["blocks"].items():
+            add("L_un_block", part.loss.estimate(level), negatives=1, block_size=b, split="fresh")
+    if negatives > 1 and block_size > 1:  # the objective's own (k, b), outside both grids
         l_un_b = _curl_moments(encoder, world, config, seed, "L_un_block", loss, device,
                                negatives=negatives, block_size=block_size)
         add("L_un_block", l_un_b.estimate(level), negatives=negatives, block_size=block_size, split="fresh")
+    collision_variance = {(family, size): part.mean_part.variance(pool)
+                          for family, grid in grids.items() for size, part in grid.items()}
     add("align", align.estimate(level), split="fresh")
     u = uniform.estimate(level)  # log is monotone: the interval of the mean maps to one of its log
     add("uniform", Estimate(float(np.log(u.value)), float(np.log(max(u.lower, 1e-300))),
@@ -341,8 +357,26 @@ def evaluate_encoder(
         add("acc_top", top_r_estimate(mean_scores, test_y, r, prior=prior, level=level).clipped(0, 1),
             adapter="mean", top_r=r, split="test")
 
-    out.extend(_linear_heads(encoder, world, config, seed, pool, means, test, loss, device))
-    return Evaluation(out, means, moments, extra_variance)
+    heads, sup_moments, sup_variance = _linear_heads(encoder, world, config, seed, pool, means, test, loss, device)
+    out.extend(heads)
+    moments.update(sup_moments)
+    extra_variance.update(sup_variance)
+    return Evaluation(out, means, moments, extra_variance, grids["negatives"], grids["blocks"], collision_variance)
+
+
+def statement_grids(config: EvaluateConfig, negatives: int = 1, block_size: int = 1) -> tuple[list[int], list[int]]:
+    """The k at which the k-negative statements are evaluated (b = 1: ``config.negatives`` and the
+    objective's k) and the b of the block statements (k = 1: ``config.block_sizes`` and the
+    objective's b, with b = 1 as the base of the chain when any b is).
+
+    >>> statement_grids(EvaluateConfig(negatives=[4, 2]), negatives=8)
+    ([2, 4, 8], [])
+    >>> statement_grids(EvaluateConfig(), negatives=2, block_size=5)
+    ([2], [1, 5])
+    """
+    k_grid = set(config.negatives) | ({negatives} if negatives > 1 else set())
+    b_grid = set(config.block_sizes) | ({block_size} if block_size > 1 else set())
+    return sorted(k_grid), sorted(b_grid | {1}) if b_grid else []
 
 
 def _task_points(encoder, world: World, tasks: torch.Tensor, per_class: int, generator: torch.Generator,
@@ -369,8 +403,10 @@ No zero penalty: on (nearly) separable tasks the unpenalised fit runs off to a h
 test loss explodes on the few points it gets wrong."""
 
 
-def _linear_heads(encoder, world, config, seed, pool, means, test, loss, device) -> list[Measurement]:
-    """L_sup (best linear head, 2-class tasks) and the linear probe's AVG-k and TOP-R."""
+def _linear_heads(encoder, world, config, seed, pool, means, test, loss, device) -> tuple[
+        list[Measurement], dict[str, RunningMean], dict[str, float]]:
+    """L_sup (best linear head, 2-class tasks) and the linear probe's AVG-k and TOP-R; with the
+    per-task moments and μ̂ variances of the paired step L_sup ≤ L^μ_sup."""
     out = []
     level = config.level
     block = config.block
@@ -396,6 +432,18 @@ def _linear_heads(encoder, world, config, seed, pool, means, test, loss, device)
     per_task = linear_head_losses(test_x, test_y, best, loss=loss).mean(-1)  # (P,)
     out.append(Measurement("L_sup", mean_estimate(per_task, level),
                            dict(adapter="linear", task_classes=2, split="test")))
+    # W^μ̂ on the same test points: the step L_sup ≤ L^μ_sup as a paired difference across tasks
+    # (its interval widened by the error of μ̂, which W^μ̂ plugs in).
+    mean_loss = MeanClassifierLoss(means, loss)
+    point_losses = mean_loss.update(test_x.reshape(-1, test_x.shape[-1]), tasks.repeat_interleave(test_y.shape[1], 0),
+                                    test_y.reshape(-1))
+    mean_per_task = point_losses.view(P, -1).mean(-1)
+    task_moments = {"L_sup_tasks": RunningMean(), "L_sup_mean_tasks": RunningMean(), "sup_gap": RunningMean()}
+    for name, values in zip(task_moments, (per_task, mean_per_task, mean_per_task - per_task)):
+        task_moments[name].update(values)
+    # the tasks have equal numbers of test points, so the per-task means' μ̂ gradient is the points'
+    mu_variance = mean_loss.mean_variance(pool)
+    variances = {"L_sup_mean_tasks": mu_variance, "sup_gap": mu_variance}
 
     shots = config.probe_shots
 
@@ -422,4 +470,4 @@ def _linear_heads(encoder, world, config, seed, pool, means, test, loss, device)
         estimate = top_r_estimate(scores, test_y[0], r, prior=world.prior, level=level).clipped(0, 1)
         out.append(Measurement("acc_top", estimate,
                                dict(adapter="linear", top_r=r, shots=shots, split="test")))
-    return out
+    return out, task_moments, variances

@@ -24,6 +24,8 @@ class EvaluateConfig(BaseModel):
     probe_penalties: list[float] = Field([1e-4, 1e-3, 1e-2, 1e-1], min_length=1, description="L2 penalties tried by the probe")
     sup_samples: int = Field(500, ge=1, description="fresh points per class of each task that the L_sup heads are fitted on")
     loss: Literal["hinge", "logistic"] | None = Field(None, description="ℓ of L_un; null = the CURL objective's, else logistic")
+    negatives: list[int] = Field([], description="k at which L_un and the k-negative statements are evaluated, besides the objective's")
+    block_sizes: list[int] = Field([], description="b at which L_un_block and the block statements are evaluated, besides the objective's")
     bootstrap: int = Field(100, ge=10, description="bootstrap replicates for s(f)")
     block: int = Field(8192, ge=16, description="points encoded per block (memory stays flat in samples)")
 
@@ -39,6 +41,13 @@ class EvaluateConfig(BaseModel):
     def _top_r_ok(cls, values):
         if any(r < 1 for r in values):
             raise ValueError("top_r must be ≥ 1")
+        return sorted(set(values))
+
+    @field_validator("negatives", "block_sizes")
+    @classmethod
+    def _grid_ok(cls, values):
+        if any(v < 1 for v in values):
+            raise ValueError("must be ≥ 1")
         return sorted(set(values))
 
     @field_validator("probe_penalties")

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, model_validator
 
+from preadapt.bounds.spec import BoundsConfig
 from preadapt.encoders import ENCODERS
 from preadapt.estimate.spec import EvaluateConfig
 from preadapt.objectives import OBJECTIVES
@@ -30,7 +31,7 @@ class ConfigError(ValueError):
 
 
 class Config(BaseModel):
-    """One run: world, encoder, objective, pretraining and evaluation (docs/config.md)."""
+    """One run: world, encoder, objective, pretraining, evaluation and the theorems' parameters (docs/config.md)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", description="run name (default output folder runs/<name>)")
@@ -42,6 +43,7 @@ class Config(BaseModel):
     objective: SerializeAsAny[ComponentConfig] = Field(default_factory=lambda: OBJECTIVES.parse({"kind": "curl"}))
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    bounds: BoundsConfig = Field(default_factory=BoundsConfig)
 
     @model_validator(mode="before")
     @classmethod
@@ -79,6 +81,10 @@ class Config(BaseModel):
             if classes < 2:
                 raise ValueError(f"world.prior: got {prior}; at least two classes need a positive weight")
         self.evaluate.check_classes(classes)
+        steps = self.pretrain.checkpoint_steps
+        if self.bounds.comparator != "best" and self.bounds.comparator not in steps:
+            raise ValueError(f"bounds.comparator: got {self.bounds.comparator}; allowed: 'best' or a checkpoint step "
+                             f"{steps}")
         return self
 
     def config_hash(self) -> str:

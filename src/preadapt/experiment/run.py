@@ -15,7 +15,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from preadapt.bounds import BoundCheck, jensen_floor, lemma_4_3, lemma_4_4, mean_classifier_below_different_class_loss
+from preadapt.bounds import BoundCheck, Training, every_f_checks, theorem_checks
+from preadapt.bounds.rademacher import class_complexity, tuple_points
 from preadapt.encoders import ENCODERS
 from preadapt.estimate.quantities import Evaluation, Measurement, evaluate_encoder
 from preadapt.estimate.spec import EvaluateConfig
@@ -107,12 +108,18 @@ def _curl_loss_name(config: Config) -> str:
 
 def check_bounds(evaluation: Evaluation, world: World, evaluate_config: EvaluateConfig,
                  loss: str) -> list[BoundCheck]:
-    """Every statement that holds for every f: Lemma 4.3, its finer step, the floor, Lemma 4.4."""
-    levels = (evaluate_config.level, evaluate_config.verdict_level)
-    return [lemma_4_3(evaluation, tau(world.prior), *levels),
-            mean_classifier_below_different_class_loss(evaluation, *levels),
-            jensen_floor(evaluation, *levels),
-            lemma_4_4(evaluation, loss, *levels)]
+    """Every statement that holds for every f (``preadapt.bounds.every_f_checks``)."""
+    return every_f_checks(evaluation, world.prior, evaluate_config, loss)
+
+
+def _theorems(config: Config, encoder: nn.Module, objective: nn.Module, evaluations: dict[int, Evaluation],
+              states: list[dict[str, torch.Tensor]], train_tuples, world: World, loss: str) -> dict[int, list[BoundCheck]]:
+    """Theorems 4.1 and 4.5 at every evaluated checkpoint, once all are known (the comparator is one of them)."""
+    complexity = class_complexity(encoder, states, tuple_points(train_tuples), config.bounds.rademacher_draws,
+                                  make_generator(config.seed, "bounds", "rademacher"), config.evaluate.level)
+    training = Training(config.objective.kind, getattr(config.objective, "loss", None), objective.negatives,
+                        objective.block_size, len(train_tuples), complexity)
+    return theorem_checks(evaluations, world.prior, training, loss, config.evaluate, config.bounds)
 
 
 def run(config: Config | dict | str | Path, out: str | Path | None = None, force: bool = False,
@@ -154,6 +161,8 @@ def run(config: Config | dict | str | Path, out: str | Path | None = None, force
 
     rows: list[dict[str, Any]] = []
     checks: dict[int, list[BoundCheck]] = {}
+    evaluations: dict[int, Evaluation] = {}
+    states: list[dict[str, torch.Tensor]] = []
     status, error = "finished", None
     try:
         seed = config.seed
@@ -172,6 +181,8 @@ def run(config: Config | dict | str | Path, out: str | Path | None = None, force
                 model, world, config.evaluate, seed, curl_loss_name=loss_name,
                 negatives=objective.negatives, block_size=objective.block_size, objective=objective,
                 train_tuples=train_tuples, device=device)
+            evaluations[step] = evaluation
+            states.append({name: value.detach().to("cpu", copy=True) for name, value in model.state_dict().items()})
             checks[step] = check_bounds(evaluation, world, config.evaluate, loss_name)
             measured = evaluation.measurements + [m for c in checks[step] for m in c.measurements()]
             rows.extend(measurement_rows(measured, run_id, step))
@@ -184,6 +195,10 @@ def run(config: Config | dict | str | Path, out: str | Path | None = None, force
 
         pretrain(encoder, objective, train_tuples, config.pretrain, make_generator(seed, "shuffle"),
                  on_checkpoint=on_checkpoint, device=device, progress=on_step)
+        for step, theorems in _theorems(config, encoder, objective, evaluations, states, train_tuples, world,
+                                        loss_name).items():
+            checks[step].extend(theorems)
+            rows.extend(measurement_rows([m for c in theorems for m in c.measurements()], run_id, step))
     except DivergenceError as failure:
         status, error = "failed", str(failure)
     except Exception as failure:  # recorded, never lost: the store says why the run failed
@@ -218,6 +233,6 @@ def evaluate(encoder: nn.Module, world: World | dict, evaluate_config: EvaluateC
         raise ConfigError(str(error)) from None
     encoder = encoder.to(device).eval()
     evaluation = evaluate_encoder(encoder, world, evaluate_config, seed, curl_loss_name=loss, device=device)
-    checks = check_bounds(evaluation, world, evaluate_config, loss)
+    checks = check_bounds(evaluation, world, evaluate_config, loss)  # no training: no theorems
     measured = evaluation.measurements + [m for c in checks for m in c.measurements()]
     return tidy_frame(measurement_rows(measured, "evaluate", 0))

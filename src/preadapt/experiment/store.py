@@ -12,13 +12,14 @@ from typing import Any
 
 import pandas as pd
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 ESTIMATE_COLUMNS = ["run", "step", "quantity", "value", "lower", "upper", "n", "level", "method"]
-CONTEXT_COLUMNS = ["negatives", "block_size", "task_classes", "top_r", "adapter", "shots", "split", "bound", "status"]
+CONTEXT_COLUMNS = ["negatives", "block_size", "task_classes", "top_r", "adapter", "shots", "split", "bound", "status",
+                   "term", "note"]
 RESULT_COLUMNS = ESTIMATE_COLUMNS + CONTEXT_COLUMNS
 INTEGER_COLUMNS = ["step", "n", "negatives", "block_size", "task_classes", "top_r", "shots"]
-TEXT_COLUMNS = ["run", "quantity", "method", "adapter", "split", "bound", "status"]
+TEXT_COLUMNS = ["run", "quantity", "method", "adapter", "split", "bound", "status", "term", "note"]
 
 RUN_COLUMNS = ["run_id", "config_hash", "config_json", "status", "started_at", "finished_at", "error",
                "preadapt_version", "git_revision", "torch_version", "threads", "device", "seed"]
@@ -58,7 +59,7 @@ class Store:
     >>> import tempfile, os
     >>> store = Store(os.path.join(tempfile.mkdtemp(), "results.sqlite"))
     >>> store.schema_version()
-    1
+    2
     """
 
     def __init__(self, path: str | Path) -> None:

@@ -1,0 +1,23 @@
+"""Parameters of the theorems' checks (the ``bounds`` section of a config)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class BoundsConfig(BaseModel):
+    """How Theorems 4.1 and 4.5 of [Arora19] are evaluated (docs/config.md, docs/theory.md).
+
+    Gen_M = rademacher_constant·R·Rad_S(F)/M + confidence_constant·R²·sqrt(log(1/δ)/M): THEORY.md
+    gives it up to O-constants, which are exposed here with default 1 (approximate).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    comparator: Literal["best"] | int = Field(
+        "best", description="the f that f̂ is compared with: 'best' (lowest held-out L_un) or a checkpoint step")
+    delta: float = Field(0.05, gt=0.0, lt=1.0, description="δ: the theorems hold with probability ≥ 1 − δ")
+    rademacher_constant: float = Field(1.0, ge=0.0, description="O-constant of R·Rad_S(F)/M in Gen_M")
+    confidence_constant: float = Field(1.0, ge=0.0, description="O-constant of R²·sqrt(log(1/δ)/M) in Gen_M")
+    rademacher_draws: int = Field(200, ge=2, description="Monte Carlo draws of σ for Rad_S(F) of a linear class")

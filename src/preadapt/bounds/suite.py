@@ -1,0 +1,140 @@
+"""Every statement of [Arora19] that applies to a run, at every checkpoint (THEORY.md section 3).
+
+``every_f_checks`` are the statements that hold for every encoder, whatever trained it;
+``theorem_checks`` are Theorems 4.1 and 4.5, which compare the trained f̂ with a comparator f and
+assume f̂ minimises the empirical CURL loss: when that premise fails they say why, without a verdict.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from preadapt.bounds.arora2019 import (
+    block_below_un, block_monotone, jensen_floor, lemma_4_3, lemma_4_3_negatives, lemma_4_4,
+    mean_classifier_below_different_class_loss, proposition_6_2, sup_below_mean, theorem_4_1, theorem_4_5,
+)
+from preadapt.bounds.check import TIE_TOLERANCE, BoundCheck
+from preadapt.bounds.rademacher import ClassComplexity, generalisation_term
+from preadapt.bounds.spec import BoundsConfig
+from preadapt.estimate.estimate import Estimate
+from preadapt.estimate.quantities import Evaluation
+from preadapt.estimate.spec import EvaluateConfig
+from preadapt.worlds.prior import tau
+
+
+def every_f_checks(evaluation: Evaluation, prior: np.ndarray, evaluate_config: EvaluateConfig,
+                   loss: str) -> list[BoundCheck]:
+    """Lemma 4.3 and its chain (L_sup ≤ L^μ_sup ≤ L_un^≠), the floor, Lemma 4.4, the k-negative form
+    at every k of the grid and the block statements at every b > 1 of the grid."""
+    levels = (evaluate_config.level, evaluate_config.verdict_level)
+    t = tau(prior)
+    checks = [lemma_4_3(evaluation, t, *levels),
+              sup_below_mean(evaluation, *levels),
+              mean_classifier_below_different_class_loss(evaluation, *levels),
+              jensen_floor(evaluation, *levels),
+              lemma_4_4(evaluation, loss, *levels)]
+    checks += [lemma_4_3_negatives(evaluation, prior, k, loss, *levels) for k in sorted(evaluation.negatives)]
+    for b in sorted(evaluation.blocks):
+        if b > 1:
+            checks += [proposition_6_2(evaluation, t, b, *levels), block_below_un(evaluation, t, b, *levels),
+                       block_monotone(evaluation, b, *levels)]
+    return checks
+
+
+@dataclass(frozen=True)
+class Training:
+    """What the theorems need to know of pretraining: the objective (kind, ℓ, k, b), the number M of
+    training tuples and the function class the checkpoints lie in (None: no complexity known)."""
+
+    objective: str
+    objective_loss: str | None
+    negatives: int
+    block_size: int
+    tuples: int
+    complexity: ClassComplexity | None
+
+
+def comparator_step(evaluations: dict[int, Evaluation], choice: str | int) -> int:
+    """The comparator f: the checkpoint with the lowest held-out L_un (negatives = 1), or the named step."""
+    if choice == "best":
+        return min(evaluations, key=lambda step: (evaluations[step].get("L_un", negatives=1).value, step))
+    if choice not in evaluations:
+        raise ValueError(f"bounds.comparator: got {choice}; allowed: 'best' or a checkpoint step {sorted(evaluations)}")
+    return int(choice)
+
+
+def _empirical(evaluation: Evaluation) -> Estimate | None:
+    try:
+        return evaluation.get("L_pre_train")
+    except KeyError:
+        return None
+
+
+def _premise(training: Training, loss: str, hat_step: int, comparator: int, l_hat: Estimate | None,
+             l_comparator: Estimate | None) -> str | None:
+    """Why f̂ at ``hat_step`` is not the empirical CURL minimiser the theorems assume (None: it may be)."""
+    if training.objective != "curl":
+        return f"trained with objective '{training.objective}', not the CURL loss that f̂ must minimise"
+    if training.objective_loss != loss:
+        return f"trained with ℓ = {training.objective_loss}, but L_un is measured with ℓ = {loss}"
+    if training.negatives != 1 or training.block_size != 1:
+        return (f"the theorems are stated for negatives = 1 and block_size = 1; the objective has "
+                f"negatives = {training.negatives}, block_size = {training.block_size}")
+    if training.complexity is None:
+        return "no Rademacher complexity is known for this encoder class (Gen_M shown as 0)"
+    if l_hat is None or l_comparator is None:
+        return "the empirical CURL loss on the training tuples was not measured"
+    if l_hat.value > l_comparator.value + TIE_TOLERANCE:
+        return (f"f̂ (step {hat_step}) has a higher empirical CURL loss on the training tuples than the "
+                f"comparator f (step {comparator}): {l_hat.value:.4f} > {l_comparator.value:.4f}")
+    return None
+
+
+def theorem_checks(evaluations: dict[int, Evaluation], prior: np.ndarray, training: Training, loss: str,
+                   evaluate_config: EvaluateConfig, bounds_config: BoundsConfig) -> dict[int, list[BoundCheck]]:
+    """Theorems 4.1 and 4.5 at every checkpoint f̂ against one comparator f (``bounds.comparator``).
+
+    Gen_M uses the class that contains every checkpoint (``training.complexity``) and R, the largest
+    norm bound over the checkpoints. A check whose premise fails keeps its sides and terms and gets
+    status "premise not met" with the reason.
+    """
+    levels = dict(level=evaluate_config.level, verdict_level=evaluate_config.verdict_level)
+    t = tau(prior)
+    chosen = comparator_step(evaluations, bounds_config.comparator)
+    reference = evaluations[chosen]
+    radius = max(e.get("R").value for e in evaluations.values())
+    complexity = training.complexity
+    rad = complexity.rad if complexity is not None else Estimate.exact(0.0)
+    gen, parts = generalisation_term(rad, radius, training.tuples, bounds_config.delta,
+                                     bounds_config.rademacher_constant, bounds_config.confidence_constant,
+                                     level=evaluate_config.level)
+    if complexity is None:
+        gen, parts = Estimate.exact(0.0), {}
+    common = {"Gen_M": gen, **parts, "Rad_S": rad, "R": Estimate.exact(radius), "M": Estimate.exact(training.tuples),
+              "delta": Estimate.exact(bounds_config.delta),
+              "rademacher_constant": Estimate.exact(bounds_config.rademacher_constant),
+              "confidence_constant": Estimate.exact(bounds_config.confidence_constant),
+              "comparator_step": Estimate.exact(chosen)}
+    if complexity is not None and complexity.upper is not None:
+        common["Rad_S_upper"] = Estimate.exact(complexity.upper)
+    notes = {"Rad_S": complexity.label} if complexity is not None else {}
+    l_comparator = _empirical(reference)
+    out = {}
+    for step, hat in evaluations.items():
+        l_hat = _empirical(hat)
+        terms = dict(common)
+        if l_hat is not None and l_comparator is not None:
+            terms.update(L_hat_un=l_hat, L_hat_un_comparator=l_comparator)
+        same = step == chosen
+        checks = [theorem_4_1(hat, reference, t, gen, terms, same, **levels),
+                  theorem_4_5(hat, reference, t, loss, gen, terms, same, **levels)]
+        reason = _premise(training, loss, step, chosen, l_hat, l_comparator)
+        out[step] = [check if reason is None else check.without_verdict(reason) for check in checks]
+        out[step] = [_with_notes(check, notes) for check in out[step]]
+    return out
+
+
+def _with_notes(check: BoundCheck, notes: dict[str, str]) -> BoundCheck:
+    return replace(check, term_notes={**check.term_notes, **notes})
