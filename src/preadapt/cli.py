@@ -27,14 +27,15 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 def _print_summary(results, run_id: str) -> None:
-    """Every quantity at the last evaluated step: estimate [CI] n, level, and a bound's verdict."""
+    """Every quantity at the last evaluated step: estimate [CI] n, level, and a bound's verdict (the
+    terms of the bounds are left to report.html and the results table)."""
     from preadapt.report.tables import context_label, format_estimate, format_level
 
     step = int(results["step"].max())
     table = Table(title=f"{run_id} at step {step}", title_justify="left")
     for column in ("quantity", "estimate [CI] n", "level", "status"):
         table.add_column(column, overflow="fold")
-    for row in results[results["step"] == step].to_dict("records"):
+    for row in results[(results["step"] == step) & (results["quantity"] != "bound_term")].to_dict("records"):
         estimate = format_estimate(row["value"], row["lower"], row["upper"], row["n"], row["method"])
         status = row["status"] if row["quantity"] == "bound_slack" else ""
         level = "" if row["method"] in ("exact", "empirical") else format_level(row["level"])
