@@ -6,7 +6,7 @@ import math
 
 from preadapt.bounds.check import BoundCheck, verdict
 from preadapt.estimate.collision import CollisionMoments, collision_floor
-from preadapt.estimate.estimate import Estimate, combine
+from preadapt.estimate.estimate import TIE_TOLERANCE, Estimate, combine
 from preadapt.estimate.quantities import Evaluation
 from preadapt.worlds.prior import tau_k
 
@@ -134,7 +134,8 @@ def lemma_4_3_negatives(evaluation: Evaluation, prior, negatives: int, loss: str
     threshold = Estimate.exact(1.0) if loss == "hinge" else part.threshold.estimate(level).affine(scale)
     terms = {"tau_k": Estimate.exact(t_k), "coef_un": Estimate.exact(scale), "coef_tau": Estimate.exact(t_k * scale),
              "L_un": l_un, "collision_floor": Estimate.exact(floor), "vacuity_threshold": threshold}
-    note = "vacuous: the right side has reached ℓ at zero margins on T" if rhs.lower >= threshold.upper else None
+    vacuous = rhs.lower >= threshold.upper - TIE_TOLERANCE  # a constant f ties them exactly (hinge: 1 = 1)
+    note = "vacuous: the right side has reached ℓ at zero margins on T" if vacuous else None
     slack = slack.affine(1.0, rhs_shift)
     return BoundCheck("lemma_4_3_negatives", "[Arora19] Lemma 4.3, k negatives", lhs, rhs, slack, verdict(slack),
                       terms, {"negatives": negatives}, note)

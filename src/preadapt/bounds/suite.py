@@ -117,7 +117,7 @@ def theorem_checks(evaluations: dict[int, Evaluation], prior: np.ndarray, traini
               "rademacher_constant": Estimate.exact(bounds_config.rademacher_constant),
               "confidence_constant": Estimate.exact(bounds_config.confidence_constant),
               "comparator_step": Estimate.exact(chosen)}
-    if complexity is not None and complexity.upper is not None:
+    if complexity is not None and complexity.upper is not None and complexity.rad.method != "exact":
         common["Rad_S_upper"] = Estimate.exact(complexity.upper)
     notes = {"Rad_S": complexity.label} if complexity is not None else {}
     l_comparator = _empirical(reference)

@@ -30,8 +30,8 @@ def logistic(margins: torch.Tensor) -> torch.Tensor:
     >>> round(float(logistic(torch.zeros(1, 3))[0]), 6)  # log2(4)
     2.0
     """
-    if margins.shape[-1] == 1:  # one negative: log(1 + e^{−v}) = softplus(−v)
-        return torch.nn.functional.softplus(-margins[..., 0]) / LN2
+    if margins.shape[-1] == 1:  # one negative: log(1 + e^{−v}) = softplus(−v), linear only past 40 (error e^{−40})
+        return torch.nn.functional.softplus(-margins[..., 0], threshold=40.0) / LN2
     zero = torch.zeros(margins.shape[:-1] + (1,), dtype=margins.dtype, device=margins.device)
     return torch.logsumexp(torch.cat([zero, -margins], dim=-1), dim=-1) / LN2
 

@@ -15,9 +15,20 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
 
-from preadapt.report.tables import _missing, _plain, bound_checks, context_label
+from preadapt.report.tables import (
+    _missing,
+    _native,
+    _plain,
+    block_checks,
+    bound_checks,
+    context_label,
+    is_vacuous,
+    negatives_checks,
+    theory_checks,
+)
 
 L_UN = r"$L_{\mathrm{un}}$"
 L_SUP_MEAN = r"$L^{\mu}_{\mathrm{sup}}$"
@@ -30,6 +41,7 @@ STATUS_STYLE = {
     "holds": {"color": "#1b9e4b", "marker": "o"},
     "inconclusive": {"color": "#e08a00", "marker": "s"},
     "violated": {"color": "#d62728", "marker": "X"},
+    "premise not met": {"color": "#6a51a3", "marker": "P"},
 }
 _OTHER_STATUS = {"color": "#777777", "marker": "D"}
 ADAPTER_NAMES = {"mean": "mean classifier", "linear": "linear probe"}
@@ -249,4 +261,233 @@ def plot_accuracy(results: pd.DataFrame, path: str | Path) -> Path | None:
     ax.set_title("Downstream accuracy across pretraining")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=9, loc="best")
+    return _save(fig, path)
+
+
+MAX_THEORY_PANELS = 12
+"""At most this many panels in the Theory figure (one per statement; the tables list every check)."""
+
+LHS_STYLE = {"color": "C0", "marker": "o"}
+RHS_STYLE = {"color": "C1", "marker": "s"}
+
+
+def _rows(records: list[dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame(records, columns=["step", "value", "lower", "upper"]).astype(float)
+
+
+def _status_rug(ax: Axes, steps: list[float], statuses: list[str]) -> None:
+    """The verdict at each checkpoint as a coloured marker along the bottom of the panel."""
+    transform = ax.get_xaxis_transform()
+    for step, status in zip(steps, statuses):
+        style = STATUS_STYLE.get(status, _OTHER_STATUS)
+        ax.plot([step], [0.04], transform=transform, color=style["color"], marker=style["marker"], markersize=6,
+                linestyle="none", clip_on=False)
+
+
+def plot_theory(results: pd.DataFrame, path: str | Path) -> Path | None:
+    """Every checked statement across checkpoints: one panel each, lhs and rhs with their CIs
+    (bands and error bars) against the step, the verdict of each checkpoint as a marker along the
+    bottom. A statement checked in several instances (k, b) shows its last (the largest k or b; the
+    tables list all); at most ``MAX_THEORY_PANELS`` panels. Returns None when no check has both sides.
+    """
+    instances: dict[str, dict[tuple, list[dict[str, Any]]]] = {}
+    for check in theory_checks(results):
+        if "lhs" in check and "rhs" in check:
+            instances.setdefault(check["bound"], {}).setdefault((check["run"], check["key"]), []).append(check)
+    # The first run's last instance (the largest k or b: at b = 1 the block statements are identities).
+    panels = []
+    for by_instance in list(instances.values())[:MAX_THEORY_PANELS]:
+        first_run = min(run for run, _ in by_instance)
+        key = max(key for run, key in by_instance if run == first_run)
+        checks = by_instance[(first_run, key)]
+        panels.append({"name": checks[-1]["name"], "checks": checks})
+    if not panels:
+        return None
+    columns = min(3, len(panels))
+    rows = -(-len(panels) // columns)
+    fig = Figure(figsize=(4.2 * columns, 3.0 * rows + 0.6), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False)
+    seen: set[str] = set()
+    for ax, panel in zip(axes.flat, panels):
+        checks = sorted(panel["checks"], key=lambda c: c["step"])
+        for side, style, label in (("lhs", LHS_STYLE, "lhs"), ("rhs", RHS_STYLE, "rhs")):
+            _series(ax, _rows([dict(check[side], step=check["step"]) for check in checks]), label, style["color"],
+                    style["marker"])
+        ax.margins(y=0.18)  # room for the verdict markers along the bottom
+        _status_rug(ax, [check["step"] for check in checks], [check["status"] or "no verdict" for check in checks])
+        seen.update(check["status"] or "no verdict" for check in checks)
+        _step_axis(ax, [check["step"] for check in checks])
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=8)
+        ax.set_title(f"{panel['name']}: {checks[-1]['status'] or 'no verdict'}", fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    handles = [Line2D([], [], color=style["color"], marker=style["marker"]) for style in (LHS_STYLE, RHS_STYLE)]
+    labels = ["lhs (with CI)", "rhs (with CI)"]
+    for status in [*STATUS_STYLE, *sorted(seen - set(STATUS_STYLE))]:
+        if status in seen:
+            style = STATUS_STYLE.get(status, _OTHER_STATUS)
+            handles.append(Line2D([], [], color=style["color"], marker=style["marker"], linestyle="none"))
+            labels.append(status)
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize=9)
+    fig.suptitle("Bound checks across pretraining: lhs ≤ rhs, verdict per checkpoint along the bottom", fontsize=11)
+    return _save(fig, path)
+
+
+def _side_rows(checks: list[dict[str, Any]], x: str, side: str) -> pd.DataFrame:
+    """One side (or term) of each check as rows with ``step`` = the check's ``x`` (k or b)."""
+    records = []
+    for check in checks:
+        row = check["terms"].get(side) if side not in ("lhs", "rhs", "slack") else check.get(side)
+        if row is not None:
+            records.append(dict(row, step=check[x]))
+    return _rows(records).sort_values("step")
+
+
+def _discrete_axis(ax: Axes, values: list[int], label: str, log2: bool) -> None:
+    if log2:
+        ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_locator(FixedLocator(values))
+    ax.xaxis.set_minor_locator(NullLocator())
+    formatter = ScalarFormatter()
+    formatter.set_scientific(False)
+    ax.xaxis.set_major_formatter(formatter)
+    ax.set_xlabel(label)
+
+
+def plot_negatives(results: pd.DataFrame, path: str | Path) -> Path | None:
+    """The k-negative form of Lemma 4.3 against k (log2 axis) at its last checkpoint.
+
+    Left: both sides with CIs, the vacuity threshold (the loss at zero margins on T's distinct
+    classes) as a dashed line with its band, and the k from which the note says vacuous shaded.
+    Right: the coefficients 1/(1 − τ_k) on L_un and τ_k/(1 − τ_k). Returns None when
+    ``lemma_4_3_negatives`` was not checked.
+    """
+    checks = negatives_checks(results)
+    if not checks:
+        return None
+    ks = sorted({int(check["k"]) for check in checks})
+    fig = Figure(figsize=(11.0, 4.6), layout="constrained")
+    sides, coefficients = fig.subplots(1, 2)
+    for side, style, label in (("lhs", LHS_STYLE, r"lhs: $L^{\mu}_{\mathrm{sup},D}$"),
+                               ("rhs", RHS_STYLE, r"rhs: $(L_{\mathrm{un}} - \mathrm{floor})\,/\,(1 - \tau_k)$")):
+        rows = _side_rows(checks, "k", side)
+        if len(rows):
+            _series(sides, rows, label, style["color"], style["marker"])
+    threshold = _side_rows(checks, "k", "vacuity_threshold")
+    if len(threshold):
+        sides.fill_between(threshold["step"], threshold["lower"], threshold["upper"], color="black", alpha=0.12,
+                           linewidth=0)
+        # Dodged a little to the right of k so that its bar does not hide the lhs's.
+        sides.errorbar(threshold["step"] * 2 ** 0.06, threshold["value"], yerr=_errors(threshold), color="black",
+                       linestyle="--",
+                       linewidth=1.2, marker="_", markersize=14, capsize=3,
+                       label="vacuity threshold (loss at zero margins)")
+    vacuous = [int(check["k"]) for check in checks if is_vacuous(check["note"])]
+    if vacuous:
+        start = min(vacuous)
+        sides.axvspan(start / 2 ** 0.25, max(ks) * 2 ** 0.25, color="#d62728", alpha=0.07, linewidth=0,
+                      label=f"vacuous from k = {start}")
+    _discrete_axis(sides, ks, "negatives k (log2 axis)", log2=True)
+    sides.set_ylabel("loss (bits), with CI")
+    sides.set_title(f"Lemma 4.3 with k negatives, step {checks[0]['step']}", fontsize=10)
+    sides.grid(alpha=0.3)
+    sides.legend(fontsize=8, loc="best")
+    drawn = False
+    for term, style, label in (("coef_un", LHS_STYLE, r"$1/(1 - \tau_k)$ (on $L_{\mathrm{un}}$)"),
+                               ("coef_tau", RHS_STYLE, r"$\tau_k/(1 - \tau_k)$")):
+        rows = _side_rows(checks, "k", term)
+        if len(rows):
+            _series(coefficients, rows, label, style["color"], style["marker"])
+            drawn = True
+    if drawn:
+        values = np.concatenate([line.get_ydata() for line in coefficients.get_lines()]).astype(float)
+        values = values[np.isfinite(values)]
+        if len(values) and values.min() > 0 and values.max() / values.min() > 20:
+            coefficients.set_yscale("log")
+        coefficients.legend(fontsize=8, loc="best")
+    else:
+        coefficients.text(0.5, 0.5, "coefficients not recorded", transform=coefficients.transAxes, ha="center")
+    _discrete_axis(coefficients, ks, "negatives k (log2 axis)", log2=True)
+    coefficients.set_ylabel("coefficient")
+    coefficients.set_title(r"Coefficients of the bound: growth with $\tau_k$", fontsize=10)
+    coefficients.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_blocks(results: pd.DataFrame, path: str | Path) -> Path | None:
+    """Blocks (Proposition 6.2 of [Arora19]) against the block size b at the last checkpoint.
+
+    Left: L^block_un(b) with CIs (the ``L_un_block`` rows with a block size at that step, else the
+    block checks' ``L_un_block`` terms), which the statement puts non-increasing in b, and L_un
+    (the ``block_below_un`` term) as a dashed line with its band. Right: the sides of Proposition
+    6.2, L^μ_sup ≤ (L^block_un − τ)/(1 − τ), with CIs, and the right side of Lemma 4.3 at that
+    step, (L_un − τ)/(1 − τ), which bounds them. Returns None when no block statement was checked.
+    """
+    by_b = block_checks(results)
+    if not by_b:
+        return None
+    step = next(iter(next(iter(by_b.values())).values()))["step"]
+    bs = list(by_b)
+    checks = [dict(check, b=b) for b, statements in by_b.items() for check in statements.values()]
+    fig = Figure(figsize=(11.0, 4.6), layout="constrained")
+    losses, sides = fig.subplots(1, 2)
+    measured = results[(results["quantity"] == "L_un_block") & (results["step"] == step)] if len(results) else results
+    if len(measured) and "block_size" in measured.columns:
+        measured = measured[measured["block_size"].notna()]
+        if "negatives" in measured.columns and measured["negatives"].nunique() > 1:
+            measured = measured[(measured["negatives"] == measured["negatives"].min()).fillna(False).astype(bool)]
+        block = _rows([dict(row, step=_native(row["block_size"])) for row in measured.to_dict("records")])
+    else:
+        block = _rows([])
+    if len(block) == 0:
+        block = _side_rows([c for c in checks if "L_un_block" in c["terms"]], "b", "L_un_block")
+        block = block.drop_duplicates("step")
+    if len(block):
+        _series(losses, block.sort_values("step"), r"$L^{\mathrm{block}}_{\mathrm{un}}(b)$", "C2", "o")
+    l_un = [c["terms"]["L_un"] for c in checks if c["bound"] == "block_below_un" and "L_un" in c["terms"]]
+    if l_un:
+        row = l_un[0]
+        losses.axhspan(float(row["lower"]), float(row["upper"]), color="black", alpha=0.1, linewidth=0)
+        losses.axhline(float(row["value"]), color="black", linestyle="--", linewidth=1.2,
+                       label=r"$L_{\mathrm{un}}$ (upper bound for every b)")
+    monotone = {c["b"]: c["status"] for c in checks if c["bound"] == "block_monotone"}
+    if len(block):
+        for b, status in monotone.items():
+            at_b = block[block["step"] == b]
+            if len(at_b):
+                style = STATUS_STYLE.get(status, _OTHER_STATUS)
+                last = b == max(bs)
+                losses.annotate(f"≤ previous b: {status}", (b, float(at_b["value"].iloc[0])),
+                                xytext=(-8 if last else 8, 8), textcoords="offset points", ha="right" if last else "left",
+                                fontsize=8, color=style["color"])
+    _discrete_axis(losses, bs, "block size b", log2=False)
+    losses.set_ylabel("loss (bits), with CI")
+    losses.set_title(rf"$L^{{\mathrm{{block}}}}_{{\mathrm{{un}}}}$ non-increasing in b, step {step}", fontsize=10)
+    losses.grid(alpha=0.3)
+    losses.legend(fontsize=8, loc="best")
+    proposition = [c for c in checks if c["bound"] == "proposition_6_2" and "lhs" in c and "rhs" in c]
+    if proposition:
+        for side, style, label in (("lhs", LHS_STYLE, rf"lhs: {L_SUP_MEAN}"),
+                                   ("rhs", RHS_STYLE, r"rhs: $(L^{\mathrm{block}}_{\mathrm{un}} - \tau)\,/\,(1 - \tau)$")):
+            _series(sides, _side_rows(proposition, "b", side), label, style["color"], style["marker"])
+        lemma = [c for c in bound_checks(results) if c["bound"] == "lemma_4_3" and c["step"] == step and "rhs" in c]
+        if lemma:
+            row = lemma[0]["rhs"]
+            sides.axhspan(float(row["lower"]), float(row["upper"]), color="black", alpha=0.1, linewidth=0)
+            sides.axhline(float(row["value"]), color="black", linestyle="--", linewidth=1.2,
+                          label=rf"{LEMMA_4_3_RHS} (Lemma 4.3: ≥ rhs for every b)")
+        sides.margins(y=0.18)
+        for check in proposition:
+            style = STATUS_STYLE.get(check["status"], _OTHER_STATUS)
+            sides.plot([check["b"]], [0.04], transform=sides.get_xaxis_transform(), color=style["color"],
+                       marker=style["marker"], linestyle="none", clip_on=False)
+        sides.legend(fontsize=8, loc="best")
+    else:
+        sides.text(0.5, 0.5, "Proposition 6.2 not checked", transform=sides.transAxes, ha="center")
+    _discrete_axis(sides, bs, "block size b", log2=False)
+    sides.set_ylabel("loss (bits), with CI")
+    sides.set_title("Proposition 6.2: lhs ≤ rhs (verdict along the bottom)", fontsize=10)
+    sides.grid(alpha=0.3)
     return _save(fig, path)

@@ -9,18 +9,20 @@ HTML report and the command line show the same digits.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Mapping
 
 import pandas as pd
 
-CONTEXT_COLUMNS = ("adapter", "split", "negatives", "block_size", "task_classes", "top_r", "shots", "bound")
-"""Context columns that tell rows of one quantity apart, in the order a label lists them."""
+CONTEXT_COLUMNS = ("adapter", "split", "negatives", "block_size", "task_classes", "top_r", "shots", "bound", "term")
+"""Context columns that tell rows of one quantity apart, in the order a label lists them. (``status``
+and ``note`` are remarks on a row, not context.)"""
 
 QUANTITY_GROUPS = (
     ("losses", ("L_pre_train", "L_pre", "L_un", "L_un_block", "L_un_same", "L_un_diff")),
     ("adaptation", ("L_sup_mean", "L_sup", "L_probe", "L_adapt", "L_adapt_star", "acc_avg", "acc_top")),
     ("diagnostics", ("tau", "tau_k", "s_f", "align", "uniform")),
-    ("bounds", ("bound_lhs", "bound_rhs", "bound_slack")),
+    ("bounds", ("bound_lhs", "bound_rhs", "bound_slack", "bound_term")),
 )
 """Known quantities in the order tables list them; an unknown name goes after the diagnostics
 (or with the bounds when it starts with ``bound_``), alphabetically."""
@@ -278,39 +280,88 @@ BOUND_SIDES = {"bound_lhs": "lhs", "bound_rhs": "rhs", "bound_slack": "slack"}
 def bound_checks(results: pd.DataFrame) -> list[dict[str, Any]]:
     """The bound rows gathered into checks: one per run, step and statement (``bound``).
 
-    Each check is ``{"step", "bound", "name", "lhs", "rhs", "slack", "status"}`` with the sides as
-    row dicts (absent sides missing). The sides of one check may carry different context (the lhs
-    of Lemma 4.3 names its task size, the rhs its negatives); only when a statement was checked in
-    several instances at one step (several rows of one side) are its rows split by their context,
-    which then appears in ``name``. ``status`` is the slack row's, else the first set on lhs or rhs.
+    Each check is ``{"run", "step", "bound", "name", "instance", "lhs", "rhs", "slack", "status",
+    "note", "terms"}`` with the sides as row dicts (absent sides missing) and ``terms`` the
+    ``bound_term`` rows by their ``term``. The sides of one check may carry different context (the
+    lhs of Lemma 4.3 names its task size, the rhs its negatives); only when a statement was checked
+    in several instances at one step (several rows of one side) are its rows split, by the context
+    columns whose values differ between those rows (``negatives`` for k, ``block_size`` for b),
+    which then appear in ``name`` and ``instance``. ``status`` and ``note`` are the slack row's,
+    else the first set on lhs or rhs.
+
+    >>> results = pd.DataFrame({
+    ...     "run": "r", "step": 5, "quantity": ["bound_lhs", "bound_rhs", "bound_slack"] * 2 + ["bound_term"],
+    ...     "value": [0.2, 0.3, 0.1, 0.2, 0.25, 0.05, 0.4], "lower": 0.0, "upper": 1.0, "n": 100, "level": 0.95,
+    ...     "method": "t", "bound": "b", "negatives": [2, 2, 2, 4, 4, 4, 4], "status": "holds",
+    ...     "term": [None] * 6 + ["tau_k"], "note": ""})
+    >>> [(c["name"], c["instance"], list(c["terms"])) for c in bound_checks(results)]
+    [('b (negatives=2)', {'negatives': 2}, []), ('b (negatives=4)', {'negatives': 4}, ['tau_k'])]
     """
     if len(results) == 0 or "bound" not in results.columns:
         return []
-    rows = results[results["quantity"].isin(list(BOUND_SIDES)) & results["bound"].notna()].to_dict("records")
+    bound_rows = results[results["quantity"].isin([*BOUND_SIDES, "bound_term"]) & results["bound"].notna()]
     statements: dict[tuple, list[dict[str, Any]]] = {}
-    for row in rows:
+    for row in bound_rows.to_dict("records"):
         statements.setdefault((str(row.get("run", "")), int(row["step"]), str(row["bound"])), []).append(row)
     checks = []
     for (run, step, bound), members in statements.items():
-        sides = [row["quantity"] for row in members]
-        instanced = len(sides) != len(set(sides))
+        sides = [row for row in members if row["quantity"] in BOUND_SIDES]
+        by_side: dict[str, list[dict[str, Any]]] = {}
+        for row in sides:
+            by_side.setdefault(row["quantity"], []).append(row)
+        instance_columns = [
+            column for column in CONTEXT_COLUMNS
+            if column not in ("bound", "term") and any(
+                len({_context_key(column, row.get(column)) for row in rows}) > 1 for rows in by_side.values())
+        ]
         groups: dict[tuple, dict[str, Any]] = {}
-        for row in members:
-            extra = [
-                f"{column}={_plain(row[column])}"
-                for column in CONTEXT_COLUMNS
-                if instanced and column != "bound" and column in row and not _missing(row[column])
-            ]
-            key = tuple(_context_key(c, row.get(c)) for c in CONTEXT_COLUMNS if instanced and c != "bound")
-            check = groups.setdefault(key, {"run": run, "step": step, "bound": bound, "key": key,
-                                            "name": f"{bound} ({', '.join(extra)})" if extra else bound})
+        for row in sides:
+            key = tuple(_context_key(c, row.get(c)) for c in instance_columns)
+            instance = {c: row[c] for c in instance_columns if c in row and not _missing(row[c])}
+            extra = [f"{column}={_plain(value)}" for column, value in instance.items()]
+            check = groups.setdefault(key, {
+                "run": run, "step": step, "bound": bound, "key": key, "terms": {},
+                "instance": {column: _native(value) for column, value in instance.items()},
+                "name": f"{bound} ({', '.join(extra)})" if extra else bound})
             check[BOUND_SIDES[row["quantity"]]] = row
+        for row in members:
+            if row["quantity"] == "bound_term" and not _missing(row.get("term")):
+                check = groups.get(tuple(_context_key(c, row.get(c)) for c in instance_columns))
+                if check is not None:
+                    check["terms"][str(row["term"])] = row
         checks.extend(groups.values())
     for check in checks:
-        statuses = [check[side].get("status") for side in ("slack", "lhs", "rhs") if side in check]
-        check["status"] = next((str(s) for s in statuses if not _missing(s)), "")
+        for field in ("status", "note"):
+            values = [check[side].get(field) for side in ("slack", "lhs", "rhs") if side in check]
+            check[field] = next((str(v) for v in values if not _missing(v)), "")
     checks.sort(key=lambda c: (c["run"], c["step"], _context_key("bound", c["bound"]), c["key"]))
     return checks
+
+
+def _native(value: Any) -> Any:
+    """A context value as a plain Python scalar (integral floats from a CSV as int)."""
+    if hasattr(value, "item") and not isinstance(value, str):
+        value = value.item()
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _side_cells(check: Mapping[str, Any]) -> dict[str, str]:
+    """lhs, rhs, slack of a check as ``format_estimate`` strings; a side whose level differs from
+    the lhs's (the slack's stricter verdict level) names it."""
+    lhs_level = check["lhs"].get("level") if "lhs" in check else None
+    cells = {}
+    for side in ("lhs", "rhs", "slack"):
+        row = check.get(side)
+        if row is None:
+            cells[side] = ""
+            continue
+        level = row.get("level")
+        differs = not (_missing(level) or _missing(lhs_level)) and not math.isclose(float(level), float(lhs_level))
+        cells[side] = format_estimate(row["value"], row["lower"], row["upper"], row.get("n"), row["method"],
+                                      level if differs else None)
+    return cells
 
 
 def bound_table(results: pd.DataFrame) -> pd.DataFrame:
@@ -331,18 +382,315 @@ def bound_table(results: pd.DataFrame) -> pd.DataFrame:
      'rhs': '0.3000 [0.2700, 0.3300] n=1000', 'slack': '0.1000 [0.0500, 0.1500] n=1000 (99.9%)',
      'status': 'holds'}
     """
-    table = []
-    for check in bound_checks(results):
-        lhs_level = check["lhs"].get("level") if "lhs" in check else None
-        cells = {}
-        for side in ("lhs", "rhs", "slack"):
-            row = check.get(side)
-            if row is None:
-                cells[side] = ""
-                continue
-            level = row.get("level")
-            differs = not (_missing(level) or _missing(lhs_level)) and not math.isclose(float(level), float(lhs_level))
-            cells[side] = format_estimate(row["value"], row["lower"], row["upper"], row.get("n"), row["method"],
-                                          level if differs else None)
-        table.append({"step": check["step"], "bound": check["name"], **cells, "status": check["status"]})
+    table = [{"step": check["step"], "bound": check["name"], **_side_cells(check), "status": check["status"]}
+             for check in bound_checks(results)]
     return pd.DataFrame(table, columns=list(BOUND_COLUMNS))
+
+
+# The Theory section of the report (THEORY.md section 3).
+
+CHECK_STATEMENTS = {
+    "lemma_4_3": "L^μ_sup(f) ≤ (L_un(f) − τ)/(1 − τ)",
+    "mean_below_diff": "L^μ_sup(f) ≤ L_un^≠(f)",
+    "sup_below_mean": "L_sup(f) ≤ L^μ_sup(f)",
+    "jensen_floor": "ℓ(0) = 1 ≤ L_un^=(f)",
+    "lemma_4_4": "L_un^=(f) − 1 ≤ c′·s(f)",
+    "theorem_4_1": "L^μ_sup(f̂) ≤ (L_un(f) − τ)/(1 − τ) + Gen_M/(1 − τ)",
+    "theorem_4_5": "L^μ_sup(f̂) ≤ L_un^≠(f) + β·s(f) + η·Gen_M",
+    "lemma_4_3_negatives": "L^μ_sup,D(f) ≤ (L_un(f) − collision floor)/(1 − τ_k)",
+    "proposition_6_2": "L^μ_sup(f) ≤ (L^block_un(f) − τ)/(1 − τ)",
+    "block_below_un": "L^block_un(f) ≤ L_un(f)",
+    "block_monotone": "L^block_un(f; b) ≤ L^block_un(f; b_prev), b > b_prev",
+}
+"""The statement each known check tests, as lhs ≤ rhs, in the order the Theory section lists them
+(others follow alphabetically, without a statement)."""
+
+THEORY_COLUMNS = ("step", "check", "statement", "lhs", "rhs", "slack", "status", "note")
+
+THEOREM_TERMS = (
+    "tau", "L_un", "L_un_diff", "s_f", "c_prime", "beta", "eta", "Gen_M", "rademacher_part", "confidence_part",
+    "Rad_S", "Rad_S_upper", "R", "M", "delta", "rademacher_constant", "confidence_constant", "comparator_step",
+    "L_hat_un", "L_hat_un_comparator",
+)
+"""The order in which a terms table lists the terms of Theorems 4.1 and 4.5 (others follow, in
+the order they were recorded)."""
+
+INSTANCED_BY = {"lemma_4_3_negatives": "negatives", "proposition_6_2": "block_size", "block_below_un": "block_size",
+               "block_monotone": "block_size"}
+"""The context that names an instance of these statements (k or b), shown even where only one was checked."""
+
+_CHECK_RANK = {name: i for i, name in enumerate(CHECK_STATEMENTS)}
+
+
+def _check_key(check: Mapping[str, Any]) -> tuple:
+    bound = check["bound"]
+    return (check["run"], _CHECK_RANK.get(bound, len(_CHECK_RANK)), bound, check["key"], check["step"])
+
+
+def theory_checks(results: pd.DataFrame, last: bool = False) -> list[dict[str, Any]]:
+    """``bound_checks`` in the Theory section's order: statement (CHECK_STATEMENTS first), instance
+    (k, b), step. With ``last``, only each statement's and instance's last checkpoint (per run).
+
+    >>> row = {"run": "r", "quantity": "bound_slack", "value": 0.1, "lower": 0.0, "upper": 0.2, "n": 10,
+    ...        "level": 0.999, "method": "t", "status": "holds"}
+    >>> results = pd.DataFrame([dict(row, step=s, bound=b) for s in (0, 5) for b in ("zeta", "theorem_4_1", "lemma_4_3")])
+    >>> [(c["step"], c["name"]) for c in theory_checks(results, last=True)]
+    [(5, 'lemma_4_3'), (5, 'theorem_4_1'), (5, 'zeta')]
+
+    The statements of INSTANCED_BY name their k or b even where only one was checked:
+
+    >>> [c["name"] for c in theory_checks(pd.DataFrame([dict(row, step=0, bound="block_monotone", block_size=4)]))]
+    ['block_monotone (block_size=4)']
+    """
+    checks = sorted(bound_checks(results), key=_check_key)
+    for check in checks:
+        column = INSTANCED_BY.get(check["bound"])
+        if column is not None and column not in check["instance"]:
+            value = _context_value(check, column)
+            if value is not None:
+                check["name"] = f"{check['name']} ({column}={_plain(value)})"
+    if last:
+        final: dict[tuple, dict[str, Any]] = {}
+        for check in checks:
+            final[(check["run"], check["bound"], check["key"])] = check
+        checks = sorted(final.values(), key=_check_key)
+    return checks
+
+
+def theory_table(results: pd.DataFrame, last: bool = False) -> pd.DataFrame:
+    """Every bound check: step, check (name with its k/b context), statement, lhs, rhs, slack,
+    status (holds | violated | inconclusive | premise not met) and note; with ``last``, each
+    check's last checkpoint only. A check's name is prefixed by its run when several runs are present.
+
+    >>> results = pd.DataFrame({
+    ...     "run": "r", "step": [0, 0, 0, 9, 9, 9], "quantity": ["bound_lhs", "bound_rhs", "bound_slack"] * 2,
+    ...     "value": [0.5, 0.4, -0.1, 0.3, 0.5, 0.2], "lower": [0.5, 0.4, -0.1, 0.3, 0.5, 0.2],
+    ...     "upper": [0.5, 0.4, -0.1, 0.3, 0.5, 0.2], "n": None, "level": 1.0, "method": "exact",
+    ...     "bound": "theorem_4_1", "status": ["premise not met"] * 3 + ["holds"] * 3,
+    ...     "note": ["f̂ has higher empirical L_un than the comparator"] * 3 + [""] * 3})
+    >>> table = theory_table(results)
+    >>> table[["step", "check", "status", "note"]].to_dict("records")  # doctest: +NORMALIZE_WHITESPACE
+    [{'step': 0, 'check': 'theorem_4_1', 'status': 'premise not met',
+      'note': 'f̂ has higher empirical L_un than the comparator'},
+     {'step': 9, 'check': 'theorem_4_1', 'status': 'holds', 'note': ''}]
+    >>> theory_table(results, last=True)[["step", "rhs", "slack"]].to_dict("records")
+    [{'step': 9, 'rhs': '0.5000 (exact)', 'slack': '0.2000 (exact)'}]
+    """
+    checks = theory_checks(results, last=last)
+    several_runs = len({check["run"] for check in checks}) > 1
+    table = [{
+        "step": check["step"],
+        "check": f"{check['run']}: {check['name']}" if several_runs else check["name"],
+        "statement": CHECK_STATEMENTS.get(check["bound"], ""),
+        **_side_cells(check),
+        "status": check["status"],
+        "note": check["note"],
+    } for check in checks]
+    return pd.DataFrame(table, columns=list(THEORY_COLUMNS))
+
+
+INTEGER_TERMS = ("M", "comparator_step", "b_prev")
+"""Terms that count something (tuples, a step, a block size): written as integers."""
+
+
+def format_term(row: Mapping[str, Any], table_level: float | None = None) -> str:
+    """One term of a bound as a cell: ``format_estimate``, with an exact integral count (``term``
+    in INTEGER_TERMS) or an exact integral value from 1e4 on (which scientific notation would round)
+    written as an integer; an interval names its level when it differs from ``table_level``.
+
+    >>> exact = {"n": None, "method": "exact"}
+    >>> [format_term(dict(exact, term=term, value=v, lower=v, upper=v)) for term, v in
+    ...  (("M", 20000.0), ("comparator_step", 800.0), ("rademacher_constant", 1.0), ("Rad_S_upper", 123456.0))]
+    ['20000 (exact)', '800 (exact)', '1.0000 (exact)', '123456 (exact)']
+    >>> format_term({"value": 0.3, "lower": 0.2, "upper": 0.4, "n": 50, "method": "t", "level": 0.9}, 0.95)
+    '0.3000 [0.2000, 0.4000] n=50 (90%)'
+    """
+    value = float(row["value"])
+    counts = row.get("term") in INTEGER_TERMS or 1e4 <= abs(value) < 1e15
+    if row["method"] == "exact" and value.is_integer() and counts:
+        return f"{int(value)} (exact)"
+    return _cell(row, table_level)
+
+
+def _ordered_terms(names: list[str]) -> list[str]:
+    known = [name for name in THEOREM_TERMS if name in names]
+    return known + [name for name in dict.fromkeys(names) if name not in THEOREM_TERMS]
+
+
+def term_table(results: pd.DataFrame, bound: str) -> pd.DataFrame:
+    """The terms of one statement (``bound``) across checkpoints: one row per checkpoint (and
+    instance, named in a ``check`` column when there are several), one column per term
+    (``format_term`` cells, "" where a term was not recorded), then status and note.
+
+    >>> results = pd.DataFrame({
+    ...     "run": "r", "step": [0, 0, 0, 0, 0], "quantity": ["bound_lhs", "bound_rhs", "bound_slack",
+    ...     "bound_term", "bound_term"], "value": [0.3, 0.5, 0.2, 1.0, 0.05], "lower": [0.3, 0.5, 0.2, 1.0, 0.05],
+    ...     "upper": [0.3, 0.5, 0.2, 1.0, 0.05], "n": None, "level": 1.0, "method": "exact",
+    ...     "bound": "theorem_4_5", "status": "holds", "term": [None, None, None, "rademacher_constant", "tau"],
+    ...     "note": ""})
+    >>> term_table(results, "theorem_4_5").to_dict("records")  # doctest: +NORMALIZE_WHITESPACE
+    [{'step': 0, 'tau': '0.0500 (exact)', 'rademacher_constant': '1.0000 (exact)', 'status': 'holds', 'note': ''}]
+    """
+    checks = [check for check in theory_checks(results) if check["bound"] == bound]
+    names = _ordered_terms([name for check in checks for name in check["terms"]])
+    instanced = any(check["instance"] for check in checks)
+    table_level = dominant_level(results)
+    columns = ["step", *(["check"] if instanced else []), *names, "status", "note"]
+    rows = []
+    for check in sorted(checks, key=lambda c: (c["run"], c["step"], c["key"])):
+        row = {"step": check["step"], "check": check["name"], "status": check["status"], "note": check["note"]}
+        row.update({name: format_term(check["terms"][name], table_level) if name in check["terms"] else ""
+                    for name in names})
+        rows.append({column: row[column] for column in columns})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def term_notes(results: pd.DataFrame, bound: str) -> dict[str, str]:
+    """The labels on the terms of one statement (e.g. which function class Rad_S is for): term →
+    its distinct notes, in the order recorded, joined by "; ". A term row's note equal to its
+    check's own note (a premise's reason, copied onto every row) is not a label and is left out.
+
+    >>> row = {"step": 0, "bound": "theorem_4_1", "value": 1.0, "lower": 1.0, "upper": 1.0, "n": None,
+    ...        "level": 1.0, "method": "exact", "status": "holds"}
+    >>> term_notes(pd.DataFrame([dict(row, quantity="bound_lhs", note="premise"),
+    ...     dict(row, quantity="bound_term", term="M", note="premise"),
+    ...     dict(row, quantity="bound_term", term="Rad_S", note="linear class, ‖W‖_F ≤ B")]), "theorem_4_1")
+    {'Rad_S': 'linear class, ‖W‖_F ≤ B'}
+    """
+    notes: dict[str, list[str]] = {}
+    for check in theory_checks(results):
+        if check["bound"] != bound:
+            continue
+        for term, row in check["terms"].items():
+            note = row.get("note")
+            if not _missing(note) and str(note) != check["note"]:
+                notes.setdefault(term, [])
+                if str(note) not in notes[term]:
+                    notes[term].append(str(note))
+    return {term: "; ".join(values) for term, values in notes.items()}
+
+
+def _context_value(check: Mapping[str, Any], column: str) -> Any:
+    """The check's value of one context column (its instance's, else the first side's that is set)."""
+    if column in check["instance"]:
+        return check["instance"][column]
+    for side in ("rhs", "lhs", "slack"):
+        if side in check and not _missing(check[side].get(column)):
+            return _native(check[side][column])
+    return None
+
+
+def _last_step_checks(results: pd.DataFrame, bounds: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The checks of the given statements at the last checkpoint where any of them was checked."""
+    checks = [check for check in theory_checks(results) if check["bound"] in bounds]
+    if not checks:
+        return []
+    step = max(check["step"] for check in checks)
+    return [check for check in checks if check["step"] == step]
+
+
+def is_vacuous(note: Any) -> bool:
+    """Whether a check's note says the bound is vacuous ("vacuous", not "not vacuous").
+
+    >>> is_vacuous("vacuous"), is_vacuous("vacuous: rhs ≥ E log2|T|"), is_vacuous("not vacuous"), is_vacuous(None)
+    (True, True, False, False)
+    """
+    return not _missing(note) and re.search(r"(?<!not )\bvacuous\b", str(note), flags=re.IGNORECASE) is not None
+
+
+NEGATIVES_BOUND = "lemma_4_3_negatives"
+NEGATIVES_COLUMNS = ("k", "tau_k", "coef_un", "coef_tau", "lhs", "rhs", "vacuity_threshold", "status", "vacuous")
+
+
+def negatives_checks(results: pd.DataFrame) -> list[dict[str, Any]]:
+    """The ``lemma_4_3_negatives`` checks at their last checkpoint, each with ``"k"`` set, by k."""
+    checks = [dict(check, k=_context_value(check, "negatives")) for check in _last_step_checks(results, (NEGATIVES_BOUND,))]
+    return sorted((check for check in checks if check["k"] is not None), key=lambda c: (c["run"], c["k"]))
+
+
+def negatives_table(results: pd.DataFrame) -> pd.DataFrame:
+    """The k-negative form of Lemma 4.3 at its last checkpoint, one row per k: τ_k, the
+    coefficients 1/(1 − τ_k) (on L_un) and τ_k/(1 − τ_k), both sides, the vacuity threshold (the
+    loss at zero margins on T's distinct classes), the verdict, and whether the note says vacuous.
+
+    >>> row = {"value": 0.5, "lower": 0.5, "upper": 0.5, "n": None, "level": 1.0, "method": "exact"}
+    >>> results = pd.DataFrame([
+    ...     dict(row, quantity=q, step=3, negatives=4, bound="lemma_4_3_negatives", status="holds", note="vacuous")
+    ...     for q in ("bound_lhs", "bound_rhs", "bound_slack")] + [
+    ...     dict(row, quantity="bound_term", step=3, negatives=4, bound="lemma_4_3_negatives", term="coef_un", value=2.0)])
+    >>> negatives_table(results).iloc[0].to_dict()  # doctest: +NORMALIZE_WHITESPACE
+    {'k': 4, 'tau_k': '', 'coef_un': '2.0000 (exact)', 'coef_tau': '', 'lhs': '0.5000 (exact)',
+     'rhs': '0.5000 (exact)', 'vacuity_threshold': '', 'status': 'holds', 'vacuous': 'yes'}
+    """
+    table_level = dominant_level(results) if len(results) else None
+    rows = []
+    for check in negatives_checks(results):
+        terms = check["terms"]
+        cells = _side_cells(check)
+        rows.append({
+            "k": check["k"],
+            **{name: format_term(terms[name], table_level) if name in terms else ""
+               for name in ("tau_k", "coef_un", "coef_tau")},
+            "lhs": cells["lhs"], "rhs": cells["rhs"],
+            "vacuity_threshold": format_term(terms["vacuity_threshold"], table_level)
+            if "vacuity_threshold" in terms else "",
+            "status": check["status"],
+            "vacuous": "yes" if is_vacuous(check["note"]) else "no",
+        })
+    return pd.DataFrame(rows, columns=list(NEGATIVES_COLUMNS))
+
+
+def vacuous_from(results: pd.DataFrame) -> int | None:
+    """The smallest k whose ``lemma_4_3_negatives`` check (at its last checkpoint) is noted vacuous,
+    or None when none is.
+
+    >>> row = {"quantity": "bound_rhs", "step": 1, "bound": "lemma_4_3_negatives", "value": 1.0, "lower": 1.0,
+    ...        "upper": 1.0, "n": None, "level": 1.0, "method": "exact", "status": "inconclusive"}
+    >>> vacuous_from(pd.DataFrame([dict(row, negatives=k, note="vacuous" if k >= 16 else "") for k in (2, 16, 64)]))
+    16
+    """
+    vacuous = [check["k"] for check in negatives_checks(results) if is_vacuous(check["note"])]
+    return min(vacuous) if vacuous else None
+
+
+BLOCK_BOUNDS = ("proposition_6_2", "block_below_un", "block_monotone")
+BLOCKS_COLUMNS = ("b", "L_un_block", "lhs", "rhs", "proposition_6_2", "block_below_un", "block_monotone")
+
+
+def block_checks(results: pd.DataFrame) -> dict[int, dict[str, dict[str, Any]]]:
+    """The block statements at their last checkpoint: b → statement → check."""
+    by_b: dict[int, dict[str, dict[str, Any]]] = {}
+    for check in _last_step_checks(results, BLOCK_BOUNDS):
+        b = _context_value(check, "block_size")
+        if b is not None:
+            by_b.setdefault(int(b), {})[check["bound"]] = check
+    return dict(sorted(by_b.items()))
+
+
+def blocks_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Blocks (Proposition 6.2 of [Arora19]) at the last checkpoint, one row per block size b:
+    L^block_un(b) (the ``L_un_block`` term of the block checks), the sides of Proposition 6.2
+    and the verdicts of the three block statements ("" where one was not checked at b).
+
+    >>> row = {"value": 0.5, "lower": 0.4, "upper": 0.6, "n": 10, "level": 0.95, "method": "t", "step": 0}
+    >>> results = pd.DataFrame([dict(row, quantity=q, bound="proposition_6_2", block_size=2, status="holds")
+    ...     for q in ("bound_lhs", "bound_rhs", "bound_slack")] + [dict(row, quantity="bound_term",
+    ...     bound="proposition_6_2", block_size=2, status="holds", term="L_un_block", value=0.9)])
+    >>> blocks_table(results).iloc[0].to_dict()  # doctest: +NORMALIZE_WHITESPACE
+    {'b': 2, 'L_un_block': '0.9000 [0.4000, 0.6000] n=10', 'lhs': '0.5000 [0.4000, 0.6000] n=10',
+     'rhs': '0.5000 [0.4000, 0.6000] n=10', 'proposition_6_2': 'holds', 'block_below_un': '',
+     'block_monotone': ''}
+    """
+    table_level = dominant_level(results) if len(results) else None
+    rows = []
+    for b, checks in block_checks(results).items():
+        term = next((check["terms"]["L_un_block"] for check in checks.values() if "L_un_block" in check["terms"]),
+                    None)
+        sides = _side_cells(checks["proposition_6_2"]) if "proposition_6_2" in checks else {}
+        rows.append({
+            "b": b,
+            "L_un_block": format_term(term, table_level) if term is not None else "",
+            "lhs": sides.get("lhs", ""), "rhs": sides.get("rhs", ""),
+            **{bound: checks[bound]["status"] if bound in checks else "" for bound in BLOCK_BOUNDS},
+        })
+    return pd.DataFrame(rows, columns=list(BLOCKS_COLUMNS))
