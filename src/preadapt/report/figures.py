@@ -462,7 +462,8 @@ def plot_blocks(results: pd.DataFrame, path: str | Path) -> Path | None:
                 losses.annotate(f"≤ previous b: {status}", (b, float(at_b["value"].iloc[0])),
                                 xytext=(-8 if last else 8, 8), textcoords="offset points", ha="right" if last else "left",
                                 fontsize=8, color=style["color"])
-    _discrete_axis(losses, bs, "block size b", log2=False)
+    shown = sorted(set(bs) | ({int(b) for b in block["step"]} if len(block) else set()))  # b = 1 has no check
+    _discrete_axis(losses, shown, "block size b", log2=False)
     losses.set_ylabel("loss (bits), with CI")
     losses.set_title(rf"$L^{{\mathrm{{block}}}}_{{\mathrm{{un}}}}$ non-increasing in b, step {step}", fontsize=10)
     losses.grid(alpha=0.3)
