@@ -102,13 +102,18 @@ def sup_below_mean(evaluation: Evaluation, level: float = 0.95, verdict_level: f
                       {"L_sup": lhs, "L_sup_mean": rhs})
 
 
-def _collision_sides(part: CollisionMoments, variance: float, scale: float, level: float,
-                     verdict_level: float) -> tuple[Estimate, Estimate]:
-    """lhs = E[h·1{m = 0}]/P(m = 0) = L^μ_sup over D, and slack = E[ℓ − g(m) − h·1{m = 0}]/P(m = 0),
-    both widened by the error of μ̂."""
-    lhs = part.mean_part.moments.estimate(level).widened(variance).affine(scale)
-    slack = part.slack.moments.estimate(verdict_level).widened(variance).affine(scale)
-    return lhs, slack
+def _collision_sides(part: CollisionMoments, variance: float, floor: float, scale: float, level: float,
+                     verdict_level: float, rhs_shift: float) -> tuple[Estimate, Estimate, Estimate]:
+    """The sides and slack of a collision statement L^μ_sup,D ≤ (L − E g(m))/P(m = 0) on one sample.
+
+    lhs = E[h·1{m = 0} + g(m) − E g(m)]/P(m = 0) (g(m) a control variate with known mean ``floor``,
+    which makes a constant f exact), rhs = (E ℓ − E g(m))/P(m = 0) and slack = E[ℓ − g(m) −
+    h·1{m = 0}]/P(m = 0) = rhs − lhs tuple by tuple; lhs and slack widened by the error of μ̂.
+    """
+    lhs = part.lifted.estimate(level).widened(variance).affine(scale, -floor * scale)
+    rhs = part.loss.estimate(level).affine(scale, rhs_shift - floor * scale)
+    slack = part.slack.moments.estimate(verdict_level).widened(variance).affine(scale, rhs_shift)
+    return lhs, rhs, slack
 
 
 def lemma_4_3_negatives(evaluation: Evaluation, prior, negatives: int, loss: str, level: float = 0.95,
@@ -119,7 +124,8 @@ def lemma_4_3_negatives(evaluation: Evaluation, prior, negatives: int, loss: str
     D draws c, c⁻_1..c⁻_k from ρ given c ∉ {c⁻_i}; T is their distinct classes and the label is c.
     Given the collision count m, Jensen over x⁺, x⁻_i gives E[ℓ | m ≥ 1] ≥ g(m) and, on m = 0, the
     mean classifier on T (duplicates only raise the logistic loss). All parts come from one sample of
-    k-negative tuples (``Evaluation.negatives``), so the slack is one paired mean. The bound is
+    k-negative tuples (``Evaluation.negatives``), so the slack is one paired mean and equals rhs − lhs
+    (``_collision_sides``; the ``collision_floor`` term is E g(m), exact from ρ). The bound is
     vacuous once the right side reaches ℓ at zero margins on T (1 for hinge, E log₂|T| for logistic):
     then ``note`` says so (decided by the CIs).
     """
@@ -127,16 +133,14 @@ def lemma_4_3_negatives(evaluation: Evaluation, prior, negatives: int, loss: str
     t_k = tau_k(prior, negatives)
     scale = 1.0 / (1.0 - t_k)
     floor = collision_floor(prior, negatives, loss)
-    lhs, slack = _collision_sides(part, evaluation.collision_variance[("negatives", negatives)], scale, level,
-                                  verdict_level)
+    lhs, rhs, slack = _collision_sides(part, evaluation.collision_variance[("negatives", negatives)], floor, scale,
+                                       level, verdict_level, rhs_shift)
     l_un = part.loss.estimate(level)
-    rhs = l_un.affine(scale, rhs_shift - floor * scale)
     threshold = Estimate.exact(1.0) if loss == "hinge" else part.threshold.estimate(level).affine(scale)
     terms = {"tau_k": Estimate.exact(t_k), "coef_un": Estimate.exact(scale), "coef_tau": Estimate.exact(t_k * scale),
              "L_un": l_un, "collision_floor": Estimate.exact(floor), "vacuity_threshold": threshold}
     vacuous = rhs.lower >= threshold.upper - TIE_TOLERANCE  # a constant f ties them exactly (hinge: 1 = 1)
     note = "vacuous: the right side has reached ℓ at zero margins on T" if vacuous else None
-    slack = slack.affine(1.0, rhs_shift)
     return BoundCheck("lemma_4_3_negatives", "[Arora19] Lemma 4.3, k negatives", lhs, rhs, slack, verdict(slack),
                       terms, {"negatives": negatives}, note)
 
@@ -146,17 +150,15 @@ def proposition_6_2(evaluation: Evaluation, tau: float, block_size: int, level: 
     """Proposition 6.2 of [Arora19], first step, for every f: L^μ_sup(f) ≤ (L^block_un(f) − τ)/(1 − τ).
 
     The block means of f over b positives (negatives) have expectation μ_c (μ_c⁻), so the proof of
-    Lemma 4.3 goes through with the block margin; paired on one sample of block tuples.
+    Lemma 4.3 goes through with the block margin; paired on one sample of block tuples
+    (``_collision_sides`` with g(m) = 1{c⁻ = c}, E g = τ).
     """
     part = evaluation.blocks[block_size]
     scale = 1.0 / (1.0 - tau)
-    lhs, slack = _collision_sides(part, evaluation.collision_variance[("blocks", block_size)], scale, level,
-                                  verdict_level)
-    block = part.loss.estimate(level)
-    rhs = block.affine(scale, rhs_shift - tau * scale)
-    return BoundCheck("proposition_6_2", "[Arora19] Proposition 6.2", lhs, rhs, slack.affine(1.0, rhs_shift),
-                      verdict(slack.affine(1.0, rhs_shift)), {"tau": Estimate.exact(tau), "L_un_block": block},
-                      {"block_size": block_size})
+    lhs, rhs, slack = _collision_sides(part, evaluation.collision_variance[("blocks", block_size)], tau, scale,
+                                       level, verdict_level, rhs_shift)
+    return BoundCheck("proposition_6_2", "[Arora19] Proposition 6.2", lhs, rhs, slack, verdict(slack),
+                      {"tau": Estimate.exact(tau), "L_un_block": part.loss.estimate(level)}, {"block_size": block_size})
 
 
 def block_below_un(evaluation: Evaluation, tau: float, block_size: int, level: float = 0.95,
@@ -184,15 +186,17 @@ def block_monotone(evaluation: Evaluation, block_size: int, level: float = 0.95,
     for the previous block size b' < b of the grid.
 
     The mean of b margins is the mean of the b cyclic windows' means of b' margins, so by convexity
-    ℓ(block of b) is at most the windows' mean loss, tuple by tuple (a paired slack).
+    ℓ(block of b) is at most the windows' mean loss, tuple by tuple (a paired slack). The right side
+    is L^block_un(b') estimated by those windows on the same tuples (the ``L_un_block`` row at b'
+    estimates it by the first b' of each block instead).
     """
     part = evaluation.blocks[block_size]
-    previous = evaluation.blocks[part.previous]
     lhs = part.loss.estimate(level)
-    rhs = previous.loss.estimate(level).affine(1.0, rhs_shift)
+    rhs = part.window.estimate(level).affine(1.0, rhs_shift)
     slack = part.monotone.estimate(verdict_level).affine(1.0, rhs_shift)
     return BoundCheck("block_monotone", "[Arora19] L^block_un non-increasing in b", lhs, rhs, slack, verdict(slack),
-                      {"L_un_block": lhs, "b_prev": Estimate.exact(part.previous)}, {"block_size": block_size})
+                      {"L_un_block": lhs, "L_un_block_prev": rhs, "b_prev": Estimate.exact(part.previous)},
+                      {"block_size": block_size})
 
 
 def _decomposed_un(evaluation: Evaluation, tau: float, level: float) -> list[tuple[float, Estimate]]:

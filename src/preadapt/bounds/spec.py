@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class BoundsConfig(BaseModel):
@@ -21,3 +21,10 @@ class BoundsConfig(BaseModel):
     rademacher_constant: float = Field(1.0, ge=0.0, description="O-constant of R·Rad_S(F)/M in Gen_M")
     confidence_constant: float = Field(1.0, ge=0.0, description="O-constant of R²·sqrt(log(1/δ)/M) in Gen_M")
     rademacher_draws: int = Field(200, ge=2, description="Monte Carlo draws of σ for Rad_S(F) of a linear class")
+
+    @field_validator("comparator", mode="before")
+    @classmethod
+    def _comparator_ok(cls, value):
+        if value == "best" or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+            return value
+        raise ValueError("allowed: 'best' or a checkpoint step (an integer ≥ 0)")

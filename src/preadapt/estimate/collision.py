@@ -100,18 +100,21 @@ class PairedPart:
 @dataclass
 class CollisionMoments:
     """Per-tuple moments for one (k, b): ``loss`` ℓ (the CURL loss), ``mean_part`` h·1{m = 0},
-    ``slack`` ℓ − g(m) − h·1{m = 0}, ``threshold`` ℓ(0 on T)·1{m = 0}, and for blocks
-    ``below_un`` (mean of the b single-pair losses minus ℓ, ≥ 0 pointwise) and ``monotone``
-    (windows of the previous block size minus ℓ, ≥ 0 pointwise)."""
+    ``lifted`` h·1{m = 0} + g(m), ``slack`` ℓ − g(m) − h·1{m = 0} (= loss − lifted, tuple by
+    tuple), ``threshold`` ℓ(0 on T)·1{m = 0}, and for blocks ``un`` (the mean of the b single-pair
+    losses), ``below_un`` (un − ℓ, ≥ 0 pointwise), ``window`` (the mean loss of the cyclic windows of
+    the previous block size) and ``monotone`` (window − ℓ, ≥ 0 pointwise)."""
 
     negatives: int
     block_size: int
     loss: RunningMean = field(default_factory=RunningMean)
+    lifted: RunningMean = field(default_factory=RunningMean)
     mean_part: PairedPart = field(default_factory=PairedPart)
     slack: PairedPart = field(default_factory=PairedPart)
     threshold: RunningMean = field(default_factory=RunningMean)
     un: RunningMean = field(default_factory=RunningMean)
     below_un: RunningMean = field(default_factory=RunningMean)
+    window: RunningMean = field(default_factory=RunningMean)
     monotone: RunningMean = field(default_factory=RunningMean)
     previous: int | None = None
 
@@ -157,9 +160,11 @@ def negatives_moments(encoder: nn.Module, world: World, means: torch.Tensor, neg
             losses = loss(margins[:, :k])
             collisions = same[:, :k].sum(dim=1)
             part, gradient, zero = _mean_part(anchor, classes[:, :k + 1], collisions > 0, means, loss)
+            lifted = part + _collision_floor_per_tuple(collisions, loss_name)
             moments.loss.update(losses)
+            moments.lifted.update(lifted)
             moments.mean_part.update(part, gradient)
-            moments.slack.update(losses - _collision_floor_per_tuple(collisions, loss_name) - part, -gradient)
+            moments.slack.update(losses - lifted, -gradient)
             moments.threshold.update(zero)
     return out
 
@@ -200,11 +205,16 @@ def block_moments(encoder: nn.Module, world: World, means: torch.Tensor, block_s
         single_losses = loss(single.reshape(-1, 1)).view(n, b_max)
         for b, moments in out.items():
             losses = loss(single[:, :b].mean(dim=1, keepdim=True))
+            lifted = part + collided.to(F64)
+            un = single_losses[:, :b].mean(dim=1)
             moments.loss.update(losses)
+            moments.lifted.update(lifted)
             moments.mean_part.update(part, gradient)
-            moments.slack.update(losses - collided.to(F64) - part, -gradient)
-            moments.un.update(single_losses[:, :b].mean(dim=1))
-            moments.below_un.update(single_losses[:, :b].mean(dim=1) - losses)
+            moments.slack.update(losses - lifted, -gradient)
+            moments.un.update(un)
+            moments.below_un.update(un - losses)
             if moments.previous is not None:
-                moments.monotone.update(_window_losses(single[:, :b], moments.previous, loss) - losses)
+                window = _window_losses(single[:, :b], moments.previous, loss)
+                moments.window.update(window)
+                moments.monotone.update(window - losses)
     return out
