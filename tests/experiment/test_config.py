@@ -58,7 +58,7 @@ def test_malformed_overrides_are_refused(tiny, item):
 def test_missing_file_and_unknown_preset_and_both_sources(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")
-    with pytest.raises(ConfigError, match="--preset: got 'nope'; allowed: demo"):
+    with pytest.raises(ConfigError, match="--preset: got 'nope'; allowed: bounds-blocks, bounds-negatives, demo"):
         load_config(preset="nope")
     (tmp_path / "c.yaml").write_text("name: x\n")
     with pytest.raises(ConfigError, match="not both"):

@@ -1,0 +1,50 @@
+"""The theory presets run end to end and their reports show what THEORY.md section 3 predicts."""
+
+import pytest
+
+import preadapt
+from preadapt.experiment.run import run
+
+
+def _last(results, quantity, **context):
+    rows = results[(results["quantity"] == quantity) & (results["step"] == results["step"].max())]
+    for column, value in context.items():
+        rows = rows[rows[column] == value]
+    return rows
+
+
+@pytest.mark.slow
+def test_bounds_negatives_shows_the_coefficients_growing_with_k_and_where_the_bound_turns_vacuous(tmp_path):
+    result = run(preadapt.load_config(preset="bounds-negatives"), out=tmp_path / "run")
+    assert result.status == "finished"
+    results = result.results
+    assert not (results.loc[results["quantity"] == "bound_slack", "status"] == "violated").any()
+    terms = _last(results, "bound_term", bound="lemma_4_3_negatives")
+    grid = [1, 2, 4, 8, 16, 32, 64]
+    for term in ("coef_un", "coef_tau", "tau_k"):
+        values = terms[terms["term"] == term].sort_values("negatives")
+        assert values["negatives"].astype(int).tolist() == grid
+        assert values["value"].is_monotonic_increasing and values["value"].is_unique, term
+    tau_k = terms[terms["term"] == "tau_k"].sort_values("negatives")["value"].to_numpy()
+    assert tau_k == pytest.approx([1 - (15 / 16) ** k for k in grid])  # |C| = 16, uniform
+    notes = _last(results, "bound_slack", bound="lemma_4_3_negatives").sort_values("negatives")
+    vacuous = notes["note"].fillna("").str.startswith("vacuous").tolist()
+    assert vacuous == sorted(vacuous) and vacuous[-1]  # once vacuous, vacuous for every larger k
+    first = grid[vacuous.index(True)]
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert f"The bound is vacuous from k = {first} on." in html
+    assert (tmp_path / "run" / "figures" / "negatives.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_bounds_blocks_shows_the_block_loss_non_increasing_in_b(tmp_path):
+    result = run(preadapt.load_config(preset="bounds-blocks"), out=tmp_path / "run")
+    assert result.status == "finished"
+    results = result.results
+    assert not (results.loc[results["quantity"] == "bound_slack", "status"] == "violated").any()
+    block = _last(results, "L_un_block", negatives=1).sort_values("block_size")
+    assert block["block_size"].astype(int).tolist() == [1, 2, 5, 10]
+    assert block["value"].is_monotonic_decreasing
+    monotone = _last(results, "bound_slack", bound="block_monotone")
+    assert (monotone["status"] == "holds").all() and len(monotone) == 3  # b = 2, 5, 10 each below the previous
+    assert (tmp_path / "run" / "figures" / "blocks.png").stat().st_size > 0
