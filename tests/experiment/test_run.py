@@ -128,3 +128,34 @@ def test_the_demo_preset_never_violates_lemma_4_3():
     theorem = slack[slack["bound"] == "theorem_4_1"].set_index("step")
     assert theorem.loc[comparator, "status"] != "premise not met"
     assert theorem.loc[0, "status"] == "premise not met" or comparator == 0
+
+
+def test_another_objective_keeps_the_every_f_checks_and_withholds_the_theorems_verdict(tiny):
+    """L_un is always the CURL loss, so Lemma 4.3, 4.4, the floor and the block statements apply to an
+    encoder trained by any objective; Theorems 4.1 and 4.5 need f̂ to minimise the empirical CURL loss."""
+    from preadapt.objectives import curl_margins
+
+    class SquaredHinge(torch.nn.Module):
+        negatives, block_size = 1, 1
+
+        def forward(self, encoded):
+            margins = curl_margins(encoded.anchor, encoded.positives, encoded.negatives)
+            return torch.clamp(1.0 - margins.min(dim=-1).values, min=0.0) ** 2
+
+    register_objective("squared_hinge_test", lambda config: SquaredHinge())
+    try:
+        config = {**tiny, "objective": {"kind": "squared_hinge_test"},
+                  "evaluate": {**tiny["evaluate"], "negatives": [2], "block_sizes": [2]}}
+        result = run(config)
+    finally:
+        OBJECTIVES._entries.pop("squared_hinge_test")
+    assert result.status == "finished"
+    slack = result.results[result.results["quantity"] == "bound_slack"]
+    every_f = slack[~slack["bound"].str.startswith("theorem")]
+    assert {"lemma_4_3", "jensen_floor", "lemma_4_4", "lemma_4_3_negatives", "proposition_6_2",
+            "block_monotone"} <= set(every_f["bound"])
+    assert every_f["status"].isin(["holds", "inconclusive"]).all()
+    theorems = slack[slack["bound"].str.startswith("theorem")]
+    assert len(theorems) == 2 * len(set(slack["step"]))
+    assert (theorems["status"] == "premise not met").all()
+    assert theorems["note"].str.contains("objective 'squared_hinge_test'").all()
