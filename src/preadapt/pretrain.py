@@ -92,7 +92,8 @@ def pretrain(
     device: torch.device | str = "cpu",
     progress: Callable[[int, int, float], None] | None = None,
 ) -> TrainHistory:
-    """Minimise the mean objective over ``train_tuples`` (M tuples) with mini-batches.
+    """Minimise the mean objective over ``train_tuples`` (M tuples) with mini-batches, updating the
+    encoder's parameters and the objective's (if it has any).
 
     ``on_checkpoint(step, encoder)`` runs at every step of ``config.checkpoint_steps`` (step 0 is
     before any update). ``generator`` shuffles the tuples each epoch. ``progress(step, total,
@@ -100,7 +101,9 @@ def pretrain(
     """
     history = TrainHistory()
     checkpoints = set(config.checkpoint_steps)
+    # the objective's own parameters (e.g. the head of a supervised objective) train with the encoder
     named = [(name, p) for name, p in encoder.named_parameters() if p.requires_grad]
+    named += [(f"objective.{name}", p) for name, p in objective.named_parameters() if p.requires_grad]
     params = [p for _, p in named]
     optimizer = _make_optimizer(config.optimizer, params, config.lr) if params else None
     step = 0

@@ -122,6 +122,17 @@ def _theorems(config: Config, encoder: nn.Module, objective: nn.Module, evaluati
     return theorem_checks(evaluations, world.prior, training, loss, config.evaluate, config.bounds)
 
 
+def _attach(objective: nn.Module, encoder: nn.Module, world: World, seed: int, device) -> None:
+    """Give an objective with parameters of its own (``attach(classes, dim, generator)``, e.g. a
+    supervised head) the number of latent classes and the encoder's output dimension."""
+    if not hasattr(objective, "attach"):
+        return
+    with torch.no_grad():
+        probe = world.sample(torch.zeros(1, dtype=torch.long), make_generator(seed, "attach"))
+        dim = int(encoder(probe.to(device)).shape[-1])
+    objective.attach(world.classes, dim, make_generator(seed, "objective"))
+
+
 def run(config: Config | dict | str | Path, out: str | Path | None = None, force: bool = False,
         progress: Callable[[str, int, int], None] | None = None) -> RunResult:
     """Pretrain, evaluate every checkpoint and (when ``out`` is given) write the run's files.
@@ -167,8 +178,10 @@ def run(config: Config | dict | str | Path, out: str | Path | None = None, force
     try:
         seed = config.seed
         world = WORLDS.build(config.world, make_generator(seed, "world"))
-        objective = OBJECTIVES.build(config.objective).to(device)
+        objective = OBJECTIVES.build(config.objective)
         encoder = ENCODERS.build(config.encoder, world.input_shape, make_generator(seed, "encoder")).to(device)
+        _attach(objective, encoder, world, seed, device)
+        objective = objective.to(device)
         train_tuples = draw_tuples(world, config.pretrain.tuples, make_generator(seed, "train-tuples"),
                                    objective.negatives, objective.block_size)
         steps = config.pretrain.checkpoint_steps
