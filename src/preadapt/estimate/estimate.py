@@ -158,8 +158,13 @@ class RunningMean:
         return Estimate(self.mean, self.mean - half, self.mean + half, self.count, level, "t", se)
 
 
-def combine(terms: Iterable[tuple[float, Estimate]], shift: float = 0.0, level: float = 0.95) -> Estimate:
+def combine(terms: Iterable[tuple[float, Estimate]], shift: float = 0.0, level: float = 0.95,
+            dependent: bool = False) -> Estimate:
     """Σ coef_i · X_i + shift for independent t/normal/exact estimates, with a normal interval.
+
+    ``dependent``: the estimates may be correlated in any way (e.g. two encoders measured on the
+    same samples); the standard error is then the worst case Σ |coef_i|·se_i instead of the root of
+    the sum of squares.
 
     >>> a = Estimate(1.0, 0.9, 1.1, 100, 0.95, "t", 0.05)
     >>> b = Estimate.exact(0.5)
@@ -169,16 +174,17 @@ def combine(terms: Iterable[tuple[float, Estimate]], shift: float = 0.0, level: 
     """
     terms = list(terms)
     value = shift
-    variance = 0.0
+    variance = worst = 0.0
     counts = []
     for coef, est in terms:
         if est.se is None:
             raise ValueError(f"cannot combine a {est.method!r} estimate (no standard error)")
         value += coef * est.value
         variance += (coef * est.se) ** 2
+        worst += abs(coef) * est.se
         if est.n is not None:
             counts.append(est.n)
-    se = math.sqrt(variance)
+    se = worst if dependent else math.sqrt(variance)
     if all(est.method == "exact" for _, est in terms):
         return Estimate.exact(value)
     half = _critical(level, None) * se

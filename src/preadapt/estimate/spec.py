@@ -64,6 +64,10 @@ class EvaluateConfig(BaseModel):
             raise ValueError(f"evaluate.task_classes: got {max(self.task_classes)}; allowed: 2..{classes} (classes with positive prior)")
         if classes is not None and self.top_r and max(self.top_r) > classes:
             raise ValueError(f"evaluate.top_r: got {max(self.top_r)}; allowed: 1..{classes} (classes with positive prior)")
+        if self.block_sizes and max(self.block_sizes) > self.mean_samples:
+            raise ValueError(
+                f"evaluate.block_sizes: got {max(self.block_sizes)}; allowed: 1..{self.mean_samples} (mean_samples: "
+                f"μ̂ must average at least as many points as a block for Proposition 6.2's plug-in to be safe)")
         if self.probe_shots + self.probe_val > self.mean_samples:
             raise ValueError(
                 f"evaluate.mean_samples: got {self.mean_samples}; must be ≥ probe_shots + probe_val = "

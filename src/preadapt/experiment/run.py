@@ -206,14 +206,19 @@ def run(config: Config | dict | str | Path, out: str | Path | None = None, force
             if progress is not None:
                 progress("pretrain", step, total)
 
-        pretrain(encoder, objective, train_tuples, config.pretrain, make_generator(seed, "shuffle"),
-                 on_checkpoint=on_checkpoint, device=device, progress=on_step)
-        for step, theorems in _theorems(config, encoder, objective, evaluations, states, train_tuples, world,
-                                        loss_name).items():
-            checks[step].extend(theorems)
-            rows.extend(measurement_rows([m for c in theorems for m in c.measurements()], run_id, step))
-    except DivergenceError as failure:
-        status, error = "failed", str(failure)
+        def add_theorems() -> None:  # once every checkpoint is known: the comparator is one of them
+            for step, theorems in _theorems(config, encoder, objective, evaluations, states, train_tuples, world,
+                                            loss_name).items():
+                checks[step].extend(theorems)
+                rows.extend(measurement_rows([m for c in theorems for m in c.measurements()], run_id, step))
+
+        try:
+            pretrain(encoder, objective, train_tuples, config.pretrain, make_generator(seed, "shuffle"),
+                     on_checkpoint=on_checkpoint, device=device, progress=on_step)
+        except DivergenceError as failure:
+            status, error = "failed", str(failure)
+        if evaluations:  # also the checkpoints evaluated before a divergence
+            add_theorems()
     except Exception as failure:  # recorded, never lost: the store says why the run failed
         status, error = "failed", f"{type(failure).__name__}: {failure}"
         if store is None:
