@@ -4,12 +4,19 @@ from preadapt.encoders.base import (
     IdentityEncoder, IdentityEncoderConfig, LinearEncoder, LinearEncoderConfig, MLPEncoder, MLPEncoderConfig,
     build_identity, build_linear, build_mlp, clip_norm,
 )
+from preadapt.encoders.cnn import CNNEncoder, CNNEncoderConfig, build_cnn
+from preadapt.encoders.tokens import (
+    BagOfWordsEncoder, BagOfWordsEncoderConfig, GRUEncoder, GRUEncoderConfig, build_bow, build_gru,
+)
 from preadapt.registry import Registry
 
 ENCODERS = Registry("encoder")
 ENCODERS.register("identity", build_identity, IdentityEncoderConfig)
 ENCODERS.register("linear", build_linear, LinearEncoderConfig)
 ENCODERS.register("mlp", build_mlp, MLPEncoderConfig)
+ENCODERS.register("cnn", build_cnn, CNNEncoderConfig)
+ENCODERS.register("bow", build_bow, BagOfWordsEncoderConfig)
+ENCODERS.register("gru", build_gru, GRUEncoderConfig)
 
 
 def register_encoder(name: str, factory, params=None) -> None:
@@ -20,4 +27,7 @@ def register_encoder(name: str, factory, params=None) -> None:
     ENCODERS.register(name, factory, params)
 
 
-__all__ = ["ENCODERS", "register_encoder", "IdentityEncoder", "LinearEncoder", "MLPEncoder", "clip_norm"]
+__all__ = [
+    "ENCODERS", "register_encoder", "IdentityEncoder", "LinearEncoder", "MLPEncoder", "CNNEncoder",
+    "BagOfWordsEncoder", "GRUEncoder", "clip_norm",
+]

@@ -25,6 +25,7 @@ from preadapt.estimate.spec import EvaluateConfig
 from preadapt.objectives.curl import curl_loss, encode_tuples
 from preadapt.objectives.losses import LOSSES, margins_from_scores
 from preadapt.worlds.base import World
+from preadapt.worlds.finite import split_of
 from preadapt.worlds.prior import collision_prior, tau, tau_k
 from preadapt.worlds.sampling import Tuples, draw_tuples, make_generator, sample_per_class, sample_tasks
 
@@ -244,6 +245,9 @@ def evaluate_encoder(
         add("tau_k", Estimate.exact(tau_k(prior, negatives)), negatives=negatives)
 
     # Class means μ̂ from mean_samples points per class, and an independent test pool.
+    # A world with splits (worlds/finite.py) is its held-out view here: the population. μ̂ estimates
+    # the population's class means, as the statements need (means of another split break them); the
+    # linear heads fit on its train view and choose on its validation view (_split_task_points).
     pool_x, pool_y = sample_per_class(world, config.mean_samples, make_generator(seed, "evaluate", "pool"))
     pool_f = encode(encoder, pool_x, config.block, device)
     means = MeanClassifier().fit(pool_f, pool_y, num_classes=world.classes).means_  # (C, d)
@@ -379,6 +383,18 @@ def statement_grids(config: EvaluateConfig, negatives: int = 1, block_size: int 
     return sorted(k_grid), sorted(b_grid | {1}) if b_grid else []
 
 
+def _split_task_points(encoder, world: World, tasks: torch.Tensor, sizes: tuple[int, int, int],
+                       generator: torch.Generator, block: int, device) -> torch.Tensor:
+    """Fresh features for every task and class: ``sizes`` = (fit, validation, test) points per class
+    from the train, validation and held-out views of ``world`` → (P, K, fit + validation + test, d).
+    A world without splits gives all of them in one draw."""
+    views = [split_of(world, name) for name in ("train", "validation")] + [world]
+    if all(view is world for view in views):
+        return _task_points(encoder, world, tasks, sum(sizes), generator, block, device)
+    return torch.cat([_task_points(encoder, view, tasks, size, generator, block, device)
+                      for view, size in zip(views, sizes)], dim=2)
+
+
 def _task_points(encoder, world: World, tasks: torch.Tensor, per_class: int, generator: torch.Generator,
                  block: int, device) -> torch.Tensor:
     """Fresh features for every task and class: tasks (P, K) → (P, K, per_class, d).
@@ -418,7 +434,7 @@ def _linear_heads(encoder, world, config, seed, pool, means, test, loss, device)
     generator = make_generator(seed, "evaluate", "L_sup")
     tasks = sample_tasks(world.prior, config.probe_tasks, 2, generator)  # (P, 2)
     fit, val, tst = config.sup_samples, config.probe_val, config.test_per_class
-    points = _task_points(encoder, world, tasks, fit + val + tst, generator, block, device)  # (P, 2, s, d)
+    points = _split_task_points(encoder, world, tasks, (fit, val, tst), generator, block, device)  # (P, 2, s, d)
     (fit_x, fit_y), (val_x, val_y), (test_x, test_y) = (
         _flatten_tasks(points[:, :, a:b]) for a, b in ((0, fit), (fit, fit + val), (fit + val, fit + val + tst)))
     P, L = len(tasks), len(SUP_PENALTIES)
@@ -457,7 +473,7 @@ def _linear_heads(encoder, world, config, seed, pool, means, test, loss, device)
     for size in config.task_classes:
         generator = make_generator(seed, "evaluate", "probe", size)
         tasks = sample_tasks(world.prior, config.probe_tasks, size, generator)
-        points = _task_points(encoder, world, tasks, shots + val + tst, generator, block, device)
+        points = _split_task_points(encoder, world, tasks, (shots, val, tst), generator, block, device)
         (train_x, train_y), (val_x, val_y), (test_x, test_y) = (
             _flatten_tasks(points[:, :, a:b]) for a, b in ((0, shots), (shots, shots + val), (shots + val, None)))
         fitted_probe = probe().fit(train_x, train_y, val_x, val_y)

@@ -25,6 +25,7 @@ from preadapt.experiment.store import Store, tidy_frame
 from preadapt.objectives import OBJECTIVES
 from preadapt.pretrain import DivergenceError, pretrain
 from preadapt.worlds import WORLDS, World, tau
+from preadapt.worlds.finite import split_of
 from preadapt.worlds.sampling import draw_tuples, make_generator
 
 OUTPUT_FILES = ["config.yaml", "results.sqlite", "results.csv", "report.html", "figures", "checkpoints"]
@@ -182,8 +183,8 @@ def run(config: Config | dict | str | Path, out: str | Path | None = None, force
         encoder = ENCODERS.build(config.encoder, world.input_shape, make_generator(seed, "encoder")).to(device)
         _attach(objective, encoder, world, seed, device)
         objective = objective.to(device)
-        train_tuples = draw_tuples(world, config.pretrain.tuples, make_generator(seed, "train-tuples"),
-                                   objective.negatives, objective.block_size)
+        train_tuples = draw_tuples(split_of(world, "train"), config.pretrain.tuples,  # a held-out world's train view
+                                   make_generator(seed, "train-tuples"), objective.negatives, objective.block_size)
         steps = config.pretrain.checkpoint_steps
         loss_name = _curl_loss_name(config)
 

@@ -2,12 +2,16 @@
 
 from preadapt.registry import Registry
 from preadapt.worlds.base import World
+from preadapt.worlds.finite import SPLITS, FiniteWorld, FiniteWorldConfig, build_finite_world, split_of
 from preadapt.worlds.gaussian import GaussianWorld, GaussianWorldConfig, build_gaussian_world
 from preadapt.worlds.prior import as_prior, tau, tau_k
 from preadapt.worlds.sampling import Tuples, draw_tuples, sample_distinct_pairs, sample_per_class, sample_tasks
+from preadapt.worlds.topics import TopicWorld, TopicWorldConfig, build_topic_world
 
 WORLDS = Registry("world")
 WORLDS.register("gaussian", build_gaussian_world, GaussianWorldConfig)
+WORLDS.register("topics", build_topic_world, TopicWorldConfig)
+WORLDS.register("finite", build_finite_world, FiniteWorldConfig)
 
 
 def register_world(name: str, factory, params=None) -> None:
@@ -20,6 +24,7 @@ def register_world(name: str, factory, params=None) -> None:
 
 
 __all__ = [
-    "World", "GaussianWorld", "GaussianWorldConfig", "Tuples", "WORLDS", "register_world", "as_prior",
+    "World", "GaussianWorld", "GaussianWorldConfig", "TopicWorld", "TopicWorldConfig", "FiniteWorld",
+    "FiniteWorldConfig", "SPLITS", "split_of", "Tuples", "WORLDS", "register_world", "as_prior",
     "tau", "tau_k", "draw_tuples", "sample_distinct_pairs", "sample_tasks", "sample_per_class",
 ]
