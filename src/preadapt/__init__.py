@@ -5,19 +5,21 @@ not re-exported here may change.
 """
 
 from preadapt.adapt import LinearProbe, MeanClassifier
-from preadapt.bounds import BoundCheck, lemma_4_3, verdict
+from preadapt.bounds import BoundCheck, every_f_checks, lemma_4_3, verdict
 from preadapt.encoders import IdentityEncoder, LinearEncoder, MLPEncoder, register_encoder
 from preadapt.estimate import Estimate, EvaluateConfig, avg_k_accuracy, evaluate_encoder, top_r_accuracy
 from preadapt.experiment import Config, ConfigError, RunResult, evaluate, load_config, run
 from preadapt.objectives import CURL, curl_loss, hinge, logistic, register_objective
-from preadapt.worlds import GaussianWorld, World, draw_tuples, register_world, tau, tau_k
+from preadapt.worlds import (
+    FiniteWorld, GaussianWorld, TopicWorld, World, draw_tuples, register_world, split_of, tau, tau_k,
+)
 
 __all__ = [
     "run", "load_config", "evaluate", "Config", "ConfigError", "RunResult",
-    "World", "GaussianWorld", "draw_tuples", "tau", "tau_k", "register_world",
+    "World", "GaussianWorld", "TopicWorld", "FiniteWorld", "split_of", "draw_tuples", "tau", "tau_k", "register_world",
     "IdentityEncoder", "LinearEncoder", "MLPEncoder", "register_encoder",
     "CURL", "curl_loss", "hinge", "logistic", "register_objective",
     "MeanClassifier", "LinearProbe",
     "Estimate", "EvaluateConfig", "avg_k_accuracy", "top_r_accuracy", "evaluate_encoder",
-    "BoundCheck", "lemma_4_3", "verdict",
+    "BoundCheck", "lemma_4_3", "every_f_checks", "verdict",
 ]

@@ -30,7 +30,7 @@ def test_overrides_are_typed_yaml_values(tiny):
     (["world.classes=1"], "world.classes: got 1; input should be greater than or equal to 2"),
     (["world.noise=-1"], "world.noise: got -1; input should be greater than or equal to 0"),
     (["world.kind=banana"], "world.kind: got 'banana'; allowed: finite, gaussian, topics"),
-    (["encoder.kind=transformer"], "encoder.kind: got 'transformer'; allowed: bow, cnn, gru, identity, linear, mlp"),
+    (["encoder.kind=transformer"], "encoder.kind: got 'transformer'; allowed: bow, cnn, gru, identity, linear, minilm, mlp"),
     (["world.colour=red"], "world.colour: unknown field"),
     (["pretrain.checkpoints=[0, 9999]"], "pretrain.checkpoints: got step 9999; allowed: 0..8"),
     (["evaluate.task_classes=[2, 6]"], "evaluate.task_classes: got 6; allowed: 2..5 (classes with positive prior)"),

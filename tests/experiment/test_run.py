@@ -193,3 +193,21 @@ def test_every_registered_kind_runs_through_the_pipeline_and_never_violates_an_e
     if objective["kind"] != "curl":
         theorems = slack[slack["bound"].str.startswith("theorem")]
         assert (theorems["status"] == "premise not met").all()
+
+
+def test_on_a_world_with_splits_no_adapter_sees_the_held_out_examples():
+    """Pure-noise features: nothing generalises, so an adapter that fitted (or chose) on the held-out
+    split's own examples would score above chance; on the train/validation views it cannot."""
+    from preadapt.encoders import IdentityEncoder
+
+    rng = torch.Generator().manual_seed(0)
+    features, labels = torch.randn(600, 64, generator=rng), torch.arange(600) % 5
+    world = preadapt.FiniteWorld.from_arrays(features, labels, generator=torch.Generator().manual_seed(1))
+    table = preadapt.evaluate(IdentityEncoder(), world,
+                              {"samples": 500, "mean_samples": 60, "test_per_class": 40, "task_classes": [2],
+                               "top_r": [1], "probe_tasks": 20, "probe_shots": 10, "probe_val": 10,
+                               "sup_samples": 20, "bootstrap": 10})
+    top = table[(table["quantity"] == "acc_top") & (table["top_r"] == 1)]
+    assert len(top) == 2
+    for row in top.itertuples():  # chance is 1/5; the intervals are at 95%, the test allows their width
+        assert row.lower <= 0.2 + 1e-9 or row.value < 0.3, (row.adapter, row.value, row.lower, row.upper)

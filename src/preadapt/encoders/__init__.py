@@ -5,6 +5,7 @@ from preadapt.encoders.base import (
     build_identity, build_linear, build_mlp, clip_norm,
 )
 from preadapt.encoders.cnn import CNNEncoder, CNNEncoderConfig, build_cnn
+from preadapt.encoders.pretrained import FrozenTextEncoder, FrozenTextEncoderConfig, build_minilm, embed_sentences
 from preadapt.encoders.tokens import (
     BagOfWordsEncoder, BagOfWordsEncoderConfig, GRUEncoder, GRUEncoderConfig, build_bow, build_gru,
 )
@@ -17,6 +18,7 @@ ENCODERS.register("mlp", build_mlp, MLPEncoderConfig)
 ENCODERS.register("cnn", build_cnn, CNNEncoderConfig)
 ENCODERS.register("bow", build_bow, BagOfWordsEncoderConfig)
 ENCODERS.register("gru", build_gru, GRUEncoderConfig)
+ENCODERS.register("minilm", build_minilm, FrozenTextEncoderConfig)  # optional extra `text`
 
 
 def register_encoder(name: str, factory, params=None) -> None:
@@ -29,5 +31,5 @@ def register_encoder(name: str, factory, params=None) -> None:
 
 __all__ = [
     "ENCODERS", "register_encoder", "IdentityEncoder", "LinearEncoder", "MLPEncoder", "CNNEncoder",
-    "BagOfWordsEncoder", "GRUEncoder", "clip_norm",
+    "BagOfWordsEncoder", "GRUEncoder", "FrozenTextEncoder", "embed_sentences", "clip_norm",
 ]

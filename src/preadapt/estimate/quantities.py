@@ -352,7 +352,10 @@ def evaluate_encoder(
         split="fresh")
 
     # Exact AVG-k and TOP-R of the mean classifier on the test pool (THEORY.md section 4).
-    mean_scores = test_f @ means.T  # (C·t, C)
+    # The adapters' labeled points: for a world with splits, the train view's (its validation view's
+    # for choosing), so that no accuracy sees the held-out examples it is scored on; else the pool.
+    adapt_pool, adapt_means, val_pool = _adaptation_pools(encoder, world, config, seed, pool, means, device)
+    mean_scores = test_f @ adapt_means.T  # (C·t, C)
     task_prior = None if np.allclose(prior, prior[0]) else prior
     for size in config.task_classes:
         add("acc_avg", avg_k_estimate(mean_scores, test_y, size, prior=task_prior, level=level).clipped(0, 1),
@@ -361,7 +364,8 @@ def evaluate_encoder(
         add("acc_top", top_r_estimate(mean_scores, test_y, r, prior=prior, level=level).clipped(0, 1),
             adapter="mean", top_r=r, split="test")
 
-    heads, sup_moments, sup_variance = _linear_heads(encoder, world, config, seed, pool, means, test, loss, device)
+    heads, sup_moments, sup_variance = _linear_heads(encoder, world, config, seed, means, pool, adapt_pool, val_pool,
+                                                     test, loss, device)
     out.extend(heads)
     moments.update(sup_moments)
     extra_variance.update(sup_variance)
@@ -419,10 +423,32 @@ No zero penalty: on (nearly) separable tasks the unpenalised fit runs off to a h
 test loss explodes on the few points it gets wrong."""
 
 
-def _linear_heads(encoder, world, config, seed, pool, means, test, loss, device) -> tuple[
+def _adaptation_pools(encoder, world: World, config: EvaluateConfig, seed: int, pool: torch.Tensor,
+                      means: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The labeled points of the adapters: (train pool (C, m, d), its class means, validation pool
+    (C, v, d)). A world without splits gives the population pool, its means, and the pool's points
+    after the probe's shots; a world with splits gives fresh points of its train and validation views."""
+    shots, val = config.probe_shots, config.probe_val
+    train_view, val_view = split_of(world, "train"), split_of(world, "validation")
+    if train_view is world and val_view is world:
+        return pool, means, pool[:, shots:shots + val]
+
+    def draw(view: World, per_class: int, name: str) -> torch.Tensor:
+        x, _ = sample_per_class(view, per_class, make_generator(seed, "evaluate", name))
+        return encode(encoder, x, config.block, device).view(world.classes, per_class, -1)
+
+    train = draw(train_view, config.mean_samples, "adapt-pool")
+    return train, train.mean(dim=1), draw(val_view, val, "adapt-validation")
+
+
+def _linear_heads(encoder, world, config, seed, means, mean_pool, pool, val_pool, test, loss, device) -> tuple[
         list[Measurement], dict[str, RunningMean], dict[str, float]]:
     """L_sup (best linear head, 2-class tasks) and the linear probe's AVG-k and TOP-R; with the
-    per-task moments and μ̂ variances of the paired step L_sup ≤ L^μ_sup."""
+    per-task moments and μ̂ variances of the paired step L_sup ≤ L^μ_sup.
+
+    ``means``/``mean_pool``: the population's μ̂ (W^μ̂, where L_sup's heads start) and the points
+    behind it; ``pool``/``val_pool``: the adapters' training and validation points (the C-way probe).
+    """
     out = []
     level = config.level
     block = config.block
@@ -462,7 +488,7 @@ def _linear_heads(encoder, world, config, seed, pool, means, test, loss, device)
     for name, values in zip(task_moments, (kept, mean_per_task, mean_per_task - kept)):
         task_moments[name].update(values)
     # the tasks have equal numbers of validation points, so the per-task means' μ̂ gradient is the points'
-    mu_variance = mean_loss.mean_variance(pool)
+    mu_variance = mean_loss.mean_variance(mean_pool)  # the pool behind μ̂
     variances = {"L_sup_mean_val": mu_variance, "sup_gap": mu_variance}
 
     shots = config.probe_shots
@@ -481,9 +507,9 @@ def _linear_heads(encoder, world, config, seed, pool, means, test, loss, device)
         out.append(Measurement("acc_avg", mean_estimate(correct.double().mean(-1), level).clipped(0, 1),
                                dict(adapter="linear", task_classes=size, shots=shots, split="test")))
 
-    # TOP-R of one C-way probe trained on the pool: an interval over test points, given the probe
+    # TOP-R of one C-way probe trained on the adapters' pool: an interval over test points, given the probe
     train_x, train_y = _flatten_tasks(pool[None, :, :shots])
-    val_x, val_y = _flatten_tasks(pool[None, :, shots:shots + val])
+    val_x, val_y = _flatten_tasks(val_pool[None])
     test_x, test_y = _flatten_tasks(test[None])
     scores = probe().fit(train_x, train_y, val_x, val_y).decision_function(test_x)[0]  # (C·t, C)
     for r in config.top_r:

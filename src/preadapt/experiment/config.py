@@ -81,10 +81,13 @@ class Config(BaseModel):
             if classes < 2:
                 raise ValueError(f"world.prior: got {prior}; at least two classes need a positive weight")
         self.evaluate.check_classes(classes)
-        block_size = getattr(self.objective, "block_size", 1)
+        try:  # what the sampler will draw (debiased: blocks of M + 1)
+            block_size = getattr(OBJECTIVES.build(self.objective), "block_size", 1)
+        except Exception:  # a user's factory that cannot build here is reported when the run builds it
+            block_size = 1
         if isinstance(block_size, int) and block_size > self.evaluate.mean_samples:
-            raise ValueError(f"objective.block_size: got {block_size}; allowed: 1..{self.evaluate.mean_samples} "
-                             f"(evaluate.mean_samples: μ̂ must average at least as many points as a block)")
+            raise ValueError(f"objective: draws blocks of {block_size} points; allowed: at most evaluate.mean_samples = "
+                             f"{self.evaluate.mean_samples} (μ̂ must average at least as many points as a block)")
         steps = self.pretrain.checkpoint_steps
         if self.bounds.comparator != "best" and self.bounds.comparator not in steps:
             raise ValueError(f"bounds.comparator: got {self.bounds.comparator}; allowed: 'best' or a checkpoint step "
