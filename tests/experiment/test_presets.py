@@ -48,3 +48,16 @@ def test_bounds_blocks_shows_the_block_loss_non_increasing_in_b(tmp_path):
     monotone = _last(results, "bound_slack", bound="block_monotone")
     assert (monotone["status"] == "holds").all() and len(monotone) == 3  # b = 2, 5, 10 each below the previous
     assert (tmp_path / "run" / "figures" / "blocks.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["demo-text", "digits"])
+def test_the_component_presets_learn_and_never_violate_an_every_f_statement(preset, tmp_path):
+    result = run(preadapt.load_config(preset=preset), out=tmp_path / "run")
+    assert result.status == "finished", result.error
+    results = result.results
+    assert not (results.loc[results["quantity"] == "bound_slack", "status"] == "violated").any()
+    accuracy = results[(results["quantity"] == "acc_avg") & (results["adapter"] == "mean")
+                       & (results["task_classes"] == 2)].set_index("step")
+    first, last = accuracy.loc[0], accuracy.loc[accuracy.index.max()]
+    assert last["lower"] > first["upper"]  # pretraining helps the mean classifier, beyond the CIs
