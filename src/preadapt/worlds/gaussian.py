@@ -9,7 +9,7 @@ import torch
 from pydantic import Field, field_validator, model_validator
 
 from preadapt.registry import ComponentConfig
-from preadapt.worlds.prior import as_prior
+from preadapt.worlds.prior import as_prior, check_prior_spec
 
 Prior = Literal["uniform"] | dict[Literal["zipf"], float] | list[float]
 
@@ -29,11 +29,7 @@ class GaussianWorldConfig(ComponentConfig):
     @field_validator("prior")
     @classmethod
     def _prior_ok(cls, prior):
-        if isinstance(prior, dict) and prior.get("zipf", 0.0) < 0:
-            raise ValueError("zipf exponent must be ≥ 0")
-        if isinstance(prior, list) and (any(w < 0 for w in prior) or sum(prior) <= 0):
-            raise ValueError("prior weights must be ≥ 0 and not all zero")
-        return prior
+        return check_prior_spec(prior)
 
     @model_validator(mode="after")
     def _shapes_agree(self):

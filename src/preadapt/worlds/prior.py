@@ -5,6 +5,19 @@ from __future__ import annotations
 import numpy as np
 
 
+def check_prior_spec(prior):
+    """Validate a config's prior (uniform, {zipf: exponent} or a list of weights); return it unchanged.
+
+    >>> check_prior_spec([1.0, 0.0])
+    [1.0, 0.0]
+    """
+    if isinstance(prior, dict) and prior.get("zipf", 0.0) < 0:
+        raise ValueError("zipf exponent must be ≥ 0")
+    if isinstance(prior, list) and (any(w < 0 for w in prior) or sum(prior) <= 0):
+        raise ValueError("prior weights must be ≥ 0 and not all zero")
+    return prior
+
+
 def as_prior(prior, classes: int) -> np.ndarray:
     """A prior as a float64 probability vector of length ``classes``.
 

@@ -26,7 +26,7 @@ from preadapt.registry import ComponentConfig
 from preadapt.worlds.finite import (DEFAULT_SPLIT, FiniteWorld, check_split, check_split_name, split_counts,
                                     stratified_assignment)
 from preadapt.worlds.gaussian import Prior
-from preadapt.worlds.prior import as_prior
+from preadapt.worlds.prior import as_prior, check_prior_spec
 
 PAD = 0  # the word id that pads sentences; no class ever emits it
 
@@ -49,11 +49,7 @@ class TopicWorldConfig(ComponentConfig):
     @field_validator("prior")
     @classmethod
     def _prior_ok(cls, prior):
-        if isinstance(prior, dict) and prior.get("zipf", 0.0) < 0:
-            raise ValueError("zipf exponent must be ≥ 0")
-        if isinstance(prior, list) and (any(w < 0 for w in prior) or sum(prior) <= 0):
-            raise ValueError("prior weights must be ≥ 0 and not all zero")
-        return prior
+        return check_prior_spec(prior)
 
     @field_validator("split")
     @classmethod
