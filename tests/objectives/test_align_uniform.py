@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from sampled_tuples import assert_trains_on_sampled_tuples
 from pydantic import ValidationError
 
 from preadapt.objectives import (
@@ -11,11 +12,9 @@ from preadapt.objectives import (
     AlignUniform,
     Encoded,
     align_loss,
-    encode_tuples,
     pooled_uniformity,
     uniform_loss,
 )
-from preadapt.worlds import GaussianWorld, draw_tuples
 
 
 def random_encoded(n, k, d, seed):
@@ -122,12 +121,5 @@ def test_module_refuses_bad_arguments():
 
 @pytest.mark.parametrize("params", [{}, {"negatives": 4, "alpha": 1.0, "t": 3.0, "uniform_weight": 0.5}])
 def test_builds_from_the_registry_and_trains_on_sampled_tuples(params):
-    objective = OBJECTIVES.build(OBJECTIVES.parse({"kind": "align_uniform", **params}))
+    objective = assert_trains_on_sampled_tuples("align_uniform", params)
     assert objective.block_size == 1
-    world = GaussianWorld(torch.randn(4, 5, generator=torch.Generator().manual_seed(0)), noise=1.0)
-    tuples = draw_tuples(world, 16, torch.Generator().manual_seed(1), objective.negatives, objective.block_size)
-    encoder = torch.nn.Linear(5, 3)
-    losses = objective(encode_tuples(encoder, tuples, dtype=torch.float64))
-    assert losses.shape == (16,) and torch.isfinite(losses).all()
-    losses.mean().backward()
-    assert all(torch.isfinite(p.grad).all() for p in encoder.parameters())

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from sampled_tuples import assert_trains_on_sampled_tuples
 from pydantic import ValidationError
 
 from preadapt.objectives import (
@@ -11,10 +12,8 @@ from preadapt.objectives import (
     Debiased,
     Encoded,
     debiased_loss,
-    encode_tuples,
     infonce_loss,
 )
-from preadapt.worlds import GaussianWorld, draw_tuples
 
 
 def random_encoded(n, N, M, d, seed, scale=1.0, shift=None):
@@ -158,11 +157,4 @@ def test_function_and_module_refuse_bad_arguments():
 
 @pytest.mark.parametrize("params", [{}, {"negatives": 4, "extra_positives": 3, "tau_plus": 0.25, "temperature": 0.5}])
 def test_builds_from_the_registry_and_trains_on_sampled_tuples(params):
-    objective = OBJECTIVES.build(OBJECTIVES.parse({"kind": "debiased", **params}))
-    world = GaussianWorld(torch.randn(4, 5, generator=torch.Generator().manual_seed(0)), noise=1.0)
-    tuples = draw_tuples(world, 16, torch.Generator().manual_seed(1), objective.negatives, objective.block_size)
-    encoder = torch.nn.Linear(5, 3)
-    losses = objective(encode_tuples(encoder, tuples, dtype=torch.float64))
-    assert losses.shape == (16,) and torch.isfinite(losses).all()
-    losses.mean().backward()
-    assert all(torch.isfinite(p.grad).all() for p in encoder.parameters())
+    objective = assert_trains_on_sampled_tuples("debiased", params)

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from sampled_tuples import assert_trains_on_sampled_tuples
 from pydantic import ValidationError
 
 from preadapt.objectives import (
@@ -11,13 +12,11 @@ from preadapt.objectives import (
     Encoded,
     InfoNCE,
     curl_loss,
-    encode_tuples,
     infonce_logits,
     infonce_loss,
     logistic,
 )
 from preadapt.objectives.infonce import block_means
-from preadapt.worlds import GaussianWorld, draw_tuples
 
 
 def random_encoded(n, k, b, d, seed, scale=1.0):
@@ -145,11 +144,4 @@ def test_module_refuses_bad_arguments():
 @pytest.mark.parametrize("params", [{}, {"negatives": 3, "block_size": 2, "temperature": 0.2},
                                     {"negatives": 0, "in_batch": True}])
 def test_builds_from_the_registry_and_trains_on_sampled_tuples(params):
-    objective = OBJECTIVES.build(OBJECTIVES.parse({"kind": "infonce", **params}))
-    world = GaussianWorld(torch.randn(4, 5, generator=torch.Generator().manual_seed(0)), noise=1.0)
-    tuples = draw_tuples(world, 16, torch.Generator().manual_seed(1), objective.negatives, objective.block_size)
-    encoder = torch.nn.Linear(5, 3)
-    losses = objective(encode_tuples(encoder, tuples, dtype=torch.float64))
-    assert losses.shape == (16,) and torch.isfinite(losses).all()
-    losses.mean().backward()
-    assert all(torch.isfinite(p.grad).all() for p in encoder.parameters())
+    objective = assert_trains_on_sampled_tuples("infonce", params)

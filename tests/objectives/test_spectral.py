@@ -2,16 +2,15 @@
 
 import pytest
 import torch
+from sampled_tuples import assert_trains_on_sampled_tuples
 from pydantic import ValidationError
 
 from preadapt.objectives import (
     OBJECTIVES,
     Encoded,
     Spectral,
-    encode_tuples,
     spectral_loss,
 )
-from preadapt.worlds import GaussianWorld, draw_tuples
 
 
 def random_encoded(n, k, b, d, seed):
@@ -82,12 +81,5 @@ def test_config_validation(bad):
 
 @pytest.mark.parametrize("params", [{}, {"negatives": 3}])
 def test_builds_from_the_registry_and_trains_on_sampled_tuples(params):
-    objective = OBJECTIVES.build(OBJECTIVES.parse({"kind": "spectral", **params}))
+    objective = assert_trains_on_sampled_tuples("spectral", params)
     assert objective.block_size == 1
-    world = GaussianWorld(torch.randn(4, 5, generator=torch.Generator().manual_seed(0)), noise=1.0)
-    tuples = draw_tuples(world, 16, torch.Generator().manual_seed(1), objective.negatives, objective.block_size)
-    encoder = torch.nn.Linear(5, 3)
-    losses = objective(encode_tuples(encoder, tuples, dtype=torch.float64))
-    assert losses.shape == (16,) and torch.isfinite(losses).all()
-    losses.mean().backward()
-    assert all(torch.isfinite(p.grad).all() for p in encoder.parameters())

@@ -106,12 +106,13 @@ def theorem_checks(evaluations: dict[int, Evaluation], prior: np.ndarray, traini
     reference = evaluations[chosen]
     radius = max(e.get("R").value for e in evaluations.values())
     complexity = training.complexity
-    rad = complexity.rad if complexity is not None else Estimate.exact(0.0)
-    gen, parts = generalisation_term(rad, radius, training.tuples, bounds_config.delta,
-                                     bounds_config.rademacher_constant, bounds_config.confidence_constant,
-                                     level=evaluate_config.level)
-    if complexity is None:
-        gen, parts = Estimate.exact(0.0), {}
+    if complexity is None:  # the premise check below says so; the sides are shown with Gen_M = 0
+        rad, gen, parts = Estimate.exact(0.0), Estimate.exact(0.0), {}
+    else:
+        rad = complexity.rad
+        gen, parts = generalisation_term(rad, radius, training.tuples, bounds_config.delta,
+                                         bounds_config.rademacher_constant, bounds_config.confidence_constant,
+                                         level=evaluate_config.level)
     common = {"Gen_M": gen, **parts, "Rad_S": rad, "R": Estimate.exact(radius), "M": Estimate.exact(training.tuples),
               "delta": Estimate.exact(bounds_config.delta),
               "rademacher_constant": Estimate.exact(bounds_config.rademacher_constant),

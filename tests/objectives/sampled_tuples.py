@@ -1,0 +1,21 @@
+"""A shared check for the objectives' tests: an objective built from the registry trains on tuples
+drawn by the sampler it asks for."""
+
+import torch
+
+from preadapt.objectives import OBJECTIVES, encode_tuples
+from preadapt.worlds import GaussianWorld, draw_tuples
+
+
+def assert_trains_on_sampled_tuples(kind: str, params: dict) -> torch.nn.Module:
+    """Build ``kind`` with ``params``, draw 16 tuples with its k and b, and check finite per-sample
+    losses (16,) and finite encoder gradients; returns the objective."""
+    objective = OBJECTIVES.build(OBJECTIVES.parse({"kind": kind, **params}))
+    world = GaussianWorld(torch.randn(4, 5, generator=torch.Generator().manual_seed(0)), noise=1.0)
+    tuples = draw_tuples(world, 16, torch.Generator().manual_seed(1), objective.negatives, objective.block_size)
+    encoder = torch.nn.Linear(5, 3)
+    losses = objective(encode_tuples(encoder, tuples, dtype=torch.float64))
+    assert losses.shape == (16,) and torch.isfinite(losses).all()
+    losses.mean().backward()
+    assert all(torch.isfinite(p.grad).all() for p in encoder.parameters())
+    return objective
