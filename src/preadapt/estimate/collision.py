@@ -43,6 +43,14 @@ def plug_in_variance(gradient: torch.Tensor, pool: torch.Tensor) -> float:
     return float((projected.pow(2).sum(dim=1) / (m - 1)).sum() / m)
 
 
+def collision_penalty(collisions: torch.Tensor, loss_name: str) -> torch.Tensor:
+    """g(m), the least ℓ given m negatives of the anchor's class: 1{m ≥ 1} for hinge, log₂(1 + m)
+    for base-2 logistic (Jensen over those m margins of mean 0)."""
+    if loss_name == "hinge":
+        return (collisions >= 1).to(F64)
+    return torch.log2(1.0 + collisions.to(F64))
+
+
 def collision_floor(prior: np.ndarray, negatives: int, loss_name: str) -> float:
     """E[g(m)], m = #{i : c⁻_i = c} ~ Binomial(k, ρ(c)) given c ~ ρ: τ_k for hinge, and
     E[log₂(1 + m)] for base-2 logistic (THEORY.md section 3, k negatives).
@@ -54,7 +62,7 @@ def collision_floor(prior: np.ndarray, negatives: int, loss_name: str) -> float:
     """
     prior = np.asarray(prior, dtype=np.float64)
     m = np.arange(negatives + 1)
-    g = (m >= 1).astype(np.float64) if loss_name == "hinge" else np.log2(1.0 + m)
+    g = collision_penalty(torch.from_numpy(m), loss_name).numpy()
     pmf = stats.binom.pmf(m[None, :], negatives, prior[:, None])  # (C, k + 1)
     return float((prior[:, None] * pmf * g[None, :]).sum())
 
@@ -129,12 +137,6 @@ def _mean_part(anchor, classes, collided, means, loss):
     return part.detach(), gradient, zero * (~collided)
 
 
-def _collision_floor_per_tuple(collisions: torch.Tensor, loss_name: str) -> torch.Tensor:
-    if loss_name == "hinge":
-        return (collisions >= 1).to(F64)
-    return torch.log2(1.0 + collisions.to(F64))
-
-
 def negatives_moments(encoder: nn.Module, world: World, means: torch.Tensor, negatives: list[int], samples: int,
                       generator: torch.Generator, loss, loss_name: str, block: int = 8192,
                       device="cpu") -> dict[int, CollisionMoments]:
@@ -160,7 +162,7 @@ def negatives_moments(encoder: nn.Module, world: World, means: torch.Tensor, neg
             losses = loss(margins[:, :k])
             collisions = same[:, :k].sum(dim=1)
             part, gradient, zero = _mean_part(anchor, classes[:, :k + 1], collisions > 0, means, loss)
-            lifted = part + _collision_floor_per_tuple(collisions, loss_name)
+            lifted = part + collision_penalty(collisions, loss_name)
             moments.loss.update(losses)
             moments.lifted.update(lifted)
             moments.mean_part.update(part, gradient)
