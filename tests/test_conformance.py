@@ -9,7 +9,8 @@ being covered); a kind whose optional package is absent is skipped, saying which
 
 Checks:
 - worlds: ``sample`` returns (n, *input_shape); the same seeds give the same world and samples; the
-  prior is a float64 distribution over the classes; ``draw_tuples`` lays tuples out as documented;
+  prior is a float64 distribution over the classes; ``draw_tuples`` lays tuples out as documented
+  (with ``true_negatives``, no negative shares its anchor's class);
   split views sample the same shapes; the world pickles.
 - encoders (on a world whose inputs they take): (n, d) outputs; the same generator seed gives the
   same encoder whatever torch's global seed is; float64 agrees with float32 to 1e-5; finite gradients
@@ -186,6 +187,9 @@ def test_world_draws_tuples(world_case):
         assert classes.min() >= 0 and classes.max() < world.classes
     again = draw_tuples(world, n, seeded(3), negatives=k, block_size=b)
     assert torch.equal(tuples.anchor, again.anchor) and torch.equal(tuples.negatives, again.negatives)
+    oracle = draw_tuples(world, 50, seeded(3), negatives=k, block_size=b, true_negatives=True)  # [Chuang20]
+    assert tuple(oracle.negatives.shape) == (50, k, b, *shape)
+    assert not (oracle.negative_class == oracle.anchor_class[:, None]).any()
 
 
 # ---------------------------------------------------------------- encoders
@@ -295,8 +299,9 @@ def build_objective(setup: ObjectiveSetup, dim: int):
 
 
 def encoded_batch(setup: ObjectiveSetup, objective, seed: int = 3) -> Encoded:
-    """Tuples drawn with the objective's own k and b, encoded (in float32) and cast to float64."""
-    tuples = draw_tuples(setup.world, N_TUPLES, seeded(seed), objective.negatives, objective.block_size)
+    """Tuples drawn with the objective's own k, b and sampler, encoded (in float32) and cast to float64."""
+    tuples = draw_tuples(setup.world, N_TUPLES, seeded(seed), objective.negatives, objective.block_size,
+                         true_negatives=getattr(objective, "true_negatives", False))
     with torch.no_grad():
         return encode_tuples(setup.encoder, tuples, dtype=torch.float64)
 

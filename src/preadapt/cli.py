@@ -1,7 +1,7 @@
 """The ``preadapt`` command line: parses, calls experiment/ and report/, prints.
 
 Exit codes: 0 success; 2 invalid config or arguments (one line, nothing written); 1 a run failed
-(recorded in the store).
+(recorded in the store); 130 a sweep stopped by Ctrl-C (or SIGTERM), resumable.
 """
 
 from __future__ import annotations
@@ -88,11 +88,105 @@ def run_command(
 
 @app.command("presets")
 def presets_command() -> None:
-    """List the presets, one line each."""
+    """List the presets, one line each: run presets (preadapt run --preset), then sweep presets."""
     from preadapt.experiment.presets import preset_descriptions
+    from preadapt.experiment.sweep import sweep_preset_descriptions
 
     for name, description in preset_descriptions().items():
         console.print(f"{name:20s} {description}", markup=False, highlight=False)
+    console.print("sweeps (preadapt sweep --preset NAME):", markup=False, highlight=False)
+    for name, description in sweep_preset_descriptions().items():
+        console.print(f"{name:20s} {description}", markup=False, highlight=False)
+
+
+@app.command("sweep")
+def sweep_command(
+    sweep_file: Optional[Path] = typer.Argument(None, help="sweep file (YAML: base, grid, zip, replicates)"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="a sweep preset (see `preadapt presets`)"),
+    backend: str = typer.Option("local", "--backend", help="local or ray"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="runs at once (local: 1 = in-process; ray: CPUs)"),
+    address: Optional[str] = typer.Option(None, "--address", help="a running Ray cluster to join (--backend ray)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="sweep directory (default runs/<sweep name>)"),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="run the failed runs again"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="validate and list the runs; run nothing"),
+) -> None:
+    """Run a sweep (resumable: finished runs are skipped), write results.csv and the sweep report."""
+    import signal
+
+    from preadapt.experiment.config import ConfigError
+    from preadapt.experiment.executors import make_executor
+    from preadapt.experiment.sweep import load_sweep, run_sweep
+
+    try:
+        sweep = load_sweep(sweep_file, preset)
+        if backend not in ("local", "ray"):
+            raise ConfigError(f"--backend: got {backend!r}; allowed: local, ray")
+        target = out if out is not None else Path("runs") / sweep.name
+        if dry_run:
+            _print_plan(sweep)
+            return
+        executor = make_executor(backend, workers, address)
+    except ConfigError as error:
+        _fail(str(error))
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a scheduler's stop: the same clean stop as Ctrl-C
+    resume = f"preadapt sweep {sweep_file if sweep_file is not None else '--preset ' + str(preset)} --out {target}"
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TextColumn("{task.fields[counts]}"), TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn())
+    with Progress(*columns, console=errors, transient=True, disable=not errors.is_terminal) as bar:
+        task = bar.add_task(f"sweep {sweep.name}", total=1, counts="")
+
+        def progress(counts) -> None:
+            bar.update(task, total=max(counts.to_run, 1), completed=counts.finished + counts.failed,
+                       counts=f"finished {counts.finished} · failed {counts.failed} · running {counts.running}"
+                              + (f" · {counts.earlier} earlier" if counts.earlier else ""))
+
+        try:
+            summary = run_sweep(sweep, target, executor, retry_failed=retry_failed, progress=progress)
+        except ConfigError as error:
+            executor.shutdown(cancel=True)
+            _fail(str(error))
+    _print_sweep_summary(summary)
+    if summary.interrupted:
+        _fail(f"interrupted: {len(summary.finished)} of {len(sweep.runs)} runs finished; resume with: {resume}",
+              code=130)
+    failed = summary.failed
+    if failed:
+        listed = "; ".join(f"{run_id}: {summary.errors.get(run_id, '?')}" for run_id in failed)
+        _fail(f"{len(failed)} of {len(sweep.runs)} runs failed ({listed}); rerun them with: {resume} --retry-failed",
+              code=1)
+    console.print(f"wrote {target}/ (report: {target / 'report.html'})", markup=False, highlight=False)
+
+
+def _axis_header(name: str) -> str:
+    return name.rsplit(".", 1)[-1]
+
+
+def _print_plan(sweep) -> None:
+    table = Table(title=f"sweep {sweep.name}: {len(sweep.runs)} runs", title_justify="left")
+    for column in ["run", *(_axis_header(axis["name"]) for axis in sweep.axes), "replicate", "seed"]:
+        table.add_column(column, overflow="fold")
+    for planned in sweep.runs:
+        table.add_row(planned.run_id, *(str(value) for value in planned.point.values()), str(planned.replicate),
+                      str(planned.config.seed))
+    console.print(table)
+
+
+def _print_sweep_summary(summary) -> None:
+    """One line per run: its point, replicate, status, seconds (when computed now) and error."""
+    sweep = summary.sweep
+    table = Table(title=f"sweep {sweep.name}: {len(summary.finished)} finished, {len(summary.failed)} failed "
+                        f"of {len(sweep.runs)}", title_justify="left")
+    errors = any(summary.errors.get(planned.run_id) for planned in sweep.runs)
+    columns = ["run", *(_axis_header(axis["name"]) for axis in sweep.axes), "rep", "status", "s"]
+    for column in columns + (["error"] if errors else []):
+        table.add_column(column, overflow="fold")
+    for planned in sweep.runs:
+        seconds = summary.seconds.get(planned.run_id)
+        cells = [planned.run_id, *(str(value) for value in planned.point.values()), str(planned.replicate),
+                 summary.statuses.get(planned.run_id, "not run"), f"{seconds:.1f}" if seconds is not None else ""]
+        table.add_row(*cells, *([summary.errors.get(planned.run_id) or ""] if errors else []))
+    console.print(table)
 
 
 def _open_store(directory: Path):
@@ -100,39 +194,51 @@ def _open_store(directory: Path):
 
     path = directory / "results.sqlite"
     if not path.is_file():
-        _fail(f"{directory}: no results.sqlite here (is it a run directory?)")
+        _fail(f"{directory}: no results.sqlite here (is it a run or sweep directory?)")
     return Store(path)
 
 
 @app.command("report")
-def report_command(directory: Path = typer.Argument(..., help="a run directory")) -> None:
-    """Rebuild report.html and figures/ of a run directory from its store."""
+def report_command(directory: Path = typer.Argument(..., help="a run or sweep directory")) -> None:
+    """Rebuild report.html and figures/ of a run or sweep directory from its store."""
     from preadapt.report.html import write_report
 
     store = _open_store(directory)
     try:
-        results, runs = store.results(), store.runs()
+        results, runs, sweep = store.results(), store.runs(), store.get_meta("sweep")
     finally:
         store.close()
-    config_file = directory / "config.yaml"
-    config_yaml = config_file.read_text() if config_file.is_file() else ""
-    path = write_report(directory, results, runs, config_yaml, title=f"preadapt run: {directory.name}")
+    if sweep is not None:
+        from preadapt.experiment.sweep import sweep_results
+        from preadapt.report.sweep import write_sweep_report
+
+        path = write_sweep_report(directory, sweep_results(results, sweep), runs, sweep,
+                                  title=f"preadapt sweep: {sweep['name']}")
+    else:
+        config_file = directory / "config.yaml"
+        config_yaml = config_file.read_text() if config_file.is_file() else ""
+        path = write_report(directory, results, runs, config_yaml, title=f"preadapt run: {directory.name}")
     console.print(f"wrote {path}", markup=False, highlight=False)
 
 
 @app.command("results")
 def results_command(
-    directory: Path = typer.Argument(..., help="a run directory"),
+    directory: Path = typer.Argument(..., help="a run or sweep directory"),
     format: str = typer.Option("csv", "--format", help="csv or json"),
 ) -> None:
-    """Print the tidy results table of a run directory as CSV or JSON (for pandas)."""
+    """Print the tidy results table of a run or sweep directory as CSV or JSON (for pandas); a
+    sweep's table has its runs' replicate and swept fields as extra columns."""
     if format not in ("csv", "json"):
         _fail(f"--format: got {format!r}; allowed: csv, json")
     store = _open_store(directory)
     try:
-        results = store.results()
+        results, sweep = store.results(), store.get_meta("sweep")
     finally:
         store.close()
+    if sweep is not None:
+        from preadapt.experiment.sweep import sweep_results
+
+        results = sweep_results(results, sweep)
     text = results.to_csv(index=False) if format == "csv" else results.to_json(orient="records", indent=1)
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
 

@@ -24,3 +24,31 @@ DIVERGING = {
 @pytest.fixture
 def tiny():
     return {key: (dict(value) if isinstance(value, dict) else value) for key, value in TINY.items()}
+
+
+SWEEP_BASE = {**TINY, "name": "base", "threads": 1,
+              "objective": {"kind": "curl", "loss": "logistic", "negatives": 1, "block_size": 1},
+              "pretrain": {"tuples": 256, "epochs": 2, "batch_size": 64, "checkpoints": [0]}}
+"""A run of about a second: the base of the test sweeps (one torch thread, so that every backend
+computes bit for bit the same)."""
+
+TWELVE = {"name": "twelve", "base": "base.yaml", "grid": {"objective.negatives": [1, 2, 4], "objective.block_size": [1, 2]},
+          "replicates": 2}
+"""The 12-run sweep of the acceptance tests: 3 × 2 points × 2 replicates."""
+
+
+def write_sweep(folder, spec, base=None):
+    """Write base.yaml and sweep.yaml into ``folder``; return the sweep file's path."""
+    import yaml
+
+    (folder / "base.yaml").write_text(yaml.safe_dump(base or SWEEP_BASE))
+    path = folder / "sweep.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def sorted_results(frame):
+    """A results table in a canonical row order (runs complete in any order)."""
+    keys = ["run", "step", "quantity", "negatives", "block_size", "task_classes", "top_r", "adapter", "shots", "split",
+            "bound", "term"]
+    return frame.sort_values(keys, kind="stable").reset_index(drop=True)

@@ -52,6 +52,38 @@ def test_a_run_writes_every_file_and_the_store_matches_the_csv(tmp_path, tiny):
     assert not (slack["status"] == "violated").any()
 
 
+def test_the_true_negative_infonce_oracle_trains_and_measures_l_pre_on_true_negatives(monkeypatch, tiny):
+    """objective.true_negatives reaches the training tuples and L_pre's fresh tuples; the L_un family
+    keeps negatives from ρ (collisions included)."""
+    import importlib
+
+    from preadapt.worlds.sampling import draw_tuples
+
+    quantities = importlib.import_module("preadapt.estimate.quantities")
+    run_module = importlib.import_module("preadapt.experiment.run")  # the package exports the function run
+
+    drawn = []
+
+    def spy(world, n, generator, negatives=1, block_size=1, condition=None, true_negatives=False):
+        tuples = draw_tuples(world, n, generator, negatives, block_size, condition, true_negatives)
+        drawn.append((true_negatives, condition, tuples))
+        return tuples
+
+    monkeypatch.setattr(run_module, "draw_tuples", spy)
+    monkeypatch.setattr(quantities, "draw_tuples", spy)
+    config = {**tiny, "objective": {"kind": "infonce", "negatives": 3, "true_negatives": True}}
+    result = run(config)
+    assert result.status == "finished", result.error
+    assert {"L_pre_train", "L_pre", "L_un"} <= set(result.results["quantity"])
+    oracle = [t for flag, _, t in drawn if flag]
+    marginal = [t for flag, condition, t in drawn if not flag and condition is None]
+    assert len(oracle) >= 1 + len(result.checks)  # the training tuples, and L_pre at every checkpoint
+    assert oracle[0].negatives_count == 3 and len(oracle[0]) == tiny["pretrain"]["tuples"]
+    for tuples in oracle:
+        assert not (tuples.negative_class == tuples.anchor_class[:, None]).any()
+    assert marginal and any((t.negative_class == t.anchor_class[:, None]).any() for t in marginal)
+
+
 def test_checkpoints_load_with_weights_only(tmp_path, tiny):
     run(tiny, out=tmp_path / "run")
     state = torch.load(tmp_path / "run" / "checkpoints" / "step_000008.pt", weights_only=True)
@@ -87,7 +119,7 @@ def test_an_injected_fault_is_recorded_not_raised(tmp_path, tiny):
         result = run({**tiny, "objective": {"kind": "faulty"}}, out=tmp_path / "f")
     finally:
         OBJECTIVES._entries.pop("faulty")
-    assert result.status == "failed" and result.error == "RuntimeError: injected fault"
+    assert result.status == "failed" and result.error == "RuntimeError: injected fault (at step 0, evaluating the checkpoint)"
 
 
 def test_a_user_world_registered_by_name_is_usable_in_configs(tiny):

@@ -8,11 +8,12 @@ from preadapt.worlds import GaussianWorld, draw_tuples
 
 
 def assert_trains_on_sampled_tuples(kind: str, params: dict) -> torch.nn.Module:
-    """Build ``kind`` with ``params``, draw 16 tuples with its k and b, and check finite per-sample
-    losses (16,) and finite encoder gradients; returns the objective."""
+    """Build ``kind`` with ``params``, draw 16 tuples with its k, b and (if it has one) true-negative
+    sampler, and check finite per-sample losses (16,) and finite encoder gradients; returns the objective."""
     objective = OBJECTIVES.build(OBJECTIVES.parse({"kind": kind, **params}))
     world = GaussianWorld(torch.randn(4, 5, generator=torch.Generator().manual_seed(0)), noise=1.0)
-    tuples = draw_tuples(world, 16, torch.Generator().manual_seed(1), objective.negatives, objective.block_size)
+    tuples = draw_tuples(world, 16, torch.Generator().manual_seed(1), objective.negatives, objective.block_size,
+                         true_negatives=getattr(objective, "true_negatives", False))
     encoder = torch.nn.Linear(5, 3)
     losses = objective(encode_tuples(encoder, tuples, dtype=torch.float64))
     assert losses.shape == (16,) and torch.isfinite(losses).all()

@@ -158,3 +158,16 @@ def test_function_and_module_refuse_bad_arguments():
 @pytest.mark.parametrize("params", [{}, {"negatives": 4, "extra_positives": 3, "tau_plus": 0.25, "temperature": 0.5}])
 def test_builds_from_the_registry_and_trains_on_sampled_tuples(params):
     objective = assert_trains_on_sampled_tuples("debiased", params)
+
+
+def test_tau_plus_null_reads_the_collision_probability_of_the_prior():
+    from preadapt.objectives import OBJECTIVES
+
+    objective = OBJECTIVES.build(OBJECTIVES.parse({"kind": "debiased", "tau_plus": None}))
+    with pytest.raises(ValueError, match="call use_prior"):
+        objective(None)
+    prior = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
+    objective.use_prior(prior)
+    assert objective.tau_plus == pytest.approx(0.25 + 0.09 + 0.04, abs=1e-12)  # Σρ² = P(a ρ-negative shares c)
+    objective.use_prior(torch.full((4,), 0.25))  # a value once set stays
+    assert objective.tau_plus == pytest.approx(0.38, abs=1e-12)

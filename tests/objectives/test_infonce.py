@@ -12,11 +12,13 @@ from preadapt.objectives import (
     Encoded,
     InfoNCE,
     curl_loss,
+    encode_tuples,
     infonce_logits,
     infonce_loss,
     logistic,
 )
 from preadapt.objectives.infonce import block_means
+from preadapt.worlds import GaussianWorld, as_prior, draw_tuples
 
 
 def random_encoded(n, k, b, d, seed, scale=1.0):
@@ -128,7 +130,8 @@ def test_collapsed_gradients_are_finite():
 
 
 @pytest.mark.parametrize("bad", [{"temperature": 0.0}, {"temperature": -1.0}, {"negatives": -1}, {"negatives": 0},
-                                 {"block_size": 0}, {"in_batch": "maybe"}, {"margin": 1.0}])
+                                 {"block_size": 0}, {"in_batch": "maybe"}, {"margin": 1.0},
+                                 {"true_negatives": "maybe"}, {"true_negatives": True, "in_batch": True}])
 def test_config_validation(bad):
     with pytest.raises(ValidationError):
         OBJECTIVES.parse({"kind": "infonce", **bad})
@@ -139,9 +142,31 @@ def test_module_refuses_bad_arguments():
         InfoNCE(temperature=0.0)
     with pytest.raises(ValueError, match="negatives"):
         InfoNCE(negatives=0)
+    with pytest.raises(ValueError, match="in_batch = false"):
+        InfoNCE(negatives=2, in_batch=True, true_negatives=True)
 
 
 @pytest.mark.parametrize("params", [{}, {"negatives": 3, "block_size": 2, "temperature": 0.2},
-                                    {"negatives": 0, "in_batch": True}])
+                                    {"negatives": 0, "in_batch": True}, {"negatives": 3, "true_negatives": True}])
 def test_builds_from_the_registry_and_trains_on_sampled_tuples(params):
     objective = assert_trains_on_sampled_tuples("infonce", params)
+
+
+def test_true_negatives_is_a_sampler_attribute_the_loss_ignores():
+    """The oracle of [Chuang20] changes what the sampler draws, never the loss of given tuples."""
+    default = OBJECTIVES.build(OBJECTIVES.parse({"kind": "infonce", "negatives": 3}))
+    oracle = OBJECTIVES.build(OBJECTIVES.parse({"kind": "infonce", "negatives": 3, "true_negatives": True}))
+    assert default.true_negatives is False and oracle.true_negatives is True
+    assert (oracle.negatives, oracle.block_size) == (default.negatives, default.block_size)
+    e = random_encoded(6, 3, 1, 4, seed=3)
+    assert torch.equal(oracle(e), default(e))
+
+
+def test_true_negative_tuples_drawn_for_the_objective_have_no_same_class_negative():
+    world = GaussianWorld(torch.eye(3) * 4.0, noise=0.5, prior=as_prior([0.6, 0.3, 0.1], 3))
+    oracle = OBJECTIVES.build(OBJECTIVES.parse({"kind": "infonce", "negatives": 5, "true_negatives": True}))
+    tuples = draw_tuples(world, 4000, torch.Generator().manual_seed(2), oracle.negatives, oracle.block_size,
+                         true_negatives=oracle.true_negatives)
+    assert not (tuples.negative_class == tuples.anchor_class[:, None]).any()
+    losses = oracle(encode_tuples(torch.nn.Identity(), tuples, dtype=torch.float64))
+    assert losses.shape == (4000,) and torch.isfinite(losses).all()

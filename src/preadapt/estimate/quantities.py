@@ -228,7 +228,8 @@ def evaluate_encoder(
 
     ``curl_loss_name``: ℓ of L_un. ``negatives``/``block_size``: the configured k and b, at which
     L_un and L_un_block are measured besides k = 1. ``objective``/``train_tuples``: the training
-    objective, for L_pre (fresh tuples) and L_pre_train (the training tuples).
+    objective, for L_pre (fresh tuples from the objective's sampler: with its ``true_negatives``,
+    negatives of other classes only) and L_pre_train (the training tuples).
     """
     level = config.level
     loss = LOSSES[curl_loss_name]
@@ -274,7 +275,9 @@ def evaluate_encoder(
             add("L_pre_train", Estimate(train.mean, train.mean, train.mean, train.count, 1.0, "empirical"),
                 split="train", negatives=k, block_size=b)
         generator = make_generator(seed, "evaluate", "L_pre")
-        batches = (draw_tuples(world, min(per_block, config.samples - i), generator, k, b)
+        true_negatives = getattr(objective, "true_negatives", False)  # the objective's sampler, not L_un's
+        batches = (draw_tuples(world, min(per_block, config.samples - i), generator, k, b,
+                               true_negatives=true_negatives)
                    for i in range(0, config.samples, per_block))
         add("L_pre", _objective_moments(encoder, objective, batches, device).estimate(level),
             split="fresh", negatives=k, block_size=b)
@@ -417,6 +420,19 @@ def _flatten_tasks(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return points.reshape(P, K * s, d), torch.arange(K).repeat_interleave(s).expand(P, K * s)
 
 
+def few_shot_mean_scores(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
+                         classes: int) -> torch.Tensor:
+    """Scores of the mean classifier W^μ̂ fitted on each task's own points: train_x (P, n, d),
+    train_y (P, n) in [0, K), test_x (P, m, d) → (P, m, K), task p's μ̂ from its points only.
+
+    >>> train = torch.tensor([[[1.0, 0.0], [3.0, 0.0], [0.0, 1.0]]])  # one task: μ̂_0 = (2, 0), μ̂_1 = (0, 1)
+    >>> few_shot_mean_scores(train, torch.tensor([[0, 0, 1]]), torch.tensor([[[1.0, 1.0]]]), 2)
+    tensor([[[2., 1.]]])
+    """
+    return torch.stack([MeanClassifier().fit(x, y, num_classes=classes).decision_function(z)
+                        for x, y, z in zip(train_x, train_y, test_x)])
+
+
 SUP_PENALTIES = (1e-4, 1e-3, 1e-2, 1e-1)
 """Penalties of the candidate heads for L_sup; with W^μ̂ itself, the best on validation is kept.
 No zero penalty: on (nearly) separable tasks the unpenalised fit runs off to a huge norm and its
@@ -443,8 +459,9 @@ def _adaptation_pools(encoder, world: World, config: EvaluateConfig, seed: int, 
 
 def _linear_heads(encoder, world, config, seed, means, mean_pool, pool, val_pool, test, loss, device) -> tuple[
         list[Measurement], dict[str, RunningMean], dict[str, float]]:
-    """L_sup (best linear head, 2-class tasks) and the linear probe's AVG-k and TOP-R; with the
-    per-task moments and μ̂ variances of the paired step L_sup ≤ L^μ_sup.
+    """L_sup (best linear head, 2-class tasks), the linear probe's AVG-k and TOP-R, and the few-shot
+    mean classifier's AVG-k on the probe's tasks and points; with the per-task moments and μ̂
+    variances of the paired step L_sup ≤ L^μ_sup.
 
     ``means``/``mean_pool``: the population's μ̂ (W^μ̂, where L_sup's heads start) and the points
     behind it; ``pool``/``val_pool``: the adapters' training and validation points (the C-way probe).
@@ -506,6 +523,12 @@ def _linear_heads(encoder, world, config, seed, means, mean_pool, pool, val_pool
         correct = margins_from_scores(fitted_probe.decision_function(test_x), test_y).min(-1).values > 0  # ties: errors
         out.append(Measurement("acc_avg", mean_estimate(correct.double().mean(-1), level).clipped(0, 1),
                                dict(adapter="linear", task_classes=size, shots=shots, split="test")))
+        # The few-shot mean classifier on the same points: μ̂ of each task class from its s training
+        # points, scored by inner product ([Arora19]); it needs no validation points.
+        scores = few_shot_mean_scores(train_x, train_y, test_x, size)  # (P, K·t, K)
+        correct = margins_from_scores(scores, test_y).min(-1).values > 0  # ties: errors
+        out.append(Measurement("acc_avg", mean_estimate(correct.double().mean(-1), level).clipped(0, 1),
+                               dict(adapter="mean", task_classes=size, shots=shots, split="test")))
 
     # TOP-R of one C-way probe trained on the adapters' pool: an interval over test points, given the probe
     train_x, train_y = _flatten_tasks(pool[None, :, :shots])

@@ -136,6 +136,26 @@ def parse_config(data: dict[str, Any]) -> Config:
         raise ConfigError(format_validation_error(error)) from None
 
 
+def set_field(data: dict[str, Any], field: str, value: Any, where: str) -> None:
+    """Set the dotted ``field`` of a config mapping in place (sections are created as needed);
+    ``where`` names the source of the value in errors (``--set world.classes=5``, ``grid``).
+
+    >>> data = {"world": {"classes": 20}}
+    >>> set_field(data, "world.classes", 5, "--set"); data
+    {'world': {'classes': 5}}
+    """
+    path = field.strip().split(".")
+    if not field.strip() or any(not part for part in path):
+        raise ConfigError(f"{where}: {field!r} is not a field path; expected FIELD.PATH, for example world.classes")
+    node = data
+    for depth, part in enumerate(path[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{where}: {'.'.join(path[:depth + 1])} is not a section")
+        node = child
+    node[path[-1]] = value
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """Apply ``a.b=value`` overrides (values read as YAML: ``3``, ``[2, 10]``, ``true``, ``null``).
 
@@ -145,20 +165,13 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
     data = json.loads(json.dumps(data))  # a deep copy of plain data
     for item in overrides:
         key, sep, raw = item.partition("=")
-        path = key.strip().split(".")
-        if not sep or not key.strip() or any(not part for part in path):
+        if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
             raise ConfigError(f"--set {item!r}: expected FIELD.PATH=VALUE, for example world.classes=10")
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
             raise ConfigError(f"--set {item!r}: the value is not valid YAML") from None
-        node = data
-        for depth, part in enumerate(path[:-1]):
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set {item!r}: {'.'.join(path[:depth + 1])} is not a section")
-            node = child
-        node[path[-1]] = value
+        set_field(data, key, value, f"--set {item!r}")
     return data
 
 

@@ -18,6 +18,8 @@ def preset_path(name: str) -> Path:
     from preadapt.experiment.config import ConfigError
 
     path = PRESET_DIR / f"{name}.yaml"
+    if not path.is_file() and (PRESET_DIR / "sweeps" / f"{name}.yaml").is_file():
+        raise ConfigError(f"--preset: {name!r} is a sweep preset; run it with: preadapt sweep --preset {name}")
     if not path.is_file():
         raise ConfigError(f"--preset: got {name!r}; allowed: {', '.join(preset_names())}")
     return path
@@ -27,11 +29,12 @@ def preset_data(name: str) -> dict[str, Any]:
     return yaml.safe_load(preset_path(name).read_text()) or {}
 
 
+def first_comment(path: Path) -> str:
+    """A preset's one-line description: the first comment line of its file."""
+    first = next((line for line in path.read_text().splitlines() if line.startswith("#")), "#")
+    return first.lstrip("# ").strip()
+
+
 def preset_descriptions() -> dict[str, str]:
-    """Each preset's one-line description: the first comment line of its file."""
-    out = {}
-    for name in preset_names():
-        first = next((line for line in (PRESET_DIR / f"{name}.yaml").read_text().splitlines()
-                      if line.startswith("#")), "#")
-        out[name] = first.lstrip("# ").strip()
-    return out
+    """Each preset's one-line description."""
+    return {name: first_comment(PRESET_DIR / f"{name}.yaml") for name in preset_names()}

@@ -88,7 +88,7 @@ def _git_revision() -> str | None:
     return result.stdout.strip() or None if result.returncode == 0 else None
 
 
-def _now() -> str:
+def utc_now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
@@ -125,13 +125,103 @@ def _theorems(config: Config, encoder: nn.Module, objective: nn.Module, evaluati
 
 def _attach(objective: nn.Module, encoder: nn.Module, world: World, seed: int, device) -> None:
     """Give an objective with parameters of its own (``attach(classes, dim, generator)``, e.g. a
-    supervised head) the number of latent classes and the encoder's output dimension."""
+    supervised head) the number of latent classes and the encoder's output dimension, and one that
+    reads the class prior (``use_prior(prior)``, e.g. the debiased loss's τ⁺) the world's ρ."""
+    if hasattr(objective, "use_prior"):
+        objective.use_prior(world.prior)
     if not hasattr(objective, "attach"):
         return
     with torch.no_grad():
         probe = world.sample(torch.zeros(1, dtype=torch.long), make_generator(seed, "attach"))
         dim = int(encoder(probe.to(device)).shape[-1])
     objective.attach(world.classes, dim, make_generator(seed, "objective"))
+
+
+class RunFailure(RuntimeError):
+    """An error raised inside a run, with where it arose: the training step and the stage."""
+
+    def __init__(self, failure: Exception, step: int, stage: str) -> None:
+        super().__init__(f"{type(failure).__name__}: {failure} (at step {step}, {stage})")
+        self.failure, self.step, self.stage = failure, step, stage
+
+
+def describe_failure(failure: Exception) -> str:
+    """The one-line reason a run failed, as stored in ``runs.error``."""
+    return str(failure) if isinstance(failure, RunFailure) else f"{type(failure).__name__}: {failure}"
+
+
+def run_provenance(config: Config, device: torch.device) -> dict[str, Any]:
+    """The ``runs`` row of a run about to start (DESIGN.md section 3): its id, the config and where it runs."""
+    config_hash = config.config_hash()
+    return dict(run_id=f"{config.name}-{config_hash[:8]}", config_hash=config_hash,
+                config_json=config.model_dump_json(), started_at=utc_now(), preadapt_version=metadata.version("preadapt"),
+                git_revision=_git_revision(), torch_version=torch.__version__, threads=torch.get_num_threads(),
+                device=str(device), seed=config.seed)
+
+
+def pipeline(config: Config, device: torch.device, run_id: str, rows: list[dict[str, Any]],
+             checks: dict[int, list[BoundCheck]], checkpoint_dir: Path | None = None,
+             progress: Callable[[str, int, int], None] | None = None) -> tuple[str, str | None]:
+    """The computation of one run, no files but the checkpoints: world, tuples, encoder, pretraining,
+    and per checkpoint the estimates and bound checks, appended to ``rows`` (tidy records) and
+    ``checks`` as they come. Returns (status, error): a divergence is ("failed", "diverged at step
+    ...") with the checkpoints before it kept; any other error raised while training or evaluating
+    propagates as a RunFailure naming the step and stage (the rows so far stay)."""
+    evaluations: dict[int, Evaluation] = {}
+    states: list[dict[str, torch.Tensor]] = []
+    status, error = "finished", None
+    seed = config.seed
+    world = WORLDS.build(config.world, make_generator(seed, "world"))
+    objective = OBJECTIVES.build(config.objective)
+    encoder = ENCODERS.build(config.encoder, world.input_shape, make_generator(seed, "encoder")).to(device)
+    _attach(objective, encoder, world, seed, device)
+    objective = objective.to(device)
+    train_tuples = draw_tuples(split_of(world, "train"), config.pretrain.tuples,  # a held-out world's train view
+                               make_generator(seed, "train-tuples"), objective.negatives, objective.block_size,
+                               true_negatives=getattr(objective, "true_negatives", False))
+    steps = config.pretrain.checkpoint_steps
+    loss_name = _curl_loss_name(config)
+
+    where = {"step": 0, "stage": "training"}
+
+    def on_checkpoint(step: int, model: nn.Module) -> None:
+        where.update(step=step, stage="evaluating the checkpoint")
+        if checkpoint_dir is not None:
+            torch.save(model.state_dict(), checkpoint_dir / f"step_{step:06d}.pt")
+        evaluation = evaluate_encoder(
+            model, world, config.evaluate, seed, curl_loss_name=loss_name,
+            negatives=objective.negatives, block_size=objective.block_size, objective=objective,
+            train_tuples=train_tuples, device=device)
+        evaluations[step] = evaluation
+        states.append({name: value.detach().to("cpu", copy=True) for name, value in model.state_dict().items()})
+        checks[step] = check_bounds(evaluation, world, config.evaluate, loss_name)
+        measured = evaluation.measurements + [m for c in checks[step] for m in c.measurements()]
+        rows.extend(measurement_rows(measured, run_id, step))
+        where.update(step=step + 1, stage="training")
+        if progress is not None:
+            progress("evaluate", len(checks), len(steps))
+
+    def on_step(step: int, total: int, loss: float) -> None:
+        where.update(step=step + 1)
+        if progress is not None:
+            progress("pretrain", step, total)
+
+    def add_theorems() -> None:  # once every checkpoint is known: the comparator is one of them
+        for step, theorems in _theorems(config, encoder, objective, evaluations, states, train_tuples, world,
+                                        loss_name).items():
+            checks[step].extend(theorems)
+            rows.extend(measurement_rows([m for c in theorems for m in c.measurements()], run_id, step))
+
+    try:
+        pretrain(encoder, objective, train_tuples, config.pretrain, make_generator(seed, "shuffle"),
+                 on_checkpoint=on_checkpoint, device=device, progress=on_step)
+    except DivergenceError as failure:
+        status, error = "failed", str(failure)
+    except Exception as failure:
+        raise RunFailure(failure, where["step"], where["stage"]) from failure
+    if evaluations:  # also the checkpoints evaluated before a divergence
+        add_theorems()
+    return status, error
 
 
 def run(config: Config | dict | str | Path, out: str | Path | None = None, force: bool = False,
@@ -161,73 +251,25 @@ def run(config: Config | dict | str | Path, out: str | Path | None = None, force
         (out / "config.yaml").write_text(config.to_yaml())
     if config.threads is not None:
         torch.set_num_threads(config.threads)
-    config_hash = config.config_hash()
-    run_id = f"{config.name}-{config_hash[:8]}"
-    provenance = dict(run_id=run_id, config_hash=config_hash, config_json=config.model_dump_json(),
-                      started_at=_now(), preadapt_version=metadata.version("preadapt"),
-                      git_revision=_git_revision(), torch_version=torch.__version__,
-                      threads=torch.get_num_threads(), device=str(device), seed=config.seed)
+    provenance = run_provenance(config, device)
+    run_id = provenance["run_id"]
     store = Store(out / "results.sqlite") if out is not None else None
     if store is not None:
         store.start_run(provenance)
 
     rows: list[dict[str, Any]] = []
     checks: dict[int, list[BoundCheck]] = {}
-    evaluations: dict[int, Evaluation] = {}
-    states: list[dict[str, torch.Tensor]] = []
-    status, error = "finished", None
     try:
-        seed = config.seed
-        world = WORLDS.build(config.world, make_generator(seed, "world"))
-        objective = OBJECTIVES.build(config.objective)
-        encoder = ENCODERS.build(config.encoder, world.input_shape, make_generator(seed, "encoder")).to(device)
-        _attach(objective, encoder, world, seed, device)
-        objective = objective.to(device)
-        train_tuples = draw_tuples(split_of(world, "train"), config.pretrain.tuples,  # a held-out world's train view
-                                   make_generator(seed, "train-tuples"), objective.negatives, objective.block_size)
-        steps = config.pretrain.checkpoint_steps
-        loss_name = _curl_loss_name(config)
-
-        def on_checkpoint(step: int, model: nn.Module) -> None:
-            if out is not None:
-                torch.save(model.state_dict(), out / "checkpoints" / f"step_{step:06d}.pt")
-            evaluation = evaluate_encoder(
-                model, world, config.evaluate, seed, curl_loss_name=loss_name,
-                negatives=objective.negatives, block_size=objective.block_size, objective=objective,
-                train_tuples=train_tuples, device=device)
-            evaluations[step] = evaluation
-            states.append({name: value.detach().to("cpu", copy=True) for name, value in model.state_dict().items()})
-            checks[step] = check_bounds(evaluation, world, config.evaluate, loss_name)
-            measured = evaluation.measurements + [m for c in checks[step] for m in c.measurements()]
-            rows.extend(measurement_rows(measured, run_id, step))
-            if progress is not None:
-                progress("evaluate", len(checks), len(steps))
-
-        def on_step(step: int, total: int, loss: float) -> None:
-            if progress is not None:
-                progress("pretrain", step, total)
-
-        def add_theorems() -> None:  # once every checkpoint is known: the comparator is one of them
-            for step, theorems in _theorems(config, encoder, objective, evaluations, states, train_tuples, world,
-                                            loss_name).items():
-                checks[step].extend(theorems)
-                rows.extend(measurement_rows([m for c in theorems for m in c.measurements()], run_id, step))
-
-        try:
-            pretrain(encoder, objective, train_tuples, config.pretrain, make_generator(seed, "shuffle"),
-                     on_checkpoint=on_checkpoint, device=device, progress=on_step)
-        except DivergenceError as failure:
-            status, error = "failed", str(failure)
-        if evaluations:  # also the checkpoints evaluated before a divergence
-            add_theorems()
+        status, error = pipeline(config, device, run_id, rows, checks,
+                                 out / "checkpoints" if out is not None else None, progress)
     except Exception as failure:  # recorded, never lost: the store says why the run failed
-        status, error = "failed", f"{type(failure).__name__}: {failure}"
+        status, error = "failed", describe_failure(failure)
         if store is None:
             raise
 
     results = tidy_frame(rows)
     if store is not None:
-        store.finish_run(run_id, results, status, _now(), error)
+        store.finish_run(run_id, results, status, utc_now(), error)
         runs = store.runs()
         store.close()
         results.to_csv(out / "results.csv", index=False)

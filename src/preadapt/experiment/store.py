@@ -1,11 +1,15 @@
 """The results store: one SQLite database per run (or sweep) directory (DESIGN.md section 3).
 
-Table ``runs`` holds one provenance row per run; table ``results`` the tidy rows. Every write is
-one transaction, so the database is never left half-written.
+Table ``runs`` holds one provenance row per run; table ``results`` the tidy rows; table ``meta``
+the schema version and, in a sweep directory, the sweep's plan (key ``sweep``). Every write is one
+transaction and the journal is write-ahead (WAL), so a process killed at any moment leaves the
+database whole: a run is either finished with all its rows, or marked running with none. Only one
+process writes (a sweep's driver); workers hand their results to it.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -64,7 +68,8 @@ class Store:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.connection = sqlite3.connect(self.path)
+        self.connection = sqlite3.connect(self.path, timeout=30)
+        self.connection.execute("PRAGMA journal_mode = WAL")
         self.connection.execute("PRAGMA foreign_keys = ON")
         with self.connection:
             self.connection.executescript(_SCHEMA)
@@ -84,9 +89,33 @@ class Store:
                 f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}) VALUES ({', '.join('?' * len(RUN_COLUMNS))})",
                 [row[c] for c in RUN_COLUMNS])
 
+    def get_meta(self, key: str) -> Any:
+        """The JSON value stored under ``key`` in ``meta`` (None when absent)."""
+        row = self.connection.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def set_meta(self, key: str, value: Any) -> None:
+        with self.connection:
+            self.connection.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+
+    def statuses(self) -> dict[str, str]:
+        """run_id → status of every recorded run."""
+        return dict(self.connection.execute("SELECT run_id, status FROM runs").fetchall())
+
+    def forget_run(self, run_id: str) -> None:
+        """Remove a run and its rows (a run interrupted before it finished: it is rerun on resume)."""
+        with self.connection:
+            self.connection.execute("DELETE FROM results WHERE run = ?", (run_id,))
+            self.connection.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+
+    def integrity(self) -> str:
+        """SQLite's ``PRAGMA integrity_check``: "ok" for a sound database."""
+        return "; ".join(row[0] for row in self.connection.execute("PRAGMA integrity_check").fetchall())
+
     def finish_run(self, run_id: str, results: pd.DataFrame, status: str, finished_at: str,
-                   error: str | None = None) -> None:
-        """Write a run's results and its final status in one transaction."""
+                   error: str | None = None, provenance: dict[str, Any] | None = None) -> None:
+        """Write a run's results and its final status in one transaction; ``provenance`` (a worker's:
+        threads, device, versions) updates the run's row."""
         records = [tuple(None if pd.isna(v) else (int(v) if c in INTEGER_COLUMNS else v)
                          for c, v in zip(RESULT_COLUMNS, row))
                    for row in results[RESULT_COLUMNS].itertuples(index=False, name=None)]
@@ -94,9 +123,11 @@ class Store:
             self.connection.executemany(
                 f"INSERT INTO results ({', '.join(RESULT_COLUMNS)}) VALUES ({', '.join('?' * len(RESULT_COLUMNS))})",
                 records)
-            self.connection.execute(
-                "UPDATE runs SET status = ?, finished_at = ?, error = ? WHERE run_id = ?",
-                (status, finished_at, error, run_id))
+            updates = {key: value for key, value in (provenance or {}).items()
+                       if key in RUN_COLUMNS and key not in ("run_id", "status", "finished_at", "error")}
+            updates.update(status=status, finished_at=finished_at, error=error)
+            self.connection.execute(f"UPDATE runs SET {', '.join(f'{key} = ?' for key in updates)} WHERE run_id = ?",
+                                    [*updates.values(), run_id])
 
     def results(self) -> pd.DataFrame:
         rows = self.connection.execute(f"SELECT {', '.join(RESULT_COLUMNS)} FROM results ORDER BY rowid").fetchall()

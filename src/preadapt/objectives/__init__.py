@@ -25,7 +25,8 @@ def register_objective(name: str, factory, params=None) -> None:
     """Make ``kind: name`` usable in configs: ``factory(config) -> nn.Module``.
 
     The module has integer attributes ``negatives`` and ``block_size`` (what the sampler draws) and
-    maps an ``Encoded`` batch to per-sample losses (n,).
+    maps an ``Encoded`` batch to per-sample losses (n,). An optional boolean ``true_negatives``
+    (absent: False) asks the sampler for negatives of classes other than the anchor's only.
     """
     OBJECTIVES.register(name, factory, params)
 

@@ -83,10 +83,10 @@ class Debiased(nn.Module):
     positives[:, 0] is x⁺, positives[:, 1:] the M extra positives, negatives[:, i, 0] is u_i.
     """
 
-    def __init__(self, tau_plus: float = 0.1, temperature: float = 1.0, negatives: int = 1,
+    def __init__(self, tau_plus: float | None = 0.1, temperature: float = 1.0, negatives: int = 1,
                  extra_positives: int = 1) -> None:
         super().__init__()
-        if not 0.0 <= tau_plus < 1.0:
+        if tau_plus is not None and not 0.0 <= tau_plus < 1.0:
             raise ValueError(f"tau_plus must be in [0, 1); got {tau_plus}")
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0; got {temperature}")
@@ -98,7 +98,15 @@ class Debiased(nn.Module):
         self.extra_positives = extra_positives
         self.block_size = extra_positives + 1
 
+    def use_prior(self, prior: torch.Tensor) -> None:
+        """``tau_plus`` None: take τ⁺ from the world's class prior ρ, the probability that a negative
+        drawn from ρ shares the anchor's class, Σ_c ρ_c² (τ of [Arora19]; 1/|C| for uniform ρ)."""
+        if self.tau_plus is None:
+            self.tau_plus = float((prior.double() ** 2).sum())
+
     def forward(self, encoded: Encoded) -> torch.Tensor:  # -> (n,)
+        if self.tau_plus is None:
+            raise ValueError("tau_plus: null takes τ⁺ from the world's prior; call use_prior(prior) first")
         positives = encoded.positives  # (n, M + 1, d)
         return debiased_loss(encoded.anchor, positives[:, 0], positives[:, 1:], encoded.negatives[:, :, 0],
                              self.tau_plus, self.temperature)
@@ -106,8 +114,9 @@ class Debiased(nn.Module):
 
 class DebiasedConfig(ComponentConfig):
     kind: Literal["debiased"] = "debiased"
-    tau_plus: float = Field(0.1, ge=0.0, lt=1.0,
-                            description="τ⁺, class prior: P(a negative shares the anchor's class); 1/|C| for uniform ρ")
+    tau_plus: float | None = Field(0.1, ge=0.0, lt=1.0,
+                                   description="τ⁺, class prior: P(a negative shares the anchor's class); 1/|C| for "
+                                               "uniform ρ; null: Σ_c ρ_c² from the world's prior")
     temperature: float = Field(1.0, gt=0.0, description="t, similarities are divided by it")
     negatives: int = Field(1, ge=1, description="N, negatives per anchor (first point of each negative block)")
     extra_positives: int = Field(1, ge=1, description="M, extra positives per anchor (the sampler draws b = M + 1)")

@@ -15,6 +15,12 @@ explicit negatives. They are drawn from the marginal like explicit ones (and may
 class), but a sample's loss then depends on the rest of its batch: the mean over a batch is the usual
 in-batch InfoNCE, its expectation grows with n (ln(n + k) for a collapsed encoder), and the n values
 of one batch are not independent.
+
+True negatives (``true_negatives``): the oracle of [Chuang20], InfoNCE whose explicit negatives come
+from p⁻_x, the data restricted to the classes other than the anchor's (the sampler draws each
+negative's class from ρ(· | ≠ c)). The loss is the same function; only the sampler differs, so
+L_pre and L_pre_train are measured on such tuples while L_un keeps negatives from ρ. It is what the
+debiased loss estimates from biased negatives, and the reference it is compared with.
 """
 
 from __future__ import annotations
@@ -74,16 +80,22 @@ def infonce_loss(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.
     return torch.logsumexp(logits, dim=1) - logits[:, 0]
 
 
+TRUE_NEGATIVES_IN_BATCH = ("true_negatives = true draws the explicit negatives from other classes, but in-batch "
+                           "negatives (other anchors' positives) may share the anchor's class: set in_batch = false")
+
+
 class InfoNCE(nn.Module):
     """The InfoNCE objective on encoded tuples (module docstring for the formula).
 
     ``negatives`` and ``block_size`` are what the sampler draws: k negative blocks of b points,
     except that with ``explicit_negatives = 0`` (in-batch negatives only) it draws one negative
     block, which is ignored. ``explicit_negatives`` is how many of the drawn blocks the loss uses.
+    ``true_negatives`` asks the sampler for negatives of classes other than the anchor's ([Chuang20]'s
+    oracle); the loss itself does not read it.
     """
 
     def __init__(self, temperature: float = 1.0, negatives: int = 1, block_size: int = 1,
-                 in_batch: bool = False) -> None:
+                 in_batch: bool = False, true_negatives: bool = False) -> None:
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0; got {temperature}")
@@ -91,11 +103,14 @@ class InfoNCE(nn.Module):
             raise ValueError(f"block_size must be ≥ 1; got {block_size}")
         if negatives < 0 or (negatives == 0 and not in_batch):
             raise ValueError(f"negatives must be ≥ 1 (≥ 0 with in_batch = true); got {negatives}")
+        if true_negatives and in_batch:
+            raise ValueError(TRUE_NEGATIVES_IN_BATCH)
         self.temperature = temperature
         self.in_batch = in_batch
         self.explicit_negatives = negatives
         self.negatives = max(negatives, 1)
         self.block_size = block_size
+        self.true_negatives = true_negatives
 
     def forward(self, encoded: Encoded) -> torch.Tensor:  # -> (n,)
         positive, negative = block_means(encoded.positives, encoded.negatives[:, :self.explicit_negatives])
@@ -108,13 +123,17 @@ class InfoNCEConfig(ComponentConfig):
     negatives: int = Field(1, ge=0, description="k, explicit negative blocks per anchor; 0 only with in_batch")
     block_size: int = Field(1, ge=1, description="b, points per positive and negative block (f̄ = block mean)")
     in_batch: bool = Field(False, description="also use the other anchors' positives in the batch as negatives")
+    true_negatives: bool = Field(False, description="the oracle of [Chuang20]: negatives only from classes other "
+                                                    "than the anchor's (c⁻ ~ ρ(· | ≠ c)), for L_pre and training")
 
     @model_validator(mode="after")
     def _some_negatives(self):
         if self.negatives == 0 and not self.in_batch:
             raise ValueError("negatives = 0 leaves no negatives: set negatives ≥ 1 or in_batch = true")
+        if self.true_negatives and self.in_batch:
+            raise ValueError(TRUE_NEGATIVES_IN_BATCH)
         return self
 
 
 def build_infonce(config: InfoNCEConfig) -> InfoNCE:
-    return InfoNCE(config.temperature, config.negatives, config.block_size, config.in_batch)
+    return InfoNCE(config.temperature, config.negatives, config.block_size, config.in_batch, config.true_negatives)

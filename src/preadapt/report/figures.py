@@ -49,14 +49,18 @@ _DPI = 110
 
 
 def _select(results: pd.DataFrame, quantity: str, **context: Any) -> pd.DataFrame:
-    """Rows of ``quantity`` whose context columns equal the given values (absent columns never match)."""
+    """Rows of ``quantity`` whose context columns equal the given values (None: the column is empty;
+    absent columns never match)."""
     if len(results) == 0:
         return results
     chosen = results["quantity"] == quantity
     for column, value in context.items():
         if column not in results.columns:
             return results.iloc[0:0]
-        chosen &= (results[column] == value).fillna(False).astype(bool)
+        if value is None:  # pinned to "not applicable"
+            chosen &= results[column].isna()
+        else:
+            chosen &= (results[column] == value).fillna(False).astype(bool)
     return results[chosen].sort_values("step", kind="stable")
 
 

@@ -2,6 +2,7 @@
 
 - similar pair: c ~ ρ, then x, x⁺ i.i.d. from D_c;
 - negatives: each c⁻_i ~ ρ independently (it may equal c), x⁻_i ~ D_{c⁻_i};
+- true negatives (the oracle of [Chuang20], p⁻_x): each c⁻_i ~ ρ(· | ≠ c) independently;
 - blocks of size b: b positives from D_c, and for each negative b points from one D_{c⁻_i}.
 
 Tensors are laid out as anchor (n, *X), positives (n, b, *X), negatives (n, k, b, *X).
@@ -51,12 +52,30 @@ def sample_distinct_pairs(prior: np.ndarray, n: int, generator: torch.Generator)
     if np.count_nonzero(prior) < 2:
         raise ValueError("distinct class pairs need at least two classes with positive prior")
     anchor = sample_classes(prior * (1.0 - prior), n, generator)
-    other = sample_classes(prior, n, generator)
-    clash = other == anchor
+    return anchor, sample_other_classes(prior, anchor, generator)
+
+
+def sample_other_classes(prior: np.ndarray, classes: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """For every entry c of ``classes`` (any shape, long), an independent c' ~ ρ(· | c' ≠ c).
+
+    Drawn by rejection, all entries at once: every entry draws from ρ and the ones that hit their own
+    class draw again, 1/(1 − ρ(c)) tries on average. Needs two classes with positive prior.
+
+    >>> other = sample_other_classes(np.array([0.5, 0.5]), torch.tensor([[0, 1], [1, 1]]), torch.Generator())
+    >>> other
+    tensor([[1, 0],
+            [0, 0]])
+    """
+    prior = np.asarray(prior, dtype=np.float64)
+    if np.count_nonzero(prior) < 2:
+        raise ValueError(f"a class other than the given one needs at least two classes with positive prior; "
+                         f"got {np.count_nonzero(prior)}")
+    other = sample_classes(prior, classes.numel(), generator).view(classes.shape)
+    clash = other == classes
     while clash.any():
         other[clash] = sample_classes(prior, int(clash.sum()), generator)
-        clash = other == anchor
-    return anchor, other
+        clash = other == classes
+    return other
 
 
 def sample_tasks(prior: np.ndarray, n: int, size: int, generator: torch.Generator) -> torch.Tensor:
@@ -143,6 +162,7 @@ def draw_tuples(
     negatives: int = 1,
     block_size: int = 1,
     condition: Condition = None,
+    true_negatives: bool = False,
 ) -> Tuples:
     """Draw ``n`` contrastive tuples with k = ``negatives`` negative blocks of b = ``block_size``.
 
@@ -150,15 +170,29 @@ def draw_tuples(
     ``"same"``: c ~ ν (ν ∝ ρ²) and every negative from c; ``"different"``: (c, c⁻) ~ ρ × ρ given
     c ≠ c⁻. Both need ``negatives = 1``.
 
+    ``true_negatives``: the negatives of the oracle in [Chuang20], from p⁻_x, the data restricted to
+    the classes other than the anchor's: c ~ ρ as usual, then each c⁻_i ~ ρ(· | ≠ c) independently.
+    (With k = 1 this is ``condition="different"`` except that c keeps its marginal ρ.)
+
     >>> from preadapt.worlds.gaussian import GaussianWorld
     >>> world = GaussianWorld(torch.eye(3), noise=0.1)
     >>> t = draw_tuples(world, 5, torch.Generator().manual_seed(0), negatives=2, block_size=4)
     >>> tuple(t.anchor.shape), tuple(t.positives.shape), tuple(t.negatives.shape)
     ((5, 3), (5, 4, 3), (5, 2, 4, 3))
+    >>> t = draw_tuples(world, 1000, torch.Generator().manual_seed(0), negatives=3, true_negatives=True)
+    >>> bool((t.negative_class != t.anchor_class[:, None]).all())
+    True
     """
     if negatives < 1 or block_size < 1:
         raise ValueError(f"negatives and block_size must be ≥ 1; got {negatives} and {block_size}")
-    if condition is None:
+    if true_negatives and condition is not None:
+        raise ValueError(f"true_negatives draws negatives from ρ(· | ≠ c); it cannot be combined with "
+                         f"condition = {condition!r}: pass one or the other")
+    if true_negatives:
+        anchor_class = sample_classes(world.prior, n, generator)
+        anchors = anchor_class.view(n, 1).expand(n, negatives)
+        negative_class = sample_other_classes(world.prior, anchors, generator)  # (n, k)
+    elif condition is None:
         anchor_class = sample_classes(world.prior, n, generator)
         negative_class = sample_classes(world.prior, n * negatives, generator).view(n, negatives)
     elif negatives != 1:

@@ -1,0 +1,459 @@
+"""Sweeps: a base config crossed with a grid of dotted fields, fields varied together (zip) and
+replicate seeds, expanded into runs keyed by the hash of their resolved config (DESIGN.md section 1).
+
+A sweep file::
+
+    name: negatives                 # the sweep's name (default: the file's stem)
+    base: demo                      # a preset name, a path relative to the sweep file, or a config mapping
+    set: {pretrain.epochs: 2}       # overrides applied to the base before the grid (optional)
+    grid:                           # the cartesian product over these fields
+      objective.negatives: [1, 2, 4]
+      objective.block_size: [1, 2]
+    zip:                            # fields varied together: the i-th values of each go into one run
+      world.classes: [5, 10]
+      evaluate.task_classes: [[2, 5], [2, 10]]
+    replicates: 3                   # seeds per point
+    labels: {world.classes: [small, large]}   # names shown for a field's values (optional)
+    report: {quantities: ["acc_avg[adapter=mean,task_classes=2]", L_un]}
+
+Replicate r of every point gets the same seed, derived from the base config's hash and r, so the
+points of one replicate share their world and initialisation (paired comparisons across the grid).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from preadapt.experiment.config import (
+    Config,
+    ConfigError,
+    format_validation_error,
+    parse_config,
+    read_yaml,
+    set_field,
+)
+from preadapt.experiment.executors import Executor, RunTask
+from preadapt.experiment.run import utc_now
+from preadapt.experiment.store import Store, tidy_frame
+
+_SELECTOR = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\[(.*)\])?\s*$")
+SELECTOR_CONTEXT = ("negatives", "block_size", "task_classes", "top_r", "adapter", "shots", "split", "bound", "status",
+                    "term")
+"""The context columns a selector may pin (the tidy table's, DESIGN.md section 3)."""
+_INTEGER_CONTEXT = ("negatives", "block_size", "task_classes", "top_r", "shots")
+
+
+@dataclass(frozen=True)
+class Selector:
+    """One quantity of the tidy table with some context columns pinned, written
+    ``quantity[column=value,...]``; the context columns it leaves free may vary (one series each).
+
+    >>> parse_selector("acc_avg[adapter=mean, task_classes=2]")
+    Selector(quantity='acc_avg', context={'adapter': 'mean', 'task_classes': 2})
+    >>> str(parse_selector("L_un"))
+    'L_un'
+
+    ``none`` pins a column to "not applicable" (``acc_avg[adapter=mean,shots=none]``: the exact
+    AVG-k of the population means, not the few-shot mean classifier).
+    """
+
+    quantity: str
+    context: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        pinned = ",".join(f"{key}={'none' if value is None else value}" for key, value in self.context.items())
+        return f"{self.quantity}[{pinned}]" if pinned else self.quantity
+
+
+def parse_selector(text: str) -> Selector:
+    """Read ``quantity[column=value,...]``; raise ConfigError naming what is wrong."""
+    match = _SELECTOR.match(str(text))
+    if match is None:
+        raise ConfigError(f"report.quantities: got {text!r}; expected QUANTITY or QUANTITY[column=value,...], "
+                          f"for example acc_avg[adapter=mean,task_classes=2]")
+    quantity, inside = match.group(1), match.group(2)
+    context: dict[str, Any] = {}
+    for item in (inside.split(",") if inside and inside.strip() else []):
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or key not in SELECTOR_CONTEXT or not value:
+            raise ConfigError(f"report.quantities: got {text!r}; each pin is column=value with column one of "
+                              f"{', '.join(SELECTOR_CONTEXT)}")
+        if value.lower() == "none":  # the column does not apply: e.g. acc_avg[adapter=mean,shots=none]
+            context[key] = None
+        elif key in _INTEGER_CONTEXT:
+            if not value.isdigit():
+                raise ConfigError(f"report.quantities: got {text!r}; {key} must be a whole number")
+            context[key] = int(value)
+        else:
+            context[key] = value
+    return Selector(quantity, context)
+
+
+DEFAULT_QUANTITIES = ["acc_avg[adapter=mean]", "acc_avg[adapter=linear]", "L_sup_mean", "L_un[negatives=1]"]
+"""What a sweep report plots when the sweep file does not say."""
+
+SWEEP_PRESET_DIR = Path(__file__).parent / "presets" / "sweeps"
+RESERVED_FIELDS = {"seed": "the seeds come from replicates (replicate r of every point shares one seed)",
+                   "name": "the sweep names its runs (set the sweep's own name)"}
+
+
+class ReportSpec(BaseModel):
+    """What the sweep report shows: quantity selectors (``QUANTITY[column=value,...]``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    quantities: list[str] = Field(default_factory=lambda: list(DEFAULT_QUANTITIES), min_length=1)
+
+    @field_validator("quantities")
+    @classmethod
+    def _selectors(cls, values: list[str]) -> list[str]:
+        return [str(parse_selector(value)) for value in values]
+
+
+class SweepSpec(BaseModel):
+    """A sweep file (this module's docstring); docs/sweeps.md documents every field."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    base: str | dict[str, Any] = Field(..., description="a run preset's name, a config file relative to the sweep "
+                                                        "file, or a config written out as a mapping")
+    set: dict[str, Any] = Field(default_factory=dict, description="dotted field → value, applied to the base")
+    grid: dict[str, Any] = Field(default_factory=dict, description="dotted field → list of values (cartesian product)")
+    zip: dict[str, Any] = Field(default_factory=dict, description="dotted field → list of values, varied together")
+    replicates: int = Field(1, ge=1, description="seeds per point")
+    labels: dict[str, list[Any]] = Field(default_factory=dict,
+                                         description="swept field → a name per value, shown instead of the value")
+    report: ReportSpec = Field(default_factory=ReportSpec)
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of a sweep: its id (name and config hash), config, replicate, and its point
+    (axis → value label)."""
+
+    run_id: str
+    config: Config
+    replicate: int
+    point: dict[str, Any]
+    values: dict[str, Any]
+
+
+@dataclass
+class Sweep:
+    """An expanded sweep: its axes (a grid field, or the zipped fields as one axis named after the
+    first), its runs (replicate-major), and what its report shows."""
+
+    name: str
+    source: str
+    axes: list[dict[str, Any]]
+    replicates: int
+    quantities: list[str]
+    runs: list[PlannedRun]
+
+    def describe(self) -> dict[str, Any]:
+        """The plan as stored in the store's meta table (key ``sweep``) and read by the report."""
+        return dict(name=self.name, source=self.source, axes=self.axes, replicates=self.replicates,
+                    quantities=self.quantities,
+                    runs=[dict(run_id=r.run_id, replicate=r.replicate, point=r.point, values=r.values)
+                          for r in self.runs])
+
+
+def replicate_seed(base_hash: str, replicate: int) -> int:
+    """The seed of replicate ``replicate``: derived from the base config's hash and the index
+    (STYLE.md 13), the same for every point of the sweep.
+
+    >>> replicate_seed("ab" * 32, 0) == replicate_seed("ab" * 32, 0) != replicate_seed("ab" * 32, 1)
+    True
+    """
+    digest = hashlib.sha256(f"{base_hash}:replicate:{replicate}".encode()).hexdigest()
+    return int(digest[:8], 16) % (2**31)
+
+
+def value_label(value: Any, alternatives: list[Any]) -> Any:
+    """A point's value as the report shows it: scalars as they are, lists as JSON, a whole section
+    (a mapping) by the entries in which the alternatives differ.
+
+    >>> options = [{"kind": "infonce", "negatives": 4}, {"kind": "debiased", "negatives": 4, "tau_plus": 0.1}]
+    >>> [value_label(option, options) for option in options]
+    ['kind=infonce', 'kind=debiased,tau_plus=0.1']
+    """
+    if isinstance(value, dict):
+        keys = [key for key in dict.fromkeys(k for option in alternatives if isinstance(option, dict) for k in option)
+                if len({json.dumps(option.get(key), sort_keys=True) if isinstance(option, dict) else None
+                        for option in alternatives}) > 1]
+        shown = [key for key in keys if key in value]
+        return ",".join(f"{key}={value[key]}" for key in shown) or json.dumps(value, sort_keys=True)
+    if isinstance(value, (list, tuple)):
+        return json.dumps(value)
+    return value
+
+
+def _values(section: str, field_name: str, values: Any) -> list[Any]:
+    if field_name in RESERVED_FIELDS:
+        raise ConfigError(f"{section}.{field_name}: cannot be swept; {RESERVED_FIELDS[field_name]}")
+    if not isinstance(values, list):
+        raise ConfigError(f"{section}.{field_name}: got {values!r}; expected a list of values")
+    if not values:
+        raise ConfigError(f"{section}.{field_name}: an empty list; give at least one value")
+    return values
+
+
+def _base_data(spec: SweepSpec, folder: Path) -> dict[str, Any]:
+    from preadapt.experiment.presets import preset_data
+
+    if isinstance(spec.base, dict):
+        return json.loads(json.dumps(spec.base))
+    if spec.base.endswith((".yaml", ".yml")) or "/" in spec.base:
+        path = Path(spec.base) if Path(spec.base).is_absolute() else folder / spec.base
+        return read_yaml(path)
+    return preset_data(spec.base)
+
+
+def _blame(message: str, fields: dict[str, str], point: dict[str, Any]) -> str:
+    """Name the sweep field behind a config error, or the point where it arose."""
+    for name, section in fields.items():
+        if message.startswith((f"{name}:", f"{name}.", f"{name}[")):
+            return f"{section}.{message}"
+    where = ", ".join(f"{name}={value}" for name, value in point.items())
+    return f"at {where}: {message}" if where else message
+
+
+def expand(spec: SweepSpec, source: str, folder: Path) -> Sweep:
+    """Every run of a sweep, each config validated (a bad sweep fails here, before any run)."""
+    name = spec.name or Path(source).stem
+    base = _base_data(spec, folder)
+    for field_name, value in spec.set.items():
+        set_field(base, field_name, value, "set")
+    base["name"] = name
+    try:
+        base_config = parse_config(base)
+    except ConfigError as error:
+        raise ConfigError(f"base{'' if isinstance(spec.base, dict) else f' ({spec.base})'}: {error}") from None
+    grid = {field_name: _values("grid", field_name, values) for field_name, values in spec.grid.items()}
+    zipped = {field_name: _values("zip", field_name, values) for field_name, values in spec.zip.items()}
+    both = set(grid) & set(zipped)
+    if both:
+        raise ConfigError(f"zip.{sorted(both)[0]}: also in grid; a field is either crossed or varied together")
+    lengths = {field_name: len(values) for field_name, values in zipped.items()}
+    if len(set(lengths.values())) > 1:
+        described = ", ".join(f"{field_name} has {length}" for field_name, length in lengths.items())
+        raise ConfigError(f"zip: the lists differ in length ({described}); fields varied together need equally many values")
+    for section, table in (("grid", grid), ("zip", zipped)):
+        for field_name, values in table.items():
+            seen = [json.dumps(v, sort_keys=True) for v in values]
+            if len(set(seen)) < len(seen):
+                raise ConfigError(f"{section}.{field_name}: got {values!r}; a value is repeated")
+    for field_name, names in spec.labels.items():
+        if field_name not in grid and field_name not in zipped:
+            raise ConfigError(f"labels.{field_name}: not a field of grid or zip")
+        given = len((grid | zipped)[field_name])
+        if len(names) != given or len({str(name) for name in names}) != len(names):
+            raise ConfigError(f"labels.{field_name}: got {names!r}; expected {given} distinct names, one per value")
+    axes = [dict(name=field_name, fields=[field_name]) for field_name in grid]
+    if zipped:
+        axes.append(dict(name=next(iter(zipped)), fields=list(zipped)))
+    sections = {**{f: "grid" for f in grid}, **{f: "zip" for f in zipped}}
+    zip_points = [{f: values[i] for f, values in zipped.items()} for i in range(next(iter(lengths.values()), 1))]
+    points = [{**dict(zip(grid, combination)), **zip_point}
+              for combination in itertools.product(*grid.values()) for zip_point in zip_points]
+    alternatives = {**grid, **zipped}
+    base_hash = base_config.config_hash()
+    runs: list[PlannedRun] = []
+    seen_ids: dict[str, dict[str, Any]] = {}
+    for replicate in range(spec.replicates):
+        seed = replicate_seed(base_hash, replicate)
+        for point in points:
+            labels = {f: spec.labels[f][alternatives[f].index(v)] if f in spec.labels else value_label(v, alternatives[f])
+                      for f, v in point.items()}
+            data = json.loads(json.dumps(base))
+            for field_name, value in point.items():
+                set_field(data, field_name, value, sections[field_name])
+            data["seed"] = seed
+            try:
+                config = parse_config(data)
+            except ConfigError as error:
+                raise ConfigError(_blame(str(error), sections, labels)) from None
+            run_id = f"{name}-{config.config_hash()[:8]}"
+            if run_id in seen_ids:
+                raise ConfigError(f"grid: the points {seen_ids[run_id]} and {labels} resolve to the same config")
+            seen_ids[run_id] = labels
+            point_labels = {axis["name"]: labels[axis["name"]] for axis in axes}
+            runs.append(PlannedRun(run_id, config, replicate, point_labels, labels))
+    return Sweep(name, source, axes, spec.replicates, spec.report.quantities, runs)
+
+
+def sweep_preset_names() -> list[str]:
+    return sorted(p.stem for p in SWEEP_PRESET_DIR.glob("*.yaml"))
+
+
+def sweep_preset_descriptions() -> dict[str, str]:
+    """Each sweep preset's one-line description: the first comment line of its file."""
+    from preadapt.experiment.presets import first_comment
+
+    return {name: first_comment(SWEEP_PRESET_DIR / f"{name}.yaml") for name in sweep_preset_names()}
+
+
+def load_sweep(path: str | Path | None = None, preset: str | None = None) -> Sweep:
+    """Read, validate and expand a sweep file (or a sweep preset); raise ConfigError (one line)."""
+    if (path is None) == (preset is None):
+        raise ConfigError("give a SWEEP file or --preset, not both" if path else "give a SWEEP file or --preset NAME")
+    if preset is not None:
+        path = SWEEP_PRESET_DIR / f"{preset}.yaml"
+        if not path.is_file():
+            raise ConfigError(f"--preset: got {preset!r}; allowed sweep presets: {', '.join(sweep_preset_names())}")
+        source = preset
+    else:
+        path = Path(path)
+        source = str(path)
+    data = read_yaml(path)
+    try:
+        spec = SweepSpec.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(f"{path.name}: {format_validation_error(error)}") from None
+    return expand(spec, source if preset is None else preset, path.parent)
+
+
+class SweepDirectoryError(ConfigError):
+    """The output directory holds something else than this sweep."""
+
+
+@dataclass
+class SweepProgress:
+    """Counts of a sweep in progress: ``total`` runs planned, ``earlier`` finished before this
+    invocation, ``finished``/``failed`` by this one, ``running`` now."""
+
+    total: int
+    earlier: int
+    to_run: int
+    finished: int = 0
+    failed: int = 0
+    running: int = 0
+
+
+@dataclass
+class SweepSummary:
+    """How a sweep invocation ended: every planned run's status (and error), seconds per run
+    computed now, and whether it was interrupted."""
+
+    sweep: Sweep
+    out: Path
+    statuses: dict[str, str]
+    errors: dict[str, str]
+    seconds: dict[str, float]
+    interrupted: bool = False
+
+    @property
+    def failed(self) -> list[str]:
+        return [r.run_id for r in self.sweep.runs if self.statuses.get(r.run_id) == "failed"]
+
+    @property
+    def finished(self) -> list[str]:
+        return [r.run_id for r in self.sweep.runs if self.statuses.get(r.run_id) == "finished"]
+
+
+def open_sweep_store(out: Path, sweep: Sweep) -> Store:
+    """The sweep's store in ``out`` (created when new). Refuses a directory that holds a single run
+    or another sweep; the same sweep with a changed grid is extended (finished runs are kept)."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.sqlite"
+    existed = path.is_file()
+    store = Store(path)
+    if existed:
+        earlier = store.get_meta("sweep")
+        if earlier is None and store.statuses():
+            store.close()
+            raise SweepDirectoryError(f"--out: {out} holds a single run, not a sweep; choose another directory")
+        if earlier is not None and earlier.get("name") != sweep.name:
+            store.close()
+            raise SweepDirectoryError(f"--out: {out} holds the sweep {earlier.get('name')!r}, not {sweep.name!r}; "
+                                      f"choose another directory")
+    store.set_meta("sweep", sweep.describe())
+    return store
+
+
+def run_sweep(sweep: Sweep, out: str | Path, executor: Executor, retry_failed: bool = False,
+              progress: Callable[[SweepProgress], None] | None = None) -> SweepSummary:
+    """Run the sweep's runs not yet finished (failed ones only with ``retry_failed``), at most
+    ``executor.capacity`` at a time, recording each outcome in the store as it arrives; then write
+    ``results.csv`` and the sweep report.
+
+    Resumable: a run is recorded as running when submitted and finished or failed, with all its
+    rows, in one transaction when it returns, so a driver killed at any moment loses no finished
+    run; on restart the runs left "running" are run again. Ctrl-C (KeyboardInterrupt) stops the
+    workers, forgets the runs in flight, and returns a summary with ``interrupted`` set.
+    """
+    out = Path(out)
+    store = open_sweep_store(out, sweep)
+    try:
+        statuses = store.statuses()
+        earlier = sum(statuses.get(r.run_id) == "finished" for r in sweep.runs)
+        todo = [r for r in sweep.runs if statuses.get(r.run_id) != "finished"
+                and (statuses.get(r.run_id) != "failed" or retry_failed)]
+        counts = SweepProgress(total=len(sweep.runs), earlier=earlier, to_run=len(todo))
+        seconds: dict[str, float] = {}
+        in_flight: list[str] = []
+        interrupted = False
+        if progress is not None:
+            progress(counts)
+        queue = list(todo)
+        try:
+            while queue or in_flight:
+                while queue and len(in_flight) < executor.capacity:
+                    planned = queue.pop(0)
+                    config = planned.config
+                    store.start_run(dict(run_id=planned.run_id, config_hash=config.config_hash(),
+                                         config_json=config.model_dump_json(), started_at=utc_now(), seed=config.seed))
+                    executor.submit(RunTask(planned.run_id, config.model_dump_json()))
+                    in_flight.append(planned.run_id)
+                counts.running = len(in_flight)
+                if progress is not None:
+                    progress(counts)
+                for outcome in executor.wait(timeout=0.5):
+                    store.finish_run(outcome.run_id, tidy_frame(outcome.rows), outcome.status,
+                                     outcome.finished_at or utc_now(), outcome.error, outcome.provenance)
+                    in_flight.remove(outcome.run_id)
+                    seconds[outcome.run_id] = outcome.seconds
+                    counts.finished += outcome.status == "finished"
+                    counts.failed += outcome.status != "finished"
+                    counts.running = len(in_flight)
+                    if progress is not None:
+                        progress(counts)
+        except KeyboardInterrupt:
+            interrupted = True
+            executor.shutdown(cancel=True)
+            for run_id in in_flight:  # neither finished nor failed: run again on resume
+                store.forget_run(run_id)
+        else:
+            executor.shutdown()
+        runs = store.runs()
+        errors = {row.run_id: row.error for row in runs.itertuples() if isinstance(row.error, str) and row.error}
+        summary = SweepSummary(sweep, out, store.statuses(), errors, seconds, interrupted)
+        results = sweep_results(store.results(), sweep.describe())
+    finally:
+        store.close()
+    results.to_csv(out / "results.csv", index=False)
+    from preadapt.report.sweep import write_sweep_report
+
+    write_sweep_report(out, results, runs, sweep.describe(), title=f"preadapt sweep: {sweep.name}")
+    return summary
+
+
+def sweep_results(results: pd.DataFrame, described: dict[str, Any]) -> pd.DataFrame:
+    """The tidy table of a sweep with, for each run of the plan, its ``replicate`` and the value of
+    every swept field (one column per dotted field name) appended; rows of runs not in the plan
+    (an earlier grid of the same sweep) are dropped."""
+    runs = described.get("runs", [])
+    fields = [f for axis in described.get("axes", []) for f in axis["fields"]]
+    plan = pd.DataFrame([{"run": r["run_id"], "replicate": r["replicate"], **{f: r["values"].get(f) for f in fields}}
+                         for r in runs], columns=["run", "replicate", *fields])
+    merged = results.merge(plan, on="run", how="inner")
+    merged["replicate"] = merged["replicate"].astype("Int64")
+    return merged

@@ -1,0 +1,195 @@
+"""Sweeps through the Python API: expansion of grid, zip and replicates; validation before any run;
+the driver's store (resume, failures, retry); the tidy export with the swept fields."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from conftest import SWEEP_BASE, TWELVE, write_sweep
+from preadapt.experiment.config import ConfigError
+from preadapt.experiment.executors import InProcess, RunTask, execute
+from preadapt.experiment.store import Store
+from preadapt.experiment.sweep import load_sweep, replicate_seed, run_sweep, sweep_results
+from preadapt.registry import ComponentConfig
+from preadapt.objectives import OBJECTIVES, register_objective
+from preadapt.objectives.curl import CURL
+
+
+def test_grid_times_replicates_gives_every_run_once_with_paired_seeds(tmp_path):
+    sweep = load_sweep(write_sweep(tmp_path, TWELVE))
+    assert len(sweep.runs) == 12 and len({r.run_id for r in sweep.runs}) == 12
+    assert [axis["name"] for axis in sweep.axes] == ["objective.negatives", "objective.block_size"]
+    points = {(r.point["objective.negatives"], r.point["objective.block_size"]) for r in sweep.runs}
+    assert points == {(k, b) for k in (1, 2, 4) for b in (1, 2)}
+    for r in sweep.runs:  # the point's values reached the config, and the sweep named its runs
+        assert (r.config.objective.negatives, r.config.objective.block_size) == tuple(r.point.values())
+        assert r.config.name == "twelve" and r.run_id.startswith("twelve-")
+    seeds = {r.replicate: set() for r in sweep.runs}
+    for r in sweep.runs:
+        seeds[r.replicate].add(r.config.seed)
+    assert all(len(s) == 1 for s in seeds.values())  # one seed per replicate, shared by every point
+    assert seeds[0] != seeds[1]
+    base_hash = load_sweep(write_sweep(tmp_path, {**TWELVE, "grid": {}, "replicates": 1})).runs[0].config
+    assert base_hash.seed == replicate_seed(_base_hash(tmp_path), 0)
+
+
+def _base_hash(folder):
+    from preadapt.experiment.config import parse_config
+
+    return parse_config({**SWEEP_BASE, "name": "twelve"}).config_hash()
+
+
+def test_zip_varies_fields_together_and_sections_take_whole_mappings(tmp_path):
+    objectives = [{"kind": "infonce", "negatives": 2}, {"kind": "curl", "loss": "hinge", "negatives": 2}]
+    spec = {"base": "base.yaml", "grid": {"objective": objectives},
+            "zip": {"world.classes": [4, 6], "evaluate.task_classes": [[2, 4], [2, 6]]}}
+    sweep = load_sweep(write_sweep(tmp_path, spec))
+    assert sweep.name == "sweep" and len(sweep.runs) == 4
+    assert [axis["fields"] for axis in sweep.axes] == [["objective"], ["world.classes", "evaluate.task_classes"]]
+    pairs = {(r.config.world.classes, tuple(r.config.evaluate.task_classes)) for r in sweep.runs}
+    assert pairs == {(4, (2, 4)), (6, (2, 6))}
+    labels = {r.point["objective"] for r in sweep.runs}
+    assert labels == {"kind=infonce", "kind=curl,loss=hinge"}
+    assert {r.config.objective.kind for r in sweep.runs} == {"infonce", "curl"}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"grid": {"objective.negativs": [1, 2]}}, "grid.objective.negativs: unknown field"),
+    ({"grid": {"objective.negatives": []}}, "grid.objective.negatives: an empty list"),
+    ({"grid": {"objective.negatives": 3}}, "grid.objective.negatives: got 3; expected a list"),
+    ({"grid": {"objective.negatives": [1, 0]}}, "grid.objective.negatives: got 0"),
+    ({"grid": {"objective.negatives": [1, 1]}}, "grid.objective.negatives: got [1, 1]; a value is repeated"),
+    ({"grid": {"seed": [1, 2]}}, "grid.seed: cannot be swept"),
+    ({"grid": {}, "zip": {"world.classes": [4, 5], "objective.negatives": [1, 2, 3]}},
+     "zip: the lists differ in length (world.classes has 2, objective.negatives has 3)"),
+    ({"grid": {"world.classes": [4]}, "zip": {"world.classes": [5]}}, "zip.world.classes: also in grid"),
+    ({"replicates": 0}, "sweep.yaml: replicates: got 0"),
+    ({"gird": {}}, "sweep.yaml: gird: unknown field"),
+    ({"base": "nope"}, "--preset: got 'nope'"),
+    ({"base": "missing.yaml"}, "config file not found"),
+    ({"report": {"quantities": ["acc_avg[adapter]"]}}, "report.quantities: got 'acc_avg[adapter]'"),
+])
+def test_a_bad_sweep_fails_before_any_run_with_one_line(tmp_path, change, message):
+    with pytest.raises(ConfigError) as error:
+        load_sweep(write_sweep(tmp_path, {**TWELVE, **change}))
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_run_preset_name_as_sweep_and_a_sweep_preset_as_run_are_refused():
+    from preadapt.experiment.config import load_config
+
+    with pytest.raises(ConfigError, match="is a sweep preset; run it with: preadapt sweep --preset sweep-shots"):
+        load_config(preset="sweep-shots")
+    with pytest.raises(ConfigError, match="allowed sweep presets: .*sweep-negatives"):
+        load_sweep(preset="demo")
+
+
+class Faulty(CURL):
+    """The CURL objective, raising from its ``fail_at``-th training call on: an injected fault."""
+
+    def __init__(self, fail_at: int) -> None:
+        super().__init__()
+        self.fail_at, self.calls = fail_at, 0
+
+    def forward(self, encoded):
+        if self.training:
+            self.calls += 1
+            if self.calls >= self.fail_at:
+                raise RuntimeError("injected fault")
+        return super().forward(encoded)
+
+
+class FaultyParams(ComponentConfig):
+    fail_at: int = 3
+
+
+@pytest.fixture
+def faulty_objective():
+    register_objective("faulty", lambda params: Faulty(params.fail_at), FaultyParams)
+    yield
+    OBJECTIVES._entries.pop("faulty")
+
+
+def test_a_failed_run_is_recorded_with_its_reason_and_the_others_finish(tmp_path, faulty_objective):
+    spec = {"base": "base.yaml", "grid": {"objective": [{"kind": "curl", "negatives": 1}, {"kind": "faulty"}],
+                                          "pretrain.lr": [1e-3, 1e3]},
+            "set": {"pretrain.optimizer": "sgd", "encoder": {"kind": "linear", "out_dim": 4, "norm_bound": None}}}
+    sweep = load_sweep(write_sweep(tmp_path, spec))
+    summary = run_sweep(sweep, tmp_path / "out", InProcess())
+    by_point = {(r.point["objective"], r.point["pretrain.lr"]): summary.statuses[r.run_id] for r in sweep.runs}
+    assert by_point == {("kind=curl,negatives=1", 1e-3): "finished", ("kind=curl,negatives=1", 1e3): "failed",
+                        ("kind=faulty", 1e-3): "failed", ("kind=faulty", 1e3): "failed"}
+    errors = {(r.point["objective"], r.point["pretrain.lr"]): summary.errors[r.run_id]
+              for r in sweep.runs if r.run_id in summary.errors}
+    assert errors[("kind=curl,negatives=1", 1e3)].startswith("diverged at step ")  # non-finite from lr 1e3
+    assert re.fullmatch(r"RuntimeError: injected fault \(at step [1-9]\d*, training\)", errors[("kind=faulty", 1e-3)])
+    store = Store(tmp_path / "out" / "results.sqlite")
+    try:
+        results = store.results()
+        diverged = next(r.run_id for r in sweep.runs if r.point == {"objective": "kind=curl,negatives=1",
+                                                                      "pretrain.lr": 1e3})
+        assert set(results[results.run == diverged].step) == {0}  # the checkpoint before the divergence is kept
+        assert store.integrity() == "ok"
+    finally:
+        store.close()
+    # resume: the failed runs stay failed (and are not rerun) unless asked
+    again = run_sweep(sweep, tmp_path / "out", InProcess())
+    assert again.seconds == {} and sorted(again.failed) == sorted(summary.failed)
+    retried = run_sweep(sweep, tmp_path / "out", InProcess(), retry_failed=True)
+    assert sorted(retried.seconds) == sorted(summary.failed)
+
+
+def test_resume_skips_finished_runs_and_reruns_those_left_running(tmp_path):
+    sweep = load_sweep(write_sweep(tmp_path, {**TWELVE, "grid": {"objective.negatives": [1, 2]}, "replicates": 1}))
+    first = run_sweep(sweep, tmp_path / "out", InProcess())
+    assert sorted(first.seconds) == sorted(r.run_id for r in sweep.runs)
+    store = Store(tmp_path / "out" / "results.sqlite")
+    before = store.results()
+    store.start_run({"run_id": sweep.runs[0].run_id, "config_hash": "x", "config_json": "{}"})  # as if killed mid-run
+    store.close()
+    second = run_sweep(sweep, tmp_path / "out", InProcess())
+    assert list(second.seconds) == [sweep.runs[0].run_id]
+    store = Store(tmp_path / "out" / "results.sqlite")
+    try:
+        after = store.results()
+    finally:
+        store.close()
+    key = ["run", "step", "quantity", "negatives", "task_classes", "top_r", "adapter", "bound", "term"]
+    assert after.sort_values(key).reset_index(drop=True).equals(before.sort_values(key).reset_index(drop=True))
+
+
+def test_the_export_carries_replicate_and_swept_fields(tmp_path):
+    sweep = load_sweep(write_sweep(tmp_path, {**TWELVE, "grid": {"objective.negatives": [1, 2]}, "replicates": 1}))
+    run_sweep(sweep, tmp_path / "out", InProcess())
+    store = Store(tmp_path / "out" / "results.sqlite")
+    try:
+        table = sweep_results(store.results(), store.get_meta("sweep"))
+    finally:
+        store.close()
+    assert list(table.columns[-2:]) == ["replicate", "objective.negatives"]
+    runs = {r.run_id: r.point["objective.negatives"] for r in sweep.runs}
+    assert all(runs[run] == k for run, k in zip(table["run"], table["objective.negatives"]))
+    assert (tmp_path / "out" / "report.html").is_file() and (tmp_path / "out" / "results.csv").is_file()
+
+
+def test_a_directory_of_another_sweep_or_a_single_run_is_refused(tmp_path):
+    from preadapt.experiment.run import run
+
+    sweep = load_sweep(write_sweep(tmp_path, {**TWELVE, "grid": {}, "replicates": 1}))
+    run({**SWEEP_BASE, "pretrain": {"tuples": 64, "epochs": 1, "batch_size": 64, "checkpoints": [0]}},
+        out=tmp_path / "single")
+    with pytest.raises(ConfigError, match="holds a single run, not a sweep"):
+        run_sweep(sweep, tmp_path / "single", InProcess())
+    run_sweep(sweep, tmp_path / "out", InProcess())
+    other = load_sweep(write_sweep(tmp_path, {**TWELVE, "name": "other", "grid": {}, "replicates": 1}))
+    with pytest.raises(ConfigError, match="holds the sweep 'twelve', not 'other'"):
+        run_sweep(other, tmp_path / "out", InProcess())
+
+
+def test_execute_turns_any_error_into_a_failed_outcome():
+    outcome = execute(RunTask("broken", '{"world": {"kind": "gaussian", "classes": 1}}'))
+    assert outcome.status == "failed" and outcome.error.startswith("ValidationError") and outcome.rows == []
+    assert torch.get_num_threads() >= 1

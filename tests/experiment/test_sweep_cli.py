@@ -1,0 +1,97 @@
+"""``preadapt sweep`` driven as a user would: bad sweep files, failures, Ctrl-C and resume, export."""
+
+from __future__ import annotations
+
+import io
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from conftest import TWELVE, write_sweep
+from test_cli import preadapt
+
+FOUR = {**TWELVE, "name": "four", "grid": {"objective.negatives": [1, 2]}, "replicates": 2}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"grid": {"objective.negativs": [1, 2]}}, "grid.objective.negativs: unknown field"),
+    ({"grid": {"objective.negatives": []}}, "grid.objective.negatives: an empty list; give at least one value"),
+    ({"grid": {}, "zip": {"world.classes": [4, 5], "objective.negatives": [1, 2, 3]}},
+     "zip: the lists differ in length (world.classes has 2, objective.negatives has 3)"),
+])
+def test_a_bad_sweep_file_exits_2_with_one_line_before_any_run(tmp_path, change, message):
+    path = write_sweep(tmp_path, {**TWELVE, **change})
+    result = preadapt("sweep", str(path), "--out", "out", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == f"preadapt: {message}" or (
+        result.stderr.startswith(f"preadapt: {message}") and result.stderr.count("\n") == 1), result.stderr
+    assert not (tmp_path / "out").exists()  # nothing written, nothing run
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--backend", "spark"], "--backend: got 'spark'; allowed: local, ray"),
+    (["--workers", "0"], "--workers: got 0; allowed: 1 or more"),
+    (["--address", "127.0.0.1:6379"], "--address: only for --backend ray"),
+])
+def test_bad_options_exit_2(tmp_path, args, message):
+    path = write_sweep(tmp_path, FOUR)
+    result = preadapt("sweep", str(path), *args, "--out", "out", cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.strip() == f"preadapt: {message}", result.stderr
+
+
+def test_failed_runs_exit_1_naming_them_and_the_rest_finish(tmp_path):
+    spec = {**FOUR, "grid": {"pretrain.lr": [1e-3, 1e3]}, "replicates": 1,
+            "set": {"pretrain.optimizer": "sgd", "encoder": {"kind": "linear", "out_dim": 4, "norm_bound": None}}}
+    path = write_sweep(tmp_path, spec)
+    result = preadapt("sweep", str(path), "--out", "out", "--workers", "2", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("preadapt: 1 of 2 runs failed (four-") and "diverged at step" in line
+    assert line.endswith(f"rerun them with: preadapt sweep {path} --out out --retry-failed")
+    with sqlite3.connect(tmp_path / "out" / "results.sqlite") as db:
+        statuses = sorted(row[0] for row in db.execute("SELECT status FROM runs"))
+        assert statuses == ["failed", "finished"]
+    # the export: the tidy table across runs, with the swept field as a column
+    exported = pd.read_csv(io.StringIO(preadapt("results", "out", cwd=tmp_path).stdout))
+    assert set(exported["pretrain.lr"]) == {1e-3, 1e3} and "replicate" in exported.columns
+    records = json.loads(preadapt("results", "out", "--format", "json", cwd=tmp_path).stdout)
+    assert len(records) == len(exported)
+    rebuilt = preadapt("report", "out", cwd=tmp_path)
+    assert rebuilt.returncode == 0 and "diverged at step" in (tmp_path / "out" / "report.html").read_text()
+
+
+def _finished(db_path) -> int:
+    if not db_path.is_file():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5) as db:
+            return db.execute("SELECT count(*) FROM runs WHERE status = 'finished'").fetchone()[0]
+    except sqlite3.OperationalError:  # the schema is not written yet
+        return 0
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_says_how_to_resume_and_resume_finishes(tmp_path):
+    path = write_sweep(tmp_path, FOUR)
+    command = [sys.executable, "-m", "preadapt.cli", "sweep", str(path), "--out", "out"]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while _finished(tmp_path / "out" / "results.sqlite") < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert f"resume with: preadapt sweep {path} --out out" in stderr
+    with sqlite3.connect(tmp_path / "out" / "results.sqlite") as db:
+        statuses = [row[0] for row in db.execute("SELECT status FROM runs")]
+        assert "running" not in statuses and 1 <= statuses.count("finished") < 4
+    resumed = preadapt("sweep", str(path), "--out", "out", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    with sqlite3.connect(tmp_path / "out" / "results.sqlite") as db:
+        assert [row[0] for row in db.execute("SELECT status FROM runs")] == ["finished"] * 4
