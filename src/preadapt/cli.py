@@ -152,7 +152,8 @@ def sweep_command(
               code=130)
     failed = summary.failed
     if failed:
-        listed = "; ".join(f"{run_id}: {summary.errors.get(run_id, '?')}" for run_id in failed)
+        listed = "; ".join(f"{run_id}: {summary.errors.get(run_id, '?')}" for run_id in failed[:3])
+        listed += f"; and {len(failed) - 3} more (see the table above)" if len(failed) > 3 else ""
         _fail(f"{len(failed)} of {len(sweep.runs)} runs failed ({listed}); rerun them with: {resume} --retry-failed",
               code=1)
     console.print(f"wrote {target}/ (report: {target / 'report.html'})", markup=False, highlight=False)

@@ -193,3 +193,13 @@ def test_execute_turns_any_error_into_a_failed_outcome():
     outcome = execute(RunTask("broken", '{"world": {"kind": "gaussian", "classes": 1}}'))
     assert outcome.status == "failed" and outcome.error.startswith("ValidationError") and outcome.rows == []
     assert torch.get_num_threads() >= 1
+
+
+@pytest.mark.parametrize("baseline, message", [
+    ({"objective.negativs": 1}, "report.baseline.objective.negativs: not an axis; allowed: objective.negatives"),
+    ({"objective.negatives": 3}, "report.baseline.objective.negatives: got 3; allowed: 1, 2, 4"),
+])
+def test_a_baseline_names_an_axis_and_one_of_its_values(tmp_path, baseline, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_sweep(write_sweep(tmp_path, {**TWELVE, "report": {"baseline": baseline}}))
+    assert load_sweep(write_sweep(tmp_path, {**TWELVE, "report": {"baseline": {"objective.negatives": 2}}})).baseline

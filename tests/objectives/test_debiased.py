@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from sampled_tuples import assert_trains_on_sampled_tuples
@@ -167,7 +168,7 @@ def test_tau_plus_null_reads_the_collision_probability_of_the_prior():
     with pytest.raises(ValueError, match="call use_prior"):
         objective(None)
     prior = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
-    objective.use_prior(prior)
+    objective.use_prior(prior.numpy())
     assert objective.tau_plus == pytest.approx(0.25 + 0.09 + 0.04, abs=1e-12)  # Σρ² = P(a ρ-negative shares c)
-    objective.use_prior(torch.full((4,), 0.25))  # a value once set stays
+    objective.use_prior(np.full(4, 0.25))  # a value once set stays (worlds hold ρ as numpy)
     assert objective.tau_plus == pytest.approx(0.38, abs=1e-12)

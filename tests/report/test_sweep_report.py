@@ -221,3 +221,30 @@ def test_finished_runs_without_rows_are_named(tmp_path):
     html = write_sweep_report(tmp_path, results, make_runs(sweep), sweep, title="t").read_text(encoding="utf-8")
     assert "Finished without any recorded result: sweep-p1-r0" in html
     assert html.count('src="figures/sweep_') == 1
+
+
+def test_paired_contrast_is_the_t_interval_of_the_per_replicate_differences():
+    from preadapt.report.sweep import PAIRED_METHOD, paired_contrast
+
+    sweep = make_sweep({NEGATIVES: [1, 4], BLOCK: [1, 2]}, replicates=4, quantities=["L_un"])
+    rng = np.random.default_rng(5)
+    seed_effect = rng.normal(0, 1.0, size=4)  # shared by every point of a replicate: cancels in the pairs
+    values = {}
+    for entry in sweep["runs"]:
+        point = entry["point"]
+        values[entry["run_id"]] = (seed_effect[entry["replicate"]] + 0.1 * point[NEGATIVES] + 0.5 * point[BLOCK]
+                                   + rng.normal(0, 0.01))
+    results = tidy_frame([row(run, "L_un", v) for run, v in values.items()])
+    paired = paired_contrast(results, make_runs(sweep, {"sweep-p3-r2": "failed"}), sweep, "L_un", {NEGATIVES: 1})
+    assert sorted(zip(paired[NEGATIVES], paired[BLOCK])) == [(4, 1), (4, 2)]  # baseline points left out
+    by_point = {(e["point"][NEGATIVES], e["point"][BLOCK], e["replicate"]): e["run_id"] for e in sweep["runs"]}
+    for record in paired.to_dict("records"):
+        replicates = [r for r in range(4) if not (record[BLOCK] == 2 and r == 2)]  # p3 = (4, 2) lost replicate 2
+        differences = [values[by_point[(4, record[BLOCK], r)]] - values[by_point[(1, record[BLOCK], r)]]
+                       for r in replicates]
+        mean, lower, upper = t_interval(differences, 0.95)
+        assert record["value"] == pytest.approx(mean, abs=1e-12)
+        assert (record["lower"], record["upper"]) == pytest.approx((lower, upper), abs=1e-12)
+        assert record["n"] == len(replicates) and record["method"] == PAIRED_METHOD
+        assert record["lower"] < 0.3 < record["upper"]  # the true difference 0.1 · (4 − 1)
+        assert record["upper"] - record["lower"] < 0.1  # far narrower than the seed spread (sd 1)

@@ -14,7 +14,7 @@ A sweep file::
       evaluate.task_classes: [[2, 5], [2, 10]]
     replicates: 3                   # seeds per point
     labels: {world.classes: [small, large]}   # names shown for a field's values (optional)
-    report: {quantities: ["acc_avg[adapter=mean,task_classes=2]", L_un]}
+    report: {quantities: ["acc_avg[adapter=mean,task_classes=2]", L_un], baseline: {objective.negatives: 1}}
 
 Replicate r of every point gets the same seed, derived from the base config's hash and r, so the
 points of one replicate share their world and initialisation (paired comparisons across the grid).
@@ -111,6 +111,8 @@ class ReportSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     quantities: list[str] = Field(default_factory=lambda: list(DEFAULT_QUANTITIES), min_length=1)
+    baseline: dict[str, Any] = Field(default_factory=dict,
+                                     description="axis → value: also report each point's paired difference to this point")
 
     @field_validator("quantities")
     @classmethod
@@ -157,11 +159,12 @@ class Sweep:
     replicates: int
     quantities: list[str]
     runs: list[PlannedRun]
+    baseline: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
         """The plan as stored in the store's meta table (key ``sweep``) and read by the report."""
         return dict(name=self.name, source=self.source, axes=self.axes, replicates=self.replicates,
-                    quantities=self.quantities,
+                    quantities=self.quantities, baseline=self.baseline,
                     runs=[dict(run_id=r.run_id, replicate=r.replicate, point=r.point, values=r.values)
                           for r in self.runs])
 
@@ -287,7 +290,13 @@ def expand(spec: SweepSpec, source: str, folder: Path) -> Sweep:
             seen_ids[run_id] = labels
             point_labels = {axis["name"]: labels[axis["name"]] for axis in axes}
             runs.append(PlannedRun(run_id, config, replicate, point_labels, labels))
-    return Sweep(name, source, axes, spec.replicates, spec.report.quantities, runs)
+    for axis, value in spec.report.baseline.items():
+        values = list(dict.fromkeys(r.point[axis] for r in runs)) if axis in runs[0].point else None
+        if values is None:
+            raise ConfigError(f"report.baseline.{axis}: not an axis; allowed: {', '.join(a['name'] for a in axes)}")
+        if value not in values:
+            raise ConfigError(f"report.baseline.{axis}: got {value!r}; allowed: {', '.join(map(str, values))}")
+    return Sweep(name, source, axes, spec.replicates, spec.report.quantities, runs, dict(spec.report.baseline))
 
 
 def sweep_preset_names() -> list[str]:

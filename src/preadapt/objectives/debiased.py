@@ -102,7 +102,7 @@ class Debiased(nn.Module):
         """``tau_plus`` None: take τ⁺ from the world's class prior ρ, the probability that a negative
         drawn from ρ shares the anchor's class, Σ_c ρ_c² (τ of [Arora19]; 1/|C| for uniform ρ)."""
         if self.tau_plus is None:
-            self.tau_plus = float((prior.double() ** 2).sum())
+            self.tau_plus = float((torch.as_tensor(prior, dtype=torch.float64) ** 2).sum())
 
     def forward(self, encoded: Encoded) -> torch.Tensor:  # -> (n,)
         if self.tau_plus is None:

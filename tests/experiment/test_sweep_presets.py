@@ -1,0 +1,63 @@
+"""The sweep presets: their plans, and reduced versions of them run end to end."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from preadapt.experiment.executors import InProcess
+from preadapt.experiment.store import Store
+from preadapt.experiment.sweep import load_sweep, run_sweep, sweep_preset_names
+from preadapt.report.sweep import aggregate
+
+
+def test_the_sweep_presets_expand_into_the_grids_they_promise():
+    assert sweep_preset_names() == ["debiased", "sweep-negatives", "sweep-shots"]
+    negatives = load_sweep(preset="sweep-negatives")
+    assert len(negatives.runs) == 6 * 3 * 3
+    assert {(r.point["objective.negatives"], r.point["objective.block_size"]) for r in negatives.runs} == {
+        (k, b) for k in (1, 2, 4, 8, 16, 32) for b in (1, 2, 5)}
+    shots = load_sweep(preset="sweep-shots")
+    assert sorted({r.config.evaluate.probe_shots for r in shots.runs}) == [1, 2, 5, 10, 20, 50, 100]
+    assert len(shots.runs) == 21
+    debiased = load_sweep(preset="debiased")
+    kinds = {(r.point["world.classes"], r.point["objective"]): r.config.objective for r in debiased.runs}
+    assert set(kinds) == {(c, o) for c in (2, 5) for o in ("biased", "debiased", "oracle")}
+    for classes in (2, 5):  # equal budget: the same tuples, steps and negatives for the three objectives
+        assert {objective.negatives for (c, _), objective in kinds.items() if c == classes} == {4}
+        assert kinds[(classes, "oracle")].true_negatives and not kinds[(classes, "biased")].true_negatives
+    assert len({r.config.pretrain.model_dump_json() for r in debiased.runs}) == 1 and debiased.baseline == {"objective": "biased"}
+
+
+def _reduced(sweep, keep):
+    return dataclasses.replace(sweep, runs=[r for r in sweep.runs if keep(r)])
+
+
+@pytest.mark.slow
+def test_a_reduced_debiased_sweep_reports_paired_differences(tmp_path):
+    sweep = _reduced(load_sweep(preset="debiased"), lambda r: r.replicate < 2 and r.point["world.classes"] == 2)
+    summary = run_sweep(sweep, tmp_path / "out", InProcess())
+    assert sorted(summary.statuses.values()) == ["finished"] * 6
+    figures = {path.name for path in (tmp_path / "out" / "figures").glob("*.png")}
+    assert "sweep_L_sup_mean_task_classes_2_objective_paired.png" in figures
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "Paired differences to the baseline (objective=biased)" in html and "paired-t" in html
+
+
+@pytest.mark.slow
+def test_a_reduced_shots_sweep_shows_a_hundred_shots_beating_one(tmp_path):
+    sweep = _reduced(load_sweep(preset="sweep-shots"),
+                     lambda r: r.replicate == 0 and r.point["evaluate.probe_shots"] in (1, 100))
+    run_sweep(sweep, tmp_path / "out", InProcess())
+    store = Store(tmp_path / "out" / "results.sqlite")
+    try:
+        results, runs = store.results(), store.runs()
+    finally:
+        store.close()
+    for adapter in ("mean", "linear"):  # one replicate: each point is its run's own t-interval across tasks
+        table = aggregate(results, runs, sweep.describe(), f"acc_avg[adapter={adapter},task_classes=2,shots=1]")
+        one = table.iloc[0]
+        table = aggregate(results, runs, sweep.describe(), f"acc_avg[adapter={adapter},task_classes=2,shots=100]")
+        hundred = table.iloc[0]
+        assert one["upper"] < hundred["lower"], (adapter, one.to_dict(), hundred.to_dict())
