@@ -23,6 +23,7 @@ BENCHMARKS = {
     "linear_probe": "bench_linear_probe.py",
     "pretrain": "bench_pretrain.py",
     "estimates": "bench_estimates.py",
+    "sweep": "bench_sweep.py",
 }
 LINEAR_PROBE_QUICK = ["--tasks", "200", "--repeats", "2"]
 

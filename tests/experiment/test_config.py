@@ -79,3 +79,11 @@ def test_presets_are_valid_and_described():
     for name, description in preset_descriptions().items():
         assert description, name
         load_config(preset=name)
+
+
+def test_a_component_section_without_kind_takes_the_default_kind():
+    from preadapt.experiment.config import Config, parse_config
+
+    config = parse_config({"objective": {"negatives": 3}, "world": {"classes": 7}})
+    assert (config.objective.kind, config.objective.negatives) == (Config().objective.kind, 3)
+    assert (config.world.kind, config.world.classes) == (Config().world.kind, 7)

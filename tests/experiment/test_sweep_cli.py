@@ -77,9 +77,10 @@ def _finished(db_path) -> int:
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_cleanly_says_how_to_resume_and_resume_finishes(tmp_path):
-    path = write_sweep(tmp_path, FOUR)
-    command = [sys.executable, "-m", "preadapt.cli", "sweep", str(path), "--out", "out"]
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_ctrl_c_stops_cleanly_says_how_to_resume_and_resume_finishes(tmp_path, workers):
+    path = write_sweep(tmp_path, {**TWELVE, "replicates": 1})
+    command = [sys.executable, "-m", "preadapt.cli", "sweep", str(path), "--out", "out", "--workers", workers]
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while _finished(tmp_path / "out" / "results.sqlite") < 1 and time.monotonic() < deadline:
@@ -90,8 +91,9 @@ def test_ctrl_c_stops_cleanly_says_how_to_resume_and_resume_finishes(tmp_path):
     assert f"resume with: preadapt sweep {path} --out out" in stderr
     with sqlite3.connect(tmp_path / "out" / "results.sqlite") as db:
         statuses = [row[0] for row in db.execute("SELECT status FROM runs")]
-        assert "running" not in statuses and 1 <= statuses.count("finished") < 4
+        assert "running" not in statuses and 1 <= statuses.count("finished") < 6
+    assert (tmp_path / "out" / "report.html").is_file()  # the report of what finished
     resumed = preadapt("sweep", str(path), "--out", "out", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     with sqlite3.connect(tmp_path / "out" / "results.sqlite") as db:
-        assert [row[0] for row in db.execute("SELECT status FROM runs")] == ["finished"] * 4
+        assert [row[0] for row in db.execute("SELECT status FROM runs")] == ["finished"] * 6

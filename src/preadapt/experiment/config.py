@@ -57,6 +57,8 @@ class Config(BaseModel):
                 continue
             if not isinstance(value, dict):
                 raise ValueError(f"{key}: got {value!r}; expected a mapping with a 'kind'")
+            if "kind" not in value:  # a section given in part (--set objective.negatives=4): the default kind
+                value = {"kind": cls.model_fields[key].default_factory().kind, **value}
             kind = value.get("kind")
             if kind not in registry.names():
                 raise ValueError(f"{key}.kind: got {kind!r}; allowed: {', '.join(registry.names())}")

@@ -230,7 +230,15 @@ def _blame(message: str, fields: dict[str, str], point: dict[str, Any]) -> str:
 
 
 def expand(spec: SweepSpec, source: str, folder: Path) -> Sweep:
-    """Every run of a sweep, each config validated (a bad sweep fails here, before any run)."""
+    """Every run of a sweep, each config validated (a bad sweep fails here, before any run).
+
+    >>> spec = SweepSpec(base="demo", grid={"objective.negatives": [1, 4]}, replicates=2)
+    >>> sweep = expand(spec, "neg.yaml", Path("."))
+    >>> [(r.point["objective.negatives"], r.replicate, r.config.name) for r in sweep.runs]
+    [(1, 0, 'neg'), (4, 0, 'neg'), (1, 1, 'neg'), (4, 1, 'neg')]
+    >>> len({r.config.seed for r in sweep.runs})  # one seed per replicate, shared by its points
+    2
+    """
     name = spec.name or Path(source).stem
     base = _base_data(spec, folder)
     for field_name, value in spec.set.items():
@@ -398,6 +406,21 @@ def run_sweep(sweep: Sweep, out: str | Path, executor: Executor, retry_failed: b
     rows, in one transaction when it returns, so a driver killed at any moment loses no finished
     run; on restart the runs left "running" are run again. Ctrl-C (KeyboardInterrupt) stops the
     workers, forgets the runs in flight, and returns a summary with ``interrupted`` set.
+
+    >>> import tempfile
+    >>> from preadapt.experiment.executors import InProcess
+    >>> base = {"world": {"kind": "gaussian", "classes": 3, "dim": 2}, "encoder": {"kind": "linear", "out_dim": 2},
+    ...         "pretrain": {"tuples": 64, "epochs": 1, "batch_size": 64, "checkpoints": []},
+    ...         "evaluate": {"samples": 64, "mean_samples": 32, "test_per_class": 8, "task_classes": [2],
+    ...                      "top_r": [1], "probe_tasks": 2, "probe_shots": 4, "probe_val": 4, "sup_samples": 8,
+    ...                      "bootstrap": 10}}
+    >>> sweep = expand(SweepSpec(name="doc", base=base, grid={"objective.negatives": [1, 2]}), "doc", Path("."))
+    >>> out = Path(tempfile.mkdtemp())
+    >>> summary = run_sweep(sweep, out, InProcess())
+    >>> sorted(summary.statuses.values()), sorted(p.name for p in out.iterdir() if p.suffix != ".sqlite-wal")
+    (['finished', 'finished'], ['figures', 'report.html', 'results.csv', 'results.sqlite'])
+    >>> len(run_sweep(sweep, out, InProcess()).seconds)  # resumed: nothing left to run
+    0
     """
     out = Path(out)
     store = open_sweep_store(out, sweep)
