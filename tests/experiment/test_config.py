@@ -84,6 +84,6 @@ def test_presets_are_valid_and_described():
 def test_a_component_section_without_kind_takes_the_default_kind():
     from preadapt.experiment.config import Config, parse_config
 
-    config = parse_config({"objective": {"negatives": 3}, "world": {"classes": 7}})
+    config = parse_config({"objective": {"negatives": 3}, "world": {"classes": 12}})
     assert (config.objective.kind, config.objective.negatives) == (Config().objective.kind, 3)
-    assert (config.world.kind, config.world.classes) == (Config().world.kind, 7)
+    assert (config.world.kind, config.world.classes) == (Config().world.kind, 12)
