@@ -137,6 +137,8 @@ def sweep_command(
         task = bar.add_task(f"sweep {sweep.name}", total=1, counts="")
 
         def progress(counts) -> None:
+            if counts.stage == "report":
+                bar.update(task, description=f"sweep {sweep.name}: writing the report")
             bar.update(task, total=max(counts.to_run, 1), completed=counts.finished + counts.failed,
                        counts=f"finished {counts.finished} · failed {counts.failed} · running {counts.running}"
                               + (f" · {counts.earlier} earlier" if counts.earlier else ""))

@@ -203,3 +203,35 @@ def test_a_baseline_names_an_axis_and_one_of_its_values(tmp_path, baseline, mess
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_sweep(write_sweep(tmp_path, {**TWELVE, "report": {"baseline": baseline}}))
     assert load_sweep(write_sweep(tmp_path, {**TWELVE, "report": {"baseline": {"objective.negatives": 2}}})).baseline
+
+
+@pytest.mark.slow
+def test_a_pool_worker_killed_mid_run_fails_that_run_and_a_fresh_pool_takes_the_next(tmp_path):
+    import os
+    import signal
+    import time
+
+    from preadapt.experiment.executors import LocalPool
+
+    sweep = load_sweep(write_sweep(tmp_path, {**TWELVE, "grid": {"objective.negatives": [1, 2]}, "replicates": 1}))
+    first, second = (RunTask(r.run_id, r.config.model_dump_json()) for r in sweep.runs)
+    pool = LocalPool(1)
+    try:
+        pool.submit(first)
+        deadline = time.monotonic() + 60
+        while not pool._pool._processes and time.monotonic() < deadline:  # the worker is spawned lazily
+            time.sleep(0.05)
+        for pid in list(pool._pool._processes):  # as the out-of-memory killer would
+            os.kill(pid, signal.SIGKILL)
+        outcomes = []
+        while not outcomes:
+            outcomes = pool.wait(timeout=5)
+        assert outcomes[0].run_id == first.run_id and outcomes[0].status == "failed"
+        assert outcomes[0].error.startswith("worker process died")
+        pool.submit(second)
+        outcomes = []
+        while not outcomes:
+            outcomes = pool.wait(timeout=5)
+        assert outcomes[0].run_id == second.run_id and outcomes[0].status == "finished"
+    finally:
+        pool.shutdown(cancel=True)

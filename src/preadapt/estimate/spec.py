@@ -19,7 +19,8 @@ class EvaluateConfig(BaseModel):
     task_classes: list[int] = Field([2, 10], min_length=1, description="classes per downstream task (AVG-k)")
     top_r: list[int] = Field([1, 5], description="R of TOP-R accuracy on the full problem")
     probe_tasks: int = Field(200, ge=2, description="sampled tasks for the linear heads (t-interval across tasks)")
-    probe_shots: int = Field(50, ge=1, description="labeled training points per class for the linear probe")
+    probe_shots: int = Field(50, ge=1, description="labeled training points per class of each sampled task, for the "
+                                                   "linear probe and the few-shot mean classifier")
     probe_val: int = Field(50, ge=1, description="validation points per class (the probe's penalty is chosen on them)")
     probe_penalties: list[float] = Field([1e-4, 1e-3, 1e-2, 1e-1], min_length=1, description="L2 penalties tried by the probe")
     sup_samples: int = Field(500, ge=1, description="fresh points per class of each task that the L_sup heads are fitted on")

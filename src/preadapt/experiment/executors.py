@@ -18,6 +18,7 @@ import os
 import signal
 import threading
 import time
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -160,7 +161,7 @@ class LocalPool:
         task = RunTask(task.run_id, task.config_json, task.threads or self.threads)
         try:
             future = self._executor().submit(execute, task)
-        except futures.process.BrokenProcessPool:
+        except BrokenProcessPool:
             self._pool = None
             future = self._executor().submit(execute, task)
         self._running[future] = task
@@ -174,7 +175,7 @@ class LocalPool:
             task = self._running.pop(future)
             try:
                 outcomes.append(future.result())
-            except futures.process.BrokenProcessPool as broken:
+            except BrokenProcessPool as broken:
                 self._pool = None  # the next submit starts a fresh pool
                 outcomes.append(_failed(task, f"worker process died ({broken})"))
             except Exception as failure:  # e.g. an outcome that could not be pickled back

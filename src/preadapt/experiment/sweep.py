@@ -353,6 +353,7 @@ class SweepProgress:
     finished: int = 0
     failed: int = 0
     running: int = 0
+    stage: str = "running"  # then "report": the runs are done, the report is being written
 
 
 @dataclass
@@ -471,6 +472,9 @@ def run_sweep(sweep: Sweep, out: str | Path, executor: Executor, retry_failed: b
         results = sweep_results(store.results(), sweep.describe())
     finally:
         store.close()
+    if progress is not None:
+        counts.stage = "report"
+        progress(counts)
     results.to_csv(out / "results.csv", index=False)
     from preadapt.report.sweep import write_sweep_report
 
