@@ -6,6 +6,7 @@ Exit codes: 0 success; 2 invalid config or arguments (one line, nothing written)
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 from typing import Optional
@@ -130,7 +131,10 @@ def sweep_command(
         _fail(str(error))
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # a scheduler's stop: the same clean stop as Ctrl-C
-    resume = f"preadapt sweep {sweep_file if sweep_file is not None else '--preset ' + str(preset)} --out {target}"
+    options = [str(sweep_file)] if sweep_file is not None else ["--preset", str(preset)]
+    options += ["--out", str(target)] + (["--backend", backend] if backend != "local" else [])
+    options += (["--workers", str(workers)] if workers is not None else []) + (["--address", address] if address else [])
+    resume = shlex.join(["preadapt", "sweep", *options])
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TextColumn("{task.fields[counts]}"), TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn())
     with Progress(*columns, console=errors, transient=True, disable=not errors.is_terminal) as bar:
@@ -235,13 +239,13 @@ def results_command(
         _fail(f"--format: got {format!r}; allowed: csv, json")
     store = _open_store(directory)
     try:
-        results, sweep = store.results(), store.get_meta("sweep")
+        results, runs, sweep = store.results(), store.runs(), store.get_meta("sweep")
     finally:
         store.close()
     if sweep is not None:
-        from preadapt.experiment.sweep import sweep_results
+        from preadapt.experiment.sweep import sweep_results, with_run_status
 
-        results = sweep_results(results, sweep)
+        results = with_run_status(sweep_results(results, sweep), runs)
     text = results.to_csv(index=False) if format == "csv" else results.to_json(orient="records", indent=1)
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
 

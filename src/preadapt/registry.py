@@ -30,6 +30,7 @@ class OpenComponentConfig(ComponentConfig):
 class Entry:
     factory: Callable[..., Any]
     params: type[ComponentConfig]
+    user: bool = False
 
 
 class Registry:
@@ -48,10 +49,16 @@ class Registry:
         self.family = family
         self._entries: dict[str, Entry] = {}
 
-    def register(self, name: str, factory: Callable[..., Any], params: type[ComponentConfig] | None = None) -> None:
+    def register(self, name: str, factory: Callable[..., Any], params: type[ComponentConfig] | None = None,
+                 user: bool = False) -> None:
+        """Add a kind; ``user`` marks one registered at run time by a user's code (the public
+        ``register_*`` functions), which processes started elsewhere (a pool, Ray) do not know."""
         if not name or not isinstance(name, str):
             raise ValueError(f"a {self.family} name must be a non-empty string; got {name!r}")
-        self._entries[name] = Entry(factory, params or OpenComponentConfig)
+        self._entries[name] = Entry(factory, params or OpenComponentConfig, user)
+
+    def user_names(self) -> list[str]:
+        return sorted(name for name, entry in self._entries.items() if entry.user)
 
     def names(self) -> list[str]:
         return sorted(self._entries)

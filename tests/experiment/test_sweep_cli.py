@@ -53,13 +53,15 @@ def test_failed_runs_exit_1_naming_them_and_the_rest_finish(tmp_path):
     assert result.returncode == 1, result.stderr
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith("preadapt: 1 of 2 runs failed (four-") and "diverged at step" in line
-    assert line.endswith(f"rerun them with: preadapt sweep {path} --out out --retry-failed")
+    assert line.endswith(f"rerun them with: preadapt sweep {path} --out out --workers 2 --retry-failed")
     with sqlite3.connect(tmp_path / "out" / "results.sqlite") as db:
         statuses = sorted(row[0] for row in db.execute("SELECT status FROM runs"))
         assert statuses == ["failed", "finished"]
     # the export: the tidy table across runs, with the swept field as a column
     exported = pd.read_csv(io.StringIO(preadapt("results", "out", cwd=tmp_path).stdout))
     assert set(exported["pretrain.lr"]) == {1e-3, 1e3} and "replicate" in exported.columns
+    diverged = exported[exported["pretrain.lr"] == 1e3]  # its checkpoint before the divergence, marked
+    assert len(diverged) and set(diverged["run_status"]) == {"failed"}
     records = json.loads(preadapt("results", "out", "--format", "json", cwd=tmp_path).stdout)
     assert len(records) == len(exported)
     rebuilt = preadapt("report", "out", cwd=tmp_path)
@@ -88,7 +90,7 @@ def test_ctrl_c_stops_cleanly_says_how_to_resume_and_resume_finishes(tmp_path, w
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
-    assert f"resume with: preadapt sweep {path} --out out" in stderr
+    assert f"resume with: preadapt sweep {path} --out out --workers {workers}" in stderr
     with sqlite3.connect(tmp_path / "out" / "results.sqlite") as db:
         statuses = [row[0] for row in db.execute("SELECT status FROM runs")]
         assert "running" not in statuses and 1 <= statuses.count("finished") < 6

@@ -61,3 +61,22 @@ def test_a_reduced_shots_sweep_shows_a_hundred_shots_beating_one(tmp_path):
         table = aggregate(results, runs, sweep.describe(), f"acc_avg[adapter={adapter},task_classes=2,shots=100]")
         hundred = table.iloc[0]
         assert one["upper"] < hundred["lower"], (adapter, one.to_dict(), hundred.to_dict())
+
+
+@pytest.mark.slow
+def test_a_reduced_negatives_sweep_draws_lines_and_a_heatmap_with_bands(tmp_path):
+    sweep = _reduced(load_sweep(preset="sweep-negatives"),
+                     lambda r: r.replicate < 2 and r.point["objective.negatives"] in (1, 32)
+                     and r.point["objective.block_size"] in (1, 5))
+    summary = run_sweep(sweep, tmp_path / "out", InProcess())
+    assert sorted(summary.statuses.values()) == ["finished"] * 8
+    figures = {path.name for path in (tmp_path / "out" / "figures").glob("*.png")}
+    stem = "sweep_acc_avg_adapter_mean_shots_none_task_classes_2"
+    assert {f"{stem}_objective_negatives.png", f"{stem}_objective_block_size.png", f"{stem}_heatmap.png",
+            f"{stem}_objective_negatives_paired.png"} <= figures
+    store = Store(tmp_path / "out" / "results.sqlite")
+    try:
+        table = aggregate(store.results(), store.runs(), sweep.describe(), sweep.quantities[0])
+    finally:
+        store.close()
+    assert len(table) == 4 and (table["replicates"] == 2).all() and (table["lower"] < table["upper"]).all()

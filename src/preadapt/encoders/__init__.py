@@ -26,7 +26,7 @@ def register_encoder(name: str, factory, params=None) -> None:
 
     The module maps inputs (n, *input_shape) to (n, d) and may set ``norm_bound`` (R; None = measured).
     """
-    ENCODERS.register(name, factory, params)
+    ENCODERS.register(name, factory, params, user=True)
 
 
 __all__ = [

@@ -7,7 +7,8 @@
 
 Workers only compute: ``execute`` turns a config into a ``RunOutcome`` (plain, picklable data),
 and the driver alone writes the store. The driver submits at most ``capacity`` runs at a time, so
-the runs marked running in the store are the ones computing.
+the runs marked running in the store are the ones handed to workers (under Ray, possibly still
+waiting for resources).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from preadapt.experiment.config import ConfigError
+from preadapt.experiment.config import Config, ConfigError
+from preadapt.experiment.run import describe_failure, pipeline, resolve_device, run_provenance, utc_now
 
 
 @dataclass(frozen=True)
@@ -64,9 +66,6 @@ def execute(task: RunTask) -> RunOutcome:
     """
     import torch
 
-    from preadapt.experiment.config import Config
-    from preadapt.experiment.run import describe_failure, pipeline, resolve_device, run_provenance, utc_now
-
     start = time.perf_counter()
     rows: list[dict[str, Any]] = []
     provenance: dict[str, Any] = {}
@@ -83,9 +82,12 @@ def execute(task: RunTask) -> RunOutcome:
     return RunOutcome(task.run_id, status, error, provenance, rows, utc_now(), time.perf_counter() - start)
 
 
-def _failed(task: RunTask, reason: str) -> RunOutcome:
-    from preadapt.experiment.run import utc_now
+LOST = "lost"
+"""The status of a run whose worker died together with others' (a broken pool): not its own failure;
+the driver runs it again once."""
 
+
+def _failed(task: RunTask, reason: str) -> RunOutcome:
     return RunOutcome(task.run_id, "failed", reason, finished_at=utc_now())
 
 
@@ -93,6 +95,7 @@ class Executor(Protocol):
     """Runs tasks; the driver keeps at most ``capacity`` of them submitted."""
 
     capacity: int
+    shares_registry: bool  # whether runs see components registered in the driver's process
 
     def submit(self, task: RunTask) -> None: ...
 
@@ -107,6 +110,7 @@ class InProcess:
     """Runs each task in the driver's own process, when the driver waits for it."""
 
     capacity = 1
+    shares_registry = True  # components registered in this process are known to its runs
 
     def __init__(self) -> None:
         self._queue: list[RunTask] = []
@@ -115,7 +119,15 @@ class InProcess:
         self._queue.append(task)
 
     def wait(self, timeout: float) -> list[RunOutcome]:
-        return [execute(self._queue.pop(0))] if self._queue else []
+        if not self._queue:
+            return []
+        import torch
+
+        threads = torch.get_num_threads()  # a run's `threads` must not leak into the next one's
+        try:
+            return [execute(self._queue.pop(0))]
+        finally:
+            torch.set_num_threads(threads)
 
     def shutdown(self, cancel: bool = False) -> None:
         self._queue.clear()
@@ -176,8 +188,10 @@ class LocalPool:
             try:
                 outcomes.append(future.result())
             except BrokenProcessPool as broken:
-                self._pool = None  # the next submit starts a fresh pool
-                outcomes.append(_failed(task, f"worker process died ({broken})"))
+                # one dead worker breaks the whole pool: every run in flight comes back "lost"
+                # (not failed), and the driver submits each again once, to a fresh pool
+                self._pool = None
+                outcomes.append(RunOutcome(task.run_id, LOST, f"worker process died ({broken})", finished_at=utc_now()))
             except Exception as failure:  # e.g. an outcome that could not be pickled back
                 outcomes.append(_failed(task, f"{type(failure).__name__}: {failure}"))
         return outcomes
@@ -211,6 +225,8 @@ class RayExecutor:
     """Each run a Ray task. ``address=None`` starts a local Ray (dashboard off) with ``workers``
     CPUs (all cores when None); an address joins a running cluster (``ray start --head``), where
     ``workers`` caps the runs in flight (default: the cluster's CPUs)."""
+
+    shares_registry = False
 
     def __init__(self, address: str | None = None, workers: int | None = None) -> None:
         try:

@@ -13,6 +13,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import ValidationError
 from torch import nn
 
 from preadapt.bounds import BoundCheck, Training, every_f_checks, theorem_checks
@@ -141,13 +142,23 @@ class RunFailure(RuntimeError):
     """An error raised inside a run, with where it arose: the training step and the stage."""
 
     def __init__(self, failure: Exception, step: int, stage: str) -> None:
-        super().__init__(f"{type(failure).__name__}: {failure} (at step {step}, {stage})")
+        super().__init__(" ".join(f"{type(failure).__name__}: {failure} (at step {step}, {stage})".split()))
         self.failure, self.step, self.stage = failure, step, stage
 
 
 def describe_failure(failure: Exception) -> str:
-    """The one-line reason a run failed, as stored in ``runs.error``."""
-    return str(failure) if isinstance(failure, RunFailure) else f"{type(failure).__name__}: {failure}"
+    r"""The one-line reason a run failed, as stored in ``runs.error``.
+
+    >>> describe_failure(ValueError("bad\n   thing"))
+    'ValueError: bad thing'
+    """
+    if isinstance(failure, RunFailure):
+        return str(failure)
+    if isinstance(failure, ValidationError):
+        from preadapt.experiment.config import format_validation_error
+
+        return f"invalid config: {format_validation_error(failure)}"
+    return " ".join(f"{type(failure).__name__}: {failure}".split())
 
 
 def run_provenance(config: Config, device: torch.device) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 Table ``runs`` holds one provenance row per run; table ``results`` the tidy rows; table ``meta``
 the schema version and, in a sweep directory, the sweep's plan (key ``sweep``). Every write is one
 transaction and the journal is write-ahead (WAL), so a process killed at any moment leaves the
-database whole: a run is either finished with all its rows, or marked running with none. Only one
+database whole: a run is finished or failed with all its rows (a failed run's are those of its
+checkpoints before the failure), or marked running with none. Only one
 process writes (a sweep's driver); workers hand their results to it.
 """
 

@@ -41,7 +41,7 @@ from preadapt.experiment.config import (
     read_yaml,
     set_field,
 )
-from preadapt.experiment.executors import Executor, RunTask
+from preadapt.experiment.executors import LOST, Executor, RunTask
 from preadapt.experiment.run import utc_now
 from preadapt.experiment.store import Store, tidy_frame
 
@@ -90,7 +90,7 @@ def parse_selector(text: str) -> Selector:
         if value.lower() == "none":  # the column does not apply: e.g. acc_avg[adapter=mean,shots=none]
             context[key] = None
         elif key in _INTEGER_CONTEXT:
-            if not value.isdigit():
+            if not re.fullmatch(r"[0-9]+", value):
                 raise ConfigError(f"report.quantities: got {text!r}; {key} must be a whole number")
             context[key] = int(value)
         else:
@@ -196,7 +196,7 @@ def value_label(value: Any, alternatives: list[Any]) -> Any:
         return ",".join(f"{key}={value[key]}" for key in shown) or json.dumps(value, sort_keys=True)
     if isinstance(value, (list, tuple)):
         return json.dumps(value)
-    return value
+    return "null" if value is None else value
 
 
 def _values(section: str, field_name: str, values: Any) -> list[Any]:
@@ -257,11 +257,15 @@ def expand(spec: SweepSpec, source: str, folder: Path) -> Sweep:
     if len(set(lengths.values())) > 1:
         described = ", ".join(f"{field_name} has {length}" for field_name, length in lengths.items())
         raise ConfigError(f"zip: the lists differ in length ({described}); fields varied together need equally many values")
-    for section, table in (("grid", grid), ("zip", zipped)):
-        for field_name, values in table.items():
-            seen = [json.dumps(v, sort_keys=True) for v in values]
-            if len(set(seen)) < len(seen):
-                raise ConfigError(f"{section}.{field_name}: got {values!r}; a value is repeated")
+    for field_name, values in grid.items():
+        seen = [json.dumps(v, sort_keys=True) for v in values]
+        if len(set(seen)) < len(seen):
+            raise ConfigError(f"grid.{field_name}: got {values!r}; a value is repeated")
+    if zipped:
+        tuples = [json.dumps([values[i] for values in zipped.values()], sort_keys=True)
+                  for i in range(len(next(iter(zipped.values()))))]
+        if len(set(tuples)) < len(tuples):
+            raise ConfigError(f"zip: two positions give the same values of {', '.join(zipped)}; each must differ")
     for field_name, names in spec.labels.items():
         if field_name not in grid and field_name not in zipped:
             raise ConfigError(f"labels.{field_name}: not a field of grid or zip")
@@ -276,6 +280,8 @@ def expand(spec: SweepSpec, source: str, folder: Path) -> Sweep:
     points = [{**dict(zip(grid, combination)), **zip_point}
               for combination in itertools.product(*grid.values()) for zip_point in zip_points]
     alternatives = {**grid, **zipped}
+    first = next(iter(zipped), None)  # the zip axis is named after its first field, and shows its value
+    zip_identified = first is None or len({json.dumps(v, sort_keys=True) for v in zipped[first]}) == len(zipped[first])
     base_hash = base_config.config_hash()
     runs: list[PlannedRun] = []
     seen_ids: dict[str, dict[str, Any]] = {}
@@ -294,9 +300,10 @@ def expand(spec: SweepSpec, source: str, folder: Path) -> Sweep:
                 raise ConfigError(_blame(str(error), sections, labels)) from None
             run_id = f"{name}-{config.config_hash()[:8]}"
             if run_id in seen_ids:
-                raise ConfigError(f"grid: the points {seen_ids[run_id]} and {labels} resolve to the same config")
+                raise ConfigError(f"{'zip' if zipped and not grid else 'grid'}: the points {seen_ids[run_id]} and {labels} "
+                                  f"resolve to the same config")
             seen_ids[run_id] = labels
-            point_labels = {axis["name"]: labels[axis["name"]] for axis in axes}
+            point_labels = {axis["name"]: _axis_label(axis, labels, zip_identified) for axis in axes}
             runs.append(PlannedRun(run_id, config, replicate, point_labels, labels))
     for axis, value in spec.report.baseline.items():
         values = list(dict.fromkeys(r.point[axis] for r in runs)) if axis in runs[0].point else None
@@ -305,6 +312,14 @@ def expand(spec: SweepSpec, source: str, folder: Path) -> Sweep:
         if value not in values:
             raise ConfigError(f"report.baseline.{axis}: got {value!r}; allowed: {', '.join(map(str, values))}")
     return Sweep(name, source, axes, spec.replicates, spec.report.quantities, runs, dict(spec.report.baseline))
+
+
+def _axis_label(axis: dict[str, Any], labels: dict[str, Any], zip_identified: bool) -> Any:
+    """A point's value on an axis: the field's label; on a zip axis whose first field repeats a
+    value, the labels of all its fields, joined."""
+    if len(axis["fields"]) == 1 or zip_identified:
+        return labels[axis["name"]]
+    return ", ".join(str(labels[f]) for f in axis["fields"])
 
 
 def sweep_preset_names() -> list[str]:
@@ -378,8 +393,12 @@ class SweepSummary:
 
 
 def open_sweep_store(out: Path, sweep: Sweep) -> Store:
-    """The sweep's store in ``out`` (created when new). Refuses a directory that holds a single run
-    or another sweep; the same sweep with a changed grid is extended (finished runs are kept)."""
+    """The sweep's store in ``out`` (created when new). Refuses a path that is not a directory, and
+    a directory that holds a single run or another sweep; the same sweep with a changed grid takes
+    the new plan (finished runs of points still in it are reused; the others stay in the store but
+    leave the report and the export)."""
+    if out.exists() and not out.is_dir():
+        raise SweepDirectoryError(f"--out: {out} exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.sqlite"
     existed = path.is_file()
@@ -419,11 +438,53 @@ def run_sweep(sweep: Sweep, out: str | Path, executor: Executor, retry_failed: b
     >>> out = Path(tempfile.mkdtemp())
     >>> summary = run_sweep(sweep, out, InProcess())
     >>> sorted(summary.statuses.values()), sorted(p.name for p in out.iterdir() if p.suffix != ".sqlite-wal")
-    (['finished', 'finished'], ['figures', 'report.html', 'results.csv', 'results.sqlite'])
+    (['finished', 'finished'], ['.lock', 'figures', 'report.html', 'results.csv', 'results.sqlite'])
     >>> len(run_sweep(sweep, out, InProcess()).seconds)  # resumed: nothing left to run
     0
     """
     out = Path(out)
+    _check_shared_components(sweep, executor)
+    lock = _lock(out)
+    try:
+        return _run_locked(sweep, out, executor, retry_failed, progress)
+    finally:
+        lock.close()
+
+
+def _check_shared_components(sweep: Sweep, executor: Executor) -> None:
+    """Components registered by the user's code exist only in this process: runs elsewhere (a pool,
+    Ray) would fail one by one, so such a sweep is refused before it starts."""
+    if getattr(executor, "shares_registry", False):
+        return
+    from preadapt.experiment.config import COMPONENTS
+
+    for planned in sweep.runs:
+        for section, registry in COMPONENTS.items():
+            kind = getattr(planned.config, section).kind
+            if kind in registry.user_names():
+                raise ConfigError(f"{section}.kind: {kind!r} is registered in this process only, and the runs of this "
+                                  f"executor compute in other processes; run the sweep in-process (--workers 1, or "
+                                  f"InProcess())")
+
+
+def _lock(out: Path):
+    """An exclusive lock on ``out/.lock`` held for the driver's lifetime: one driver per sweep directory."""
+    import fcntl
+
+    if out.exists() and not out.is_dir():
+        raise SweepDirectoryError(f"--out: {out} exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    handle = open(out / ".lock", "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise SweepDirectoryError(f"--out: another preadapt sweep is running in {out}; wait for it or stop it") from None
+    return handle
+
+
+def _run_locked(sweep: Sweep, out: Path, executor: Executor, retry_failed: bool,
+                progress: Callable[[SweepProgress], None] | None) -> SweepSummary:
     store = open_sweep_store(out, sweep)
     try:
         statuses = store.statuses()
@@ -437,39 +498,49 @@ def run_sweep(sweep: Sweep, out: str | Path, executor: Executor, retry_failed: b
         if progress is not None:
             progress(counts)
         queue = list(todo)
+        by_id = {planned.run_id: planned for planned in todo}
+        lost: set[str] = set()
         try:
             while queue or in_flight:
                 while queue and len(in_flight) < executor.capacity:
                     planned = queue.pop(0)
                     config = planned.config
+                    in_flight.append(planned.run_id)  # before the store says running: an interrupt forgets it
                     store.start_run(dict(run_id=planned.run_id, config_hash=config.config_hash(),
                                          config_json=config.model_dump_json(), started_at=utc_now(), seed=config.seed))
                     executor.submit(RunTask(planned.run_id, config.model_dump_json()))
-                    in_flight.append(planned.run_id)
                 counts.running = len(in_flight)
                 if progress is not None:
                     progress(counts)
                 for outcome in executor.wait(timeout=0.5):
-                    store.finish_run(outcome.run_id, tidy_frame(outcome.rows), outcome.status,
+                    if outcome.status == LOST and outcome.run_id not in lost:  # a broken pool's: once more
+                        lost.add(outcome.run_id)
+                        in_flight.remove(outcome.run_id)
+                        queue.insert(0, by_id[outcome.run_id])
+                        continue
+                    status = "failed" if outcome.status == LOST else outcome.status
+                    store.finish_run(outcome.run_id, tidy_frame(outcome.rows), status,
                                      outcome.finished_at or utc_now(), outcome.error, outcome.provenance)
                     in_flight.remove(outcome.run_id)
                     seconds[outcome.run_id] = outcome.seconds
-                    counts.finished += outcome.status == "finished"
-                    counts.failed += outcome.status != "finished"
+                    counts.finished += status == "finished"
+                    counts.failed += status != "finished"
                     counts.running = len(in_flight)
                     if progress is not None:
                         progress(counts)
-        except KeyboardInterrupt:
-            interrupted = True
+        except BaseException as stop:  # Ctrl-C, or an error of the driver itself: stop the workers first
             executor.shutdown(cancel=True)
             for run_id in in_flight:  # neither finished nor failed: run again on resume
                 store.forget_run(run_id)
+            if not isinstance(stop, KeyboardInterrupt):
+                raise
+            interrupted = True
         else:
             executor.shutdown()
         runs = store.runs()
         errors = {row.run_id: row.error for row in runs.itertuples() if isinstance(row.error, str) and row.error}
         summary = SweepSummary(sweep, out, store.statuses(), errors, seconds, interrupted)
-        results = sweep_results(store.results(), sweep.describe())
+        results = with_run_status(sweep_results(store.results(), sweep.describe()), runs)
     finally:
         store.close()
     if progress is not None:
@@ -493,3 +564,12 @@ def sweep_results(results: pd.DataFrame, described: dict[str, Any]) -> pd.DataFr
     merged = results.merge(plan, on="run", how="inner")
     merged["replicate"] = merged["replicate"].astype("Int64")
     return merged
+
+
+def with_run_status(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with a ``run_status`` column (finished, failed, running) after ``run``: a failed run
+    keeps the rows of its checkpoints before the failure, and the export says so."""
+    status = dict(zip(runs["run_id"], runs["status"]))
+    table = table.copy()
+    table.insert(table.columns.get_loc("replicate"), "run_status", [status.get(run) for run in table["run"]])
+    return table

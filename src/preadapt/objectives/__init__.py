@@ -28,7 +28,7 @@ def register_objective(name: str, factory, params=None) -> None:
     maps an ``Encoded`` batch to per-sample losses (n,). An optional boolean ``true_negatives``
     (absent: False) asks the sampler for negatives of classes other than the anchor's only.
     """
-    OBJECTIVES.register(name, factory, params)
+    OBJECTIVES.register(name, factory, params, user=True)
 
 
 __all__ = [

@@ -201,7 +201,10 @@ def aggregate(results: pd.DataFrame, runs: pd.DataFrame | None, sweep: Mapping[s
                       float(row["level"]), str(row["method"]))
         records.append((*key, *fields, len(rows)))
 
-    return _frame(records, sweep, axes, free)
+    frame = _frame(records, sweep, axes, free)
+    if selector.quantity.startswith("acc_"):  # an accuracy lies in [0, 1]: so does its interval
+        frame["lower"], frame["upper"] = frame["lower"].clip(lower=0.0), frame["upper"].clip(upper=1.0)
+    return frame
 
 
 def _frame(records: list[tuple], sweep: Mapping[str, Any], axes: list[str], free: list[str]) -> pd.DataFrame:

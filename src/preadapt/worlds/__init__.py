@@ -20,7 +20,7 @@ def register_world(name: str, factory, params=None) -> None:
     ``params`` is an optional pydantic model (a ``preadapt.registry.ComponentConfig`` subclass)
     that validates the config's fields; without it, every field is passed through.
     """
-    WORLDS.register(name, factory, params)
+    WORLDS.register(name, factory, params, user=True)
 
 
 __all__ = [
