@@ -29,6 +29,18 @@ def _statuses(db_path) -> list[str]:
             return []
 
 
+def _finished_at(db_path) -> dict[str, tuple[str, str]]:
+    """run_id → (started_at, finished_at) of the finished runs: a rerun would change them."""
+    if not db_path.is_file():
+        return {}
+    with sqlite3.connect(db_path, timeout=30) as db:
+        try:
+            rows = db.execute("SELECT run_id, started_at, finished_at FROM runs WHERE status = 'finished'")
+            return {run_id: (start, end) for run_id, start, end in rows.fetchall()}
+        except sqlite3.OperationalError:
+            return {}
+
+
 @pytest.mark.slow
 def test_a_sweep_killed_five_times_loses_and_repeats_nothing(tmp_path):
     path = write_sweep(tmp_path, TWELVE)
@@ -37,25 +49,30 @@ def test_a_sweep_killed_five_times_loses_and_repeats_nothing(tmp_path):
 
     command = [sys.executable, "-m", "preadapt.cli", "sweep", str(path), "--out", "killed", "--workers", "2"]
     moments = random.Random(20261128)
-    seen = []
-    for _ in range(5):
+    seen, started = [], {}
+    for kill in range(5):
         before = _statuses(tmp_path / "killed" / "results.sqlite").count("finished")
         process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        # a random moment after this restart has made progress (so that every kill hits a live sweep
-        # with runs in flight, at any point of a run or of a store transaction)
-        deadline = time.monotonic() + 120
-        while (_statuses(tmp_path / "killed" / "results.sqlite").count("finished") == before
-               and process.poll() is None and time.monotonic() < deadline):
-            time.sleep(0.05)
-        time.sleep(moments.uniform(0.0, 0.8))
+        if kill == 0:  # during start-up: imports, the store's schema, the plan
+            time.sleep(moments.uniform(0.5, 3.0))
+        else:  # a random moment after this restart has made progress: runs in flight, any transaction
+            deadline = time.monotonic() + 120
+            while (_statuses(tmp_path / "killed" / "results.sqlite").count("finished") == before
+                   and process.poll() is None and time.monotonic() < deadline):
+                time.sleep(0.05)
+            time.sleep(moments.uniform(0.0, 0.8))
         process.kill()  # SIGKILL to the driver, mid-flight: no handler runs
         process.wait()
         statuses = _statuses(tmp_path / "killed" / "results.sqlite")
         assert set(statuses) <= {"finished", "running"}
         seen.append(statuses.count("finished"))
-    assert all(0 < finished < 12 for finished in seen), seen  # every kill landed while runs were in flight
+        for run_id, when in _finished_at(tmp_path / "killed" / "results.sqlite").items():
+            assert started.setdefault(run_id, when) == when  # a finished run is never run again
+    assert all(0 < finished < 12 for finished in seen[1:]), seen  # those kills landed while runs were in flight
     final = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert final.returncode == 0, final.stderr
+    for run_id, when in _finished_at(tmp_path / "killed" / "results.sqlite").items():
+        assert started.setdefault(run_id, when) == when
 
     killed = Store(tmp_path / "killed" / "results.sqlite")
     expected = Store(reference / "results.sqlite")
