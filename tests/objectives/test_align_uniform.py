@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from sampled_tuples import assert_trains_on_sampled_tuples
+from sampled_tuples import assert_trains_on_sampled_tuples, random_encoded
 from pydantic import ValidationError
 
 from preadapt.objectives import (
@@ -15,13 +15,6 @@ from preadapt.objectives import (
     pooled_uniformity,
     uniform_loss,
 )
-
-
-def random_encoded(n, k, d, seed):
-    g = torch.Generator().manual_seed(seed)
-    draw = lambda *shape: torch.randn(*shape, generator=g, dtype=torch.float64)
-    return Encoded(draw(n, d), draw(n, 1, d), draw(n, k, 1, d),
-                   torch.randint(0, 5, (n,), generator=g), torch.randint(0, 5, (n, k), generator=g))
 
 
 def unit(v):
@@ -50,7 +43,7 @@ def reference(e, alpha, t, weight):
 @pytest.mark.parametrize("n,k,d,alpha,t,weight", [
     (1, 1, 2, 2.0, 2.0, 1.0), (12, 1, 4, 2.0, 2.0, 1.0), (10, 5, 3, 1.0, 1.0, 0.5), (8, 3, 6, 3.0, 4.0, 2.0)])
 def test_matches_loop_reference(n, k, d, alpha, t, weight):
-    e = random_encoded(n, k, d, seed=n + k + d)
+    e = random_encoded(n, k, 1, d, seed=n + k + d)
     total, aligns, uniforms = reference(e, alpha, t, weight)
     ours = AlignUniform(alpha, t, weight, k)(e)
     assert ours.shape == (n,)
@@ -61,7 +54,7 @@ def test_matches_loop_reference(n, k, d, alpha, t, weight):
 
 def test_pooled_uniformity_matches_loop_and_bounds_the_mean_surrogate():
     """ln of the pooled mean over all pairs; by Jensen it is ≥ the mean of the per-sample surrogate."""
-    e = random_encoded(15, 4, 3, seed=5)
+    e = random_encoded(15, 4, 1, 3, seed=5)
     negatives = e.negatives[:, :, 0]
     exps = [math.exp(-2.0 * sq_dist(unit(e.anchor[j]), unit(negatives[j, i]))) for j in range(15) for i in range(4)]
     pooled = pooled_uniformity(e.anchor, negatives)
@@ -70,7 +63,7 @@ def test_pooled_uniformity_matches_loop_and_bounds_the_mean_surrogate():
 
 
 def test_scale_invariance():
-    e = random_encoded(10, 3, 4, seed=6)
+    e = random_encoded(10, 3, 1, 4, seed=6)
     scales = torch.rand(10, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64) + 0.1
     scaled = Encoded(e.anchor * scales, e.positives * 3.0, e.negatives * 0.2, e.anchor_class, e.negative_class)
     assert torch.allclose(AlignUniform(negatives=3)(e), AlignUniform(negatives=3)(scaled), atol=1e-12)
@@ -95,7 +88,7 @@ def test_antipodal_negatives_reach_the_uniformity_minimum():
 
 @pytest.mark.parametrize("alpha", [1.0, 2.0, 3.0])
 def test_gradients_match_finite_differences(alpha):
-    e = random_encoded(4, 2, 3, seed=7)
+    e = random_encoded(4, 2, 1, 3, seed=7)
     inputs = tuple(t.clone().requires_grad_() for t in (e.anchor, e.positives, e.negatives))
     objective = AlignUniform(alpha, 2.0, 0.7, 2)
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from sampled_tuples import assert_trains_on_sampled_tuples
+from sampled_tuples import assert_trains_on_sampled_tuples, random_encoded
 from pydantic import ValidationError
 
 from preadapt.objectives import (
@@ -15,14 +15,6 @@ from preadapt.objectives import (
     debiased_loss,
     infonce_loss,
 )
-
-
-def random_encoded(n, N, M, d, seed, scale=1.0, shift=None):
-    """Random features; negative blocks have M + 1 points like the sampler draws them."""
-    g = torch.Generator().manual_seed(seed)
-    draw = lambda *shape: scale * torch.randn(*shape, generator=g, dtype=torch.float64)
-    return Encoded(draw(n, d), draw(n, M + 1, d), draw(n, N, M + 1, d),
-                   torch.randint(0, 5, (n,), generator=g), torch.randint(0, 5, (n, N), generator=g))
 
 
 def reference_debiased(e, tau_plus, temperature):
@@ -47,7 +39,7 @@ def reference_debiased(e, tau_plus, temperature):
 @pytest.mark.parametrize("N,M,tau_plus,temperature", [
     (1, 1, 0.1, 1.0), (4, 1, 0.0, 0.5), (3, 2, 0.5, 1.0), (8, 3, 0.9, 0.5), (2, 5, 0.25, 2.0)])
 def test_matches_loop_reference(N, M, tau_plus, temperature):
-    e = random_encoded(30, N, M, 5, seed=N * 10 + M)
+    e = random_encoded(30, N, M + 1, 5, seed=N * 10 + M)
     objective = Debiased(tau_plus, temperature, N, M)
     assert (objective.negatives, objective.block_size) == (N, M + 1)
     ours = objective(e)
@@ -57,7 +49,7 @@ def test_matches_loop_reference(N, M, tau_plus, temperature):
 
 
 def test_reference_cases_exercise_both_branches_of_the_max():
-    e = random_encoded(30, 8, 3, 5, seed=83)
+    e = random_encoded(30, 8, 4, 5, seed=83)
     _, floors = reference_debiased(e, 0.9, 0.5)
     assert 0 < floors < 30
     expected, _ = reference_debiased(e, 0.9, 0.5)
@@ -65,7 +57,7 @@ def test_reference_cases_exercise_both_branches_of_the_max():
 
 
 def test_large_similarities_are_computed_stably():
-    e = random_encoded(20, 4, 2, 3, seed=4, scale=1.0)
+    e = random_encoded(20, 4, 3, 3, seed=4)
     big = torch.tensor([25.0, 0.0, 0.0], dtype=torch.float64)  # adds 625 to every similarity: e^{625/0.5} overflows
     shifted = Encoded(e.anchor + big, e.positives + big, e.negatives + big, e.anchor_class, e.negative_class)
     ours = Debiased(0.3, 0.5, 4, 2)(shifted)
@@ -99,7 +91,7 @@ def test_floor_closed_form_when_the_bracket_is_negative():
 
 
 def test_zero_class_prior_is_infonce_where_the_floor_is_inactive():
-    e = random_encoded(25, 6, 1, 4, seed=7)
+    e = random_encoded(25, 6, 2, 4, seed=7)
     positive, extra, negatives = e.positives[:, 0], e.positives[:, 1:], e.negatives[:, :, 0]
     ours = debiased_loss(e.anchor, positive, extra, negatives, 0.0, 1.0)
     active = torch.logsumexp(torch.einsum("nd,nkd->nk", e.anchor, negatives), 1) - math.log(6) > -1.0
@@ -108,7 +100,7 @@ def test_zero_class_prior_is_infonce_where_the_floor_is_inactive():
 
 
 def test_only_the_first_point_of_each_negative_block_is_used():
-    e = random_encoded(10, 3, 2, 4, seed=11)
+    e = random_encoded(10, 3, 3, 4, seed=11)
     negatives = e.negatives.clone()
     negatives[:, :, 1:] = torch.randn_like(negatives[:, :, 1:])
     other = Encoded(e.anchor, e.positives, negatives, e.anchor_class, e.negative_class)
@@ -116,7 +108,7 @@ def test_only_the_first_point_of_each_negative_block_is_used():
 
 
 def test_gradients_match_finite_differences():
-    e = random_encoded(5, 3, 2, 3, seed=12)
+    e = random_encoded(5, 3, 3, 3, seed=12)
     inputs = tuple(t.clone().requires_grad_() for t in (e.anchor, e.positives, e.negatives))
     objective = Debiased(0.4, 0.8, 3, 2)
 

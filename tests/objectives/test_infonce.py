@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from sampled_tuples import assert_trains_on_sampled_tuples
+from sampled_tuples import assert_trains_on_sampled_tuples, random_encoded
 from pydantic import ValidationError
 
 from preadapt.objectives import (
@@ -19,13 +19,6 @@ from preadapt.objectives import (
 )
 from preadapt.objectives.infonce import block_means
 from preadapt.worlds import GaussianWorld, as_prior, draw_tuples
-
-
-def random_encoded(n, k, b, d, seed, scale=1.0):
-    g = torch.Generator().manual_seed(seed)
-    draw = lambda *shape: scale * torch.randn(*shape, generator=g, dtype=torch.float64)
-    return Encoded(draw(n, d), draw(n, b, d), draw(n, k, b, d),
-                   torch.randint(0, 5, (n,), generator=g), torch.randint(0, 5, (n, k), generator=g))
 
 
 def reference_infonce(e, temperature, k, in_batch):

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from sampled_tuples import assert_trains_on_sampled_tuples
+from sampled_tuples import assert_trains_on_sampled_tuples, random_encoded
 from pydantic import ValidationError
 
 from preadapt.objectives import (
@@ -11,13 +11,6 @@ from preadapt.objectives import (
     Spectral,
     spectral_loss,
 )
-
-
-def random_encoded(n, k, b, d, seed):
-    g = torch.Generator().manual_seed(seed)
-    draw = lambda *shape: torch.randn(*shape, generator=g, dtype=torch.float64)
-    return Encoded(draw(n, d), draw(n, b, d), draw(n, k, b, d),
-                   torch.randint(0, 5, (n,), generator=g), torch.randint(0, 5, (n, k), generator=g))
 
 
 def reference_spectral(e):

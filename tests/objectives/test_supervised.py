@@ -7,6 +7,7 @@ import pickle
 import pytest
 import torch
 from pydantic import ValidationError
+from sampled_tuples import random_encoded
 
 from preadapt.objectives import (
     OBJECTIVES,
@@ -16,13 +17,6 @@ from preadapt.objectives import (
     supervised_loss,
 )
 from preadapt.worlds import GaussianWorld, draw_tuples
-
-
-def random_encoded(n, d, classes, seed):
-    g = torch.Generator().manual_seed(seed)
-    draw = lambda *shape: torch.randn(*shape, generator=g, dtype=torch.float64)
-    return Encoded(draw(n, d), draw(n, 1, d), draw(n, 1, 1, d),
-                   torch.randint(0, classes, (n,), generator=g), torch.randint(0, classes, (n, 1), generator=g))
 
 
 def reference_supervised(e, weight, bias):
@@ -38,7 +32,7 @@ def reference_supervised(e, weight, bias):
 
 @pytest.mark.parametrize("n,d,classes", [(1, 1, 2), (12, 4, 3), (20, 6, 10)])
 def test_matches_loop_reference(n, d, classes):
-    e = random_encoded(n, d, classes, seed=n + d + classes)
+    e = random_encoded(n, 1, 1, d, seed=n + d + classes, classes=classes)
     objective = Supervised()
     objective.attach(classes, d, torch.Generator().manual_seed(0))
     ours = objective(e)
@@ -49,14 +43,14 @@ def test_matches_loop_reference(n, d, classes):
 
 @pytest.mark.parametrize("classes", [2, 5, 17])
 def test_zero_head_gives_log_c(classes):
-    e = random_encoded(6, 3, classes, seed=classes)
+    e = random_encoded(6, 1, 1, 3, seed=classes, classes=classes)
     out = supervised_loss(e.anchor, e.anchor_class, torch.zeros(classes, 3, dtype=torch.float64),
                           torch.zeros(classes, dtype=torch.float64))
     assert torch.allclose(out, torch.full((6,), math.log(classes), dtype=torch.float64), atol=1e-12)
 
 
 def test_forward_before_attach_says_how_to_fix_it():
-    e = random_encoded(3, 2, 2, seed=0)
+    e = random_encoded(3, 1, 1, 2, seed=0, classes=2)
     with pytest.raises(RuntimeError, match=r"attach\(classes, dim, generator\)"):
         Supervised()(e)
 
@@ -80,7 +74,7 @@ def test_head_is_a_trainable_submodule_that_survives_copies():
     assert list(objective.parameters()) == []
     objective.attach(3, 2, torch.Generator().manual_seed(0))
     assert {name for name, _ in objective.named_parameters()} == {"head_.weight", "head_.bias"}
-    e = random_encoded(5, 2, 3, seed=1)
+    e = random_encoded(5, 1, 1, 2, seed=1, classes=3)
     for clone in (copy.deepcopy(objective), pickle.loads(pickle.dumps(objective))):
         assert torch.equal(clone(e), objective(e))
 
@@ -89,7 +83,7 @@ def test_float64_features_with_a_float32_head_and_gradients_reach_both():
     objective = Supervised()
     objective.attach(3, 4, torch.Generator().manual_seed(0))
     assert objective.head_.weight.dtype == torch.float32
-    e = random_encoded(8, 4, 3, seed=2)
+    e = random_encoded(8, 1, 1, 4, seed=2, classes=3)
     features = e.anchor.clone().requires_grad_()
     out = objective(Encoded(features, e.positives, e.negatives, e.anchor_class, e.negative_class))
     assert out.dtype == torch.float64
@@ -101,7 +95,7 @@ def test_only_the_anchor_and_its_class_are_used():
     objective = Supervised()
     assert (objective.negatives, objective.block_size) == (1, 1)
     objective.attach(3, 4, torch.Generator().manual_seed(0))
-    e = random_encoded(8, 4, 3, seed=2)
+    e = random_encoded(8, 1, 1, 4, seed=2, classes=3)
     other = Encoded(e.anchor, torch.randn_like(e.positives), torch.randn_like(e.negatives), e.anchor_class,
                     torch.zeros_like(e.negative_class))
     assert torch.equal(objective(e), objective(other))
@@ -111,7 +105,7 @@ def test_wrong_dimension_says_how_to_fix_it():
     objective = Supervised()
     objective.attach(3, 5, torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match="dim=4"):
-        objective(random_encoded(2, 4, 3, seed=0))
+        objective(random_encoded(2, 1, 1, 4, seed=0, classes=3))
     with pytest.raises(ValueError, match="classes and dim"):
         objective.attach(0, 5, torch.Generator())
 
