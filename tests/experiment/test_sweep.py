@@ -193,7 +193,20 @@ def test_execute_turns_any_error_into_a_failed_outcome():
     outcome = execute(RunTask("broken", '{"world": {"kind": "gaussian", "classes": 1}}'))
     assert outcome.status == "failed" and outcome.rows == []
     assert outcome.error == "invalid config: world.classes: got 1; input should be greater than or equal to 2"
-    assert torch.get_num_threads() >= 1
+
+
+def test_an_in_process_run_does_not_leave_its_threads_to_the_next(tmp_path):
+    sweep = load_sweep(write_sweep(tmp_path, {**TWELVE, "grid": {}, "replicates": 1}))  # threads: 1
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        executor = InProcess()
+        executor.submit(RunTask(sweep.runs[0].run_id, sweep.runs[0].config.model_dump_json()))
+        [outcome] = executor.wait(timeout=0)
+        assert outcome.status == "finished" and outcome.provenance["threads"] == 1  # the run used its own
+        assert torch.get_num_threads() == 2  # and the driver's count is back
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("baseline, message", [

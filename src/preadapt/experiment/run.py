@@ -142,7 +142,7 @@ class RunFailure(RuntimeError):
     """An error raised inside a run, with where it arose: the training step and the stage."""
 
     def __init__(self, failure: Exception, step: int, stage: str) -> None:
-        super().__init__(" ".join(f"{type(failure).__name__}: {failure} (at step {step}, {stage})".split()))
+        super().__init__(f"{type(failure).__name__}: {failure} (at step {step}, {stage})")
         self.failure, self.step, self.stage = failure, step, stage
 
 
@@ -152,13 +152,12 @@ def describe_failure(failure: Exception) -> str:
     >>> describe_failure(ValueError("bad\n   thing"))
     'ValueError: bad thing'
     """
-    if isinstance(failure, RunFailure):
-        return str(failure)
     if isinstance(failure, ValidationError):
         from preadapt.experiment.config import format_validation_error
 
         return f"invalid config: {format_validation_error(failure)}"
-    return " ".join(f"{type(failure).__name__}: {failure}".split())
+    text = str(failure) if isinstance(failure, RunFailure) else f"{type(failure).__name__}: {failure}"
+    return " ".join(text.split())
 
 
 def run_provenance(config: Config, device: torch.device) -> dict[str, Any]:

@@ -393,13 +393,10 @@ class SweepSummary:
 
 
 def open_sweep_store(out: Path, sweep: Sweep) -> Store:
-    """The sweep's store in ``out`` (created when new). Refuses a path that is not a directory, and
-    a directory that holds a single run or another sweep; the same sweep with a changed grid takes
-    the new plan (finished runs of points still in it are reused; the others stay in the store but
-    leave the report and the export)."""
-    if out.exists() and not out.is_dir():
-        raise SweepDirectoryError(f"--out: {out} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
+    """The sweep's store in the directory ``out`` (created when new; ``_lock`` made the directory).
+    Refuses a directory that holds a single run or another sweep; the same sweep with a changed grid
+    takes the new plan (finished runs of points still in it are reused; the others stay in the store
+    but leave the report and the export)."""
     path = out / "results.sqlite"
     existed = path.is_file()
     store = Store(path)
@@ -458,10 +455,11 @@ def _check_shared_components(sweep: Sweep, executor: Executor) -> None:
         return
     from preadapt.experiment.config import COMPONENTS
 
+    user = {section: set(registry.user_names()) for section, registry in COMPONENTS.items()}
     for planned in sweep.runs:
-        for section, registry in COMPONENTS.items():
+        for section in COMPONENTS:
             kind = getattr(planned.config, section).kind
-            if kind in registry.user_names():
+            if kind in user[section]:
                 raise ConfigError(f"{section}.kind: {kind!r} is registered in this process only, and the runs of this "
                                   f"executor compute in other processes; run the sweep in-process (--workers 1, or "
                                   f"InProcess())")
