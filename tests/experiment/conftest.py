@@ -1,4 +1,9 @@
+import os
+import time
+
 import pytest
+
+from preadapt.experiment.testing import GATE_VARIABLE
 
 TINY = {
     "name": "tiny",
@@ -52,3 +57,66 @@ def sorted_results(frame):
     keys = ["run", "step", "quantity", "negatives", "block_size", "task_classes", "top_r", "adapter", "shots", "split",
             "bound", "term"]
     return frame.sort_values(keys, kind="stable").reset_index(drop=True)
+
+
+class Gates:
+    """A directory of test gates (``preadapt.experiment.testing``) as a test drives it: every point
+    holds its process until the test releases it, beforehand or when the point is reached."""
+
+    def __init__(self, folder, release=()):
+        self.folder = folder
+        folder.mkdir(parents=True)
+        self.release(*release)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment of a process whose gates are these."""
+        return {**os.environ, GATE_VARIABLE: str(self.folder)}
+
+    def release(self, *points: str) -> None:
+        for point in points:
+            (self.folder / f"{point}.go").touch()
+
+    def reached(self, kind: str) -> set[str]:
+        """The run ids whose point ``<kind>-<run_id>`` was reached (kind: run, start or finish)."""
+        return {path.name[len(kind) + 1:-len(".reached")] for path in self.folder.glob(f"{kind}-*.reached")}
+
+    def held(self, kind: str) -> set[str]:
+        """The run ids held at ``<kind>-<run_id>`` now: reached and not released."""
+        return {run_id for run_id in self.reached(kind) if not (self.folder / f"{kind}-{run_id}.go").exists()}
+
+    def pass_runs(self, count: int) -> bool:
+        """Release the runs held at their run gate, in id order, until ``count`` have passed it in all;
+        whether they have. Call it again to pass those that reach the gate later."""
+        released = self.reached("run") - self.held("run")
+        for run_id in sorted(self.held("run"))[:max(0, count - len(released))]:
+            self.release(f"run-{run_id}")
+        return len(self.reached("run") - self.held("run")) >= count
+
+
+@pytest.fixture
+def drivers():
+    """The driver processes a test starts (append them): any still running at its end is killed, so
+    that a failed test leaves no driver held at a gate (its workers exit when they see it gone)."""
+    started = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def wait_until(condition, what: str, process=None, log=None, seconds: float = 300.0) -> None:
+    """Poll until ``condition()`` holds. The deadline only guards against a hang (the states waited
+    for are held by gates, never raced): its failure says that the test hung. A driver that exits
+    first, or a traceback in the output of the driver and its workers (``log``), fails it at once."""
+    end = time.monotonic() + seconds
+    while not condition():
+        output = log.read_text() if log is not None and log.is_file() else ""
+        if process is not None and process.poll() is not None:
+            pytest.fail(f"the driver exited ({process.returncode}) while the test waited for {what}:\n{output[-3000:]}")
+        if "Traceback" in output:  # the driver or a worker crashed: waiting on would only hang
+            pytest.fail(f"the driver or a worker raised while the test waited for {what}:\n{output[-3000:]}")
+        if time.monotonic() > end:
+            pytest.fail(f"the test hung: still waiting for {what} after {seconds:.0f} s")
+        time.sleep(0.05)

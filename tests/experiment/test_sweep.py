@@ -8,7 +8,7 @@ import re
 import pytest
 import torch
 
-from conftest import SWEEP_BASE, TWELVE, write_sweep
+from conftest import SWEEP_BASE, TWELVE, Gates, wait_until, write_sweep
 from preadapt.experiment.config import ConfigError
 from preadapt.experiment.executors import InProcess, RunTask, execute
 from preadapt.experiment.store import Store
@@ -220,34 +220,40 @@ def test_a_baseline_names_an_axis_and_one_of_its_values(tmp_path, baseline, mess
 
 
 @pytest.mark.slow
-def test_a_pool_worker_killed_mid_run_loses_the_runs_in_flight_and_a_fresh_pool_takes_the_next(tmp_path):
+def test_a_pool_worker_killed_mid_run_loses_the_runs_in_flight_and_a_fresh_pool_takes_the_next(tmp_path, monkeypatch):
     import os
     import signal
-    import time
 
     from preadapt.experiment.executors import LOST, LocalPool
+    from preadapt.experiment.testing import GATE_VARIABLE
 
     sweep = load_sweep(write_sweep(tmp_path, {**TWELVE, "grid": {"objective.negatives": [1, 2]}, "replicates": 1}))
     first, second = (RunTask(r.run_id, r.config.model_dump_json()) for r in sweep.runs)
+    gates = Gates(tmp_path / "gates")  # each worker holds its run until released: both are mid-run when one dies
+    monkeypatch.setenv(GATE_VARIABLE, str(gates.folder))  # inherited by the workers the pool spawns
     pool = LocalPool(2)
     try:
         pool.submit(first)
         pool.submit(second)
-        deadline = time.monotonic() + 60
-        while len(pool._pool._processes) < 2 and time.monotonic() < deadline:  # workers are spawned lazily
-            time.sleep(0.05)
-        os.kill(next(iter(pool._pool._processes)), signal.SIGKILL)  # one worker, as the out-of-memory killer would
+        wait_until(lambda: gates.held("run") == {first.run_id, second.run_id}, "both runs held in their workers")
+        # kill the first worker the pool spawned, as the out-of-memory killer would. (Python's pool watches a
+        # worker that a later submit spawned only from its next wake-up, a result or a submit: while both
+        # runs are held none comes, and that worker's death would go unseen.)
+        os.kill(next(iter(pool._pool._processes)), signal.SIGKILL)
         outcomes = []
-        while len(outcomes) < 2:
-            outcomes += pool.wait(timeout=5)
+
+        def collected(count: int) -> bool:
+            outcomes.extend(pool.wait(timeout=0.5))
+            return len(outcomes) >= count
+
+        wait_until(lambda: collected(2), "both runs' outcomes")
         # the broken pool returns both runs as lost (not failed): the driver gives each one more try
-        assert {o.run_id for o in outcomes} == {first.run_id, second.run_id}
+        assert len(outcomes) == 2 and {o.run_id for o in outcomes} == {first.run_id, second.run_id}
         assert {o.status for o in outcomes} == {LOST} and outcomes[0].error.startswith("worker process died")
+        gates.release(f"run-{second.run_id}")
         pool.submit(second)
-        outcomes = []
-        while not outcomes:
-            outcomes = pool.wait(timeout=5)
-        assert outcomes[0].run_id == second.run_id and outcomes[0].status == "finished"
+        wait_until(lambda: collected(3), "the resubmitted run's outcome")
+        assert len(outcomes) == 3 and outcomes[2].run_id == second.run_id and outcomes[2].status == "finished"
     finally:
         pool.shutdown(cancel=True)
 

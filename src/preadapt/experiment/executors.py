@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from preadapt.experiment.config import Config, ConfigError
 from preadapt.experiment.run import describe_failure, pipeline, resolve_device, run_provenance, utc_now
+from preadapt.experiment.testing import gate
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ def execute(task: RunTask) -> RunOutcome:
     """
     import torch
 
+    gate(f"run-{task.run_id}")  # a test hook (experiment/testing.py): nothing unless PREADAPT_TEST_GATE is set
     start = time.perf_counter()
     rows: list[dict[str, Any]] = []
     provenance: dict[str, Any] = {}

@@ -44,6 +44,7 @@ from preadapt.experiment.config import (
 from preadapt.experiment.executors import LOST, Executor, RunTask
 from preadapt.experiment.run import utc_now
 from preadapt.experiment.store import Store, tidy_frame
+from preadapt.experiment.testing import gate, gate_run_row_writes
 
 _SELECTOR = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\[(.*)\])?\s*$")
 SELECTOR_CONTEXT = ("negatives", "block_size", "task_classes", "top_r", "adapter", "shots", "split", "bound", "status",
@@ -483,7 +484,9 @@ def _lock(out: Path):
 
 def _run_locked(sweep: Sweep, out: Path, executor: Executor, retry_failed: bool,
                 progress: Callable[[SweepProgress], None] | None) -> SweepSummary:
+    gate("open")  # test hooks (experiment/testing.py): nothing unless a test sets PREADAPT_TEST_GATE
     store = open_sweep_store(out, sweep)
+    gate_run_row_writes(store.connection)
     try:
         statuses = store.statuses()
         earlier = sum(statuses.get(r.run_id) == "finished" for r in sweep.runs)
