@@ -24,6 +24,7 @@ BENCHMARKS = {
     "pretrain": "bench_pretrain.py",
     "estimates": "bench_estimates.py",
     "sweep": "bench_sweep.py",
+    "hinge": "bench_hinge.py",
 }
 LINEAR_PROBE_QUICK = ["--tasks", "200", "--repeats", "2"]
 

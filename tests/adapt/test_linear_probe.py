@@ -28,6 +28,47 @@ from preadapt.objectives.losses import cross_entropy, hinge, logistic, margins_f
 TIGHT = 1e-9  # below what float64 resolves here: each head runs until its loss stops decreasing
 
 
+def optimum_radius(X, y, coef, intercept, penalty):
+    """A bound on ‖θ − θ*‖₂ for the probe's objective F at θ = (W, b), from its gradient at θ.
+
+    F(θ) = mean CE + penalty/2·‖W‖² (b unpenalised) on ``X: (n, d)``, ``y: (n,)``. CE sees only the
+    differences between the rows of θ, so from θ = 0 every gradient, hence every L-BFGS iterate,
+    lies in the subspace S where θ's rows sum to zero (θ* too; compare centred intercepts); on S, F
+    is strongly convex near θ*, with modulus m = the smallest eigenvalue of ∇²F restricted to S,
+    and across S (W's mean row, which only the penalty sees) with modulus penalty. Then
+    ‖θ − θ*‖ ≤ ‖∇F(θ)‖/min(m, penalty); the Hessian changes by O(‖θ − θ*‖) between θ and θ*
+    (distances of 1e-4 at most here), so m measured at θ holds along the way within a factor far
+    below the 2 taken here.
+
+    This is what any stopping rule guarantees (‖∇F‖ ≤ tol, or the float64 floor, where the
+    gradient is whatever it is), on any CPU; tolerances below build on it.
+    """
+    classes, dim = coef.shape
+    theta = torch.cat([coef, intercept.unsqueeze(-1)], dim=-1).flatten().detach()
+
+    def objective(theta):
+        rows = theta.view(classes, dim + 1)
+        scores = X @ rows[:, :dim].T + rows[:, dim]
+        return cross_entropy(margins_from_scores(scores, y)).mean() + penalty / 2 * rows[:, :dim].square().sum()
+
+    gradient = torch.autograd.functional.jacobian(objective, theta)
+    hessian = torch.autograd.functional.hessian(objective, theta)
+    centring = torch.eye(classes, dtype=X.dtype) - 1.0 / classes
+    basis, _ = torch.linalg.qr(centring[:, : classes - 1])  # (K, K−1): orthonormal, rows sum to 0
+    eye = torch.eye(dim + 1, dtype=X.dtype)
+    on_s = (basis[:, None, :, None] * eye[None, :, None, :]).reshape(classes * (dim + 1), -1)  # basis of S
+    modulus = min(float(torch.linalg.eigvalsh(on_s.T @ hessian @ on_s).min()), penalty)
+    return float(2.0 * gradient.norm() / modulus)
+
+
+def loss_lipschitz(X):
+    """L with |mean CE(θ) − mean CE(θ')| ≤ L·‖θ − θ'‖₂ on the points ``X: (m, d)``.
+
+    ∇_θ CE_i = (p_i − e_{y_i}) ⊗ (x_i, 1), and ‖p − e_y‖₂² = (1 − p_y)² + Σ_{k≠y} p_k² ≤ 2(1 − p_y)² ≤ 2.
+    """
+    return float(2.0**0.5 * torch.cat([X, torch.ones_like(X[:, :1])], dim=-1).norm(dim=-1).max())
+
+
 def gaussian_tasks(seed, tasks=3, num_classes=2, train=60, test=200, dim=5, separation=1.0):
     """P tasks of K Gaussian classes: features (P, n, d), labels (P, n) for train and test."""
     g = torch.Generator().manual_seed(seed)
@@ -53,18 +94,22 @@ def test_matches_sklearn_logistic_regression(num_classes, seed):
     C = sklearn_c(num_classes, train, penalty)
     for p in range(X.shape[0]):
         oracle = LogisticRegression(C=C, tol=1e-12, max_iter=10_000).fit(X[p].numpy(), y[p].numpy())
-        assert abs(ours_acc[p] - oracle.score(X_test[p].numpy(), y_test[p].numpy())) <= 0.005
+        assert abs(ours_acc[p] - oracle.score(X_test[p].numpy(), y_test[p].numpy())) <= 0.005  # one test point
         np.testing.assert_allclose(ours_proba[p], oracle.predict_proba(X_test[p].numpy()), atol=1e-3)
-        coef, intercept = probe.coef_[p].numpy(), probe.intercept_[p].numpy()
+        coef, intercept = probe.coef_[p], probe.intercept_[p]
+        if num_classes == 2:  # scikit-learn's w and b, as our rows (the mapping above)
+            their_coef = torch.tensor(np.stack([-oracle.coef_[0], oracle.coef_[0]]) / 2)
+            their_intercept = torch.tensor([-oracle.intercept_[0], oracle.intercept_[0]]) / 2
+        else:  # intercepts are identified only up to a common shift: compare centred ones
+            their_coef = torch.tensor(oracle.coef_)
+            their_intercept = torch.tensor(oracle.intercept_ - oracle.intercept_.mean())
+        # Both are within their optimum radius of the same θ*, so of each other within the sum.
+        radius = optimum_radius(X[p], y[p], coef, intercept, penalty) + optimum_radius(
+            X[p], y[p], their_coef, their_intercept, penalty)
         if num_classes == 2:
-            np.testing.assert_allclose(coef[0], -coef[1], atol=1e-6)  # the step w_0 = −w_1 above
-            np.testing.assert_allclose(coef[1] - coef[0], oracle.coef_[0], atol=1e-5)
-            np.testing.assert_allclose(intercept[1] - intercept[0], oracle.intercept_[0], atol=1e-5)
-        else:
-            np.testing.assert_allclose(coef, oracle.coef_, atol=1e-5)
-            np.testing.assert_allclose(  # intercepts are identified only up to a common shift
-                intercept - intercept.mean(), oracle.intercept_ - oracle.intercept_.mean(), atol=1e-5
-            )
+            torch.testing.assert_close(coef[0], -coef[1], rtol=0, atol=1e-6)  # the step w_0 = −w_1 above
+        torch.testing.assert_close(coef, their_coef, rtol=0, atol=radius)
+        torch.testing.assert_close(intercept - intercept.mean(), their_intercept, rtol=0, atol=radius)
 
 
 def test_batched_fit_equals_separate_fits():
@@ -73,22 +118,43 @@ def test_batched_fit_equals_separate_fits():
     weights, intercepts = fit_linear_heads(X, y, 3, penalty=penalty, bias=True, tol=TIGHT)
     for p in range(X.shape[0]):
         alone, alone_b = fit_linear_heads(X[p : p + 1], y[p : p + 1], 3, penalty=float(penalty[p]), bias=True, tol=TIGHT)
-        torch.testing.assert_close(weights[p], alone[0], rtol=0, atol=1e-6)
-        torch.testing.assert_close(intercepts[p], alone_b[0], rtol=0, atol=1e-6)
+        # the same problem solved twice: each fit lies within its optimum radius of θ*
+        radius = sum(optimum_radius(X[p], y[p], w, b, float(penalty[p])) for w, b in
+                     ((weights[p], intercepts[p]), (alone[0], alone_b[0])))
+        torch.testing.assert_close(weights[p], alone[0], rtol=0, atol=radius)
+        torch.testing.assert_close(intercepts[p], alone_b[0], rtol=0, atol=radius)
 
 
-def test_probe_candidates_equal_single_penalty_fits():
+def test_probe_candidates_equal_single_penalty_fits(monkeypatch):
     X, y, X_val, y_val = gaussian_tasks(5, tasks=3, num_classes=3, train=40, test=40)
     penalties = (1e-3, 1e-1, 1.0)
+    fits = []  # the batched candidates (P, L, K, d), (P, L, K), kept for their optimum radii
+    fit_heads = linear._fit_heads
+
+    def recording(*args):
+        fits.append(fit_heads(*args))
+        return fits[-1]
+
+    monkeypatch.setattr(linear, "_fit_heads", recording)
     probe = LinearProbe(penalties=penalties, tol=TIGHT).fit(X, y, X_val, y_val)
+    (weights, intercepts), = fits
     for p in range(X.shape[0]):
-        alone = LinearProbe(penalties=(float(probe.penalty_[p]),), tol=TIGHT).fit(X[p], y[p], num_classes=3)
-        torch.testing.assert_close(probe.coef_[p], alone.coef_[0], rtol=0, atol=1e-6)
-        torch.testing.assert_close(probe.intercept_[p], alone.intercept_[0], rtol=0, atol=1e-6)
-        for j, penalty in enumerate(penalties):  # validation losses: scikit-learn's log_loss oracle
+        chosen = penalties.index(float(probe.penalty_[p]))
+        for j, penalty in enumerate(penalties):
             candidate = LinearProbe(penalties=(penalty,), tol=TIGHT).fit(X[p], y[p], num_classes=3)
+            # The batched and the single fit solve the same problem, each to within its optimum radius
+            # of θ*: their parameters differ by at most the sum, their validation losses by at most
+            # the loss's Lipschitz constant times it (rounding aside, ~1e-16). The 1e-9 this once
+            # asserted sat below that on some CPUs (1.5e-9 on AMD): the fits agree only as far as
+            # the optimiser resolves them, which the floating-point paths decide.
+            radius = optimum_radius(X[p], y[p], weights[p, j], intercepts[p, j], penalty) + optimum_radius(
+                X[p], y[p], candidate.coef_[0], candidate.intercept_[0], penalty)
+            if j == chosen:
+                torch.testing.assert_close(probe.coef_[p], candidate.coef_[0], rtol=0, atol=radius)
+                torch.testing.assert_close(probe.intercept_[p], candidate.intercept_[0], rtol=0, atol=radius)
+            # validation losses: scikit-learn's log_loss oracle
             expected = log_loss(y_val[p].numpy(), candidate.predict_proba(X_val[p]).numpy(), labels=[0, 1, 2])
-            assert abs(float(probe.validation_losses_[p, j]) - expected) < 1e-9
+            assert abs(float(probe.validation_losses_[p, j]) - expected) <= loss_lipschitz(X_val[p]) * radius
 
 
 def test_validation_picks_the_known_best_penalty():
@@ -108,8 +174,12 @@ def test_fit_depends_only_on_its_own_task_and_splits():
     # Tasks are permutation-equivariant: a task's result does not depend on its neighbours.
     order = torch.tensor([2, 0, 1])
     permuted = LinearProbe(penalties=(1e-3, 1e-1, 10.0)).fit(X[order], y[order], X_val[order], y_val[order])
-    torch.testing.assert_close(permuted.coef_, probe.coef_[order], rtol=0, atol=1e-6)
     assert torch.equal(permuted.penalty_, probe.penalty_[order])
+    for p, q in enumerate(order.tolist()):  # the same problem solved twice: within the sum of the radii
+        penalty = float(probe.penalty_[q])
+        radius = optimum_radius(X[q], y[q], permuted.coef_[p], permuted.intercept_[p], penalty) + optimum_radius(
+            X[q], y[q], probe.coef_[q], probe.intercept_[q], penalty)
+        torch.testing.assert_close(permuted.coef_[p], probe.coef_[q], rtol=0, atol=radius)
     # Other tasks' validation data cannot move task 0's choice.
     X_val_other = X_val.clone()
     X_val_other[1:] = torch.randn_like(X_val_other[1:])
@@ -151,8 +221,11 @@ def test_masked_tasks_equal_unpadded_fits():
     weights, intercepts = fit_linear_heads(X, y_padded, 3, penalty=0.1, bias=True, mask=mask, tol=TIGHT)
     for p, size in enumerate(sizes):
         alone, alone_b = fit_linear_heads(X[p : p + 1, :size], y[p : p + 1, :size], 3, penalty=0.1, bias=True, tol=TIGHT)
-        torch.testing.assert_close(weights[p], alone[0], rtol=0, atol=1e-6)
-        torch.testing.assert_close(intercepts[p], alone_b[0], rtol=0, atol=1e-6)
+        # the masked objective is the unpadded one: both fits lie within their optimum radius of its θ*
+        radius = sum(optimum_radius(X[p, :size], y[p, :size], w, b, 0.1) for w, b in
+                     ((weights[p], intercepts[p]), (alone[0], alone_b[0])))
+        torch.testing.assert_close(weights[p], alone[0], rtol=0, atol=radius)
+        torch.testing.assert_close(intercepts[p], alone_b[0], rtol=0, atol=radius)
 
 
 def class_means(X, y, num_classes):
@@ -204,10 +277,15 @@ def test_batched_lbfgs_finds_each_quadratic_minimum():
         return 0.5 * (a * (points - c) ** 2).sum(-1), a * (points - c)
 
     found = linear._batched_lbfgs(evaluate, torch.zeros(4, 6, dtype=torch.float64), max_iter=500, tol=1e-10)
-    torch.testing.assert_close(found, centres, rtol=0, atol=1e-9)
+    # A row stops when max|∇f| ≤ tol, then ‖x − c‖ ≤ ‖∇f‖₂/λ_min ≤ √6·tol (λ_min = 1 in every row);
+    # or when a step lowers f by less than 1e-16 (f* = 0): the float64 floor, where f itself may be
+    # ~1e-16, and ‖x − c‖² ≤ 2f/λ_min. Allowing f ≤ 1e-15 (ten such steps) gives the bound below;
+    # 1e-9, once asserted here, held only where the gradient rule happened to fire first.
+    bound = max(6**0.5 * 1e-10, (2 * 1e-15) ** 0.5)
+    torch.testing.assert_close(found, centres, rtol=0, atol=bound)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30, deadline=None, derandomize=True, database=None)
 @given(num_classes=st.integers(2, 6), seed=st.integers(0, 2**16))
 def test_margin_index_matches_margins_from_scores(num_classes, seed):
     g = torch.Generator().manual_seed(seed)

@@ -5,16 +5,21 @@ representations goes through :func:`fit_linear_heads`: the estimate of L_sup(T, 
 (:func:`best_linear_head`), the TR protocol and the regularised probe (:class:`LinearProbe`).
 The P tasks are independent (their summed objective is separable), so every head runs its own
 L-BFGS, all heads advancing together as one tensor program with no Python loop over tasks
-(THEORY.md section 4: "train many tasks' heads at once as one batched program").
+(THEORY.md section 4: "train many tasks' heads at once as one batched program"). The hinge,
+whose kinks stall L-BFGS, is fitted through smoothed versions of itself and then solved exactly
+by an active-set method (:func:`fit_linear_heads`).
+
+[Nesterov05]: Y. Nesterov, "Smooth minimization of non-smooth functions", Math. Program. 103 (2005).
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable, Sequence
 
 import torch
 
-from preadapt.objectives.losses import cross_entropy, margins_from_scores
+from preadapt.objectives.losses import cross_entropy, hinge, margins_from_scores
 
 Loss = Callable[[torch.Tensor], torch.Tensor]
 
@@ -66,6 +71,18 @@ def fit_linear_heads(
     1e-8), when its loss stops decreasing, or after ``max_iter`` iterations. With
     ``penalty = 0`` on separable data no minimiser exists and W grows until one of those.
     Computes in the dtype of ``features``; float64 gives deterministic, tight optima.
+
+    The hinge has kinks, where L-BFGS's line search stalls far from the optimum. For it, each
+    head's start has the mean of W's rows removed (no margin sees it; the penalty does), then is
+    fitted in stages to the smoothed hinge ℓ_η (:func:`_smoothed_hinge`, ℓ ≤ ℓ_η ≤ ℓ + η·ln K) at
+    η = 1/10, 1/100, ... down to the first η ≤ ``tol``, each stage warm-started from the last and
+    run as above (up to ``max_iter`` iterations). After each stage, a head with ``penalty`` > 0
+    goes to an exact active-set solver (:func:`_hinge_active_set`); where it certifies the
+    optimum (KKT conditions hold), the head is done, exactly. A head it does not solve (penalty
+    0, degenerate data) keeps whichever of its start and the stages' ends has the lowest exact
+    objective; of the last stage, F(W) ≤ F_η(W) ≤ min F_η + e ≤ min F + η·ln K + e, so it is
+    within ``tol``·ln K of the optimum plus the smoothed fit's stopping error e (with penalty λ
+    and no intercept F_η is λ-strongly convex: e ≤ ‖∇F_η‖²/(2λ) ≤ K·d·tol²/(2λ)).
 
     Returns ``weights: (P, K, d)`` and ``intercepts: (P, K)`` (None unless ``bias``).
 
@@ -256,7 +273,8 @@ def _fit_heads(
     max_iter: int,
     tol: float,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Every head's objective and gradient in one pass, minimised by :func:`_batched_lbfgs`.
+    """Every head's objective and gradient in one pass, minimised by :func:`_batched_lbfgs` (for a
+    kinked loss, in smoothed stages finished by its exact solver: see :func:`fit_linear_heads`).
 
     With ``bias`` the intercept is a last feature column of ones (unpenalised). The L axis
     shares each task's features among its penalties instead of copying them.
@@ -276,7 +294,7 @@ def _fit_heads(
     # margins_from_scores, with its index work done once instead of at every evaluation
     own, others = _margin_index(labels, num_classes)  # (P, n, 1, 1), (P, n, 1, K−1)
 
-    def objective(features, heads, own, others, point_weight, penalty):
+    def objective(loss, features, heads, own, others, point_weight, penalty):
         """Per-head objective ``(G, L')`` of ``heads: (G, L', K, w)`` on ``features: (G, n, w)``."""
         groups, columns = heads.shape[:2]
         scores = features @ heads.reshape(groups, columns * num_classes, width).transpose(1, 2)  # (G, n, L'·K)
@@ -286,26 +304,75 @@ def _fit_heads(
         fit = (loss(margins) * point_weight).sum(1)  # (G, L')
         return fit + 0.5 * penalty * heads[..., :dim].square().sum(dim=(-1, -2))
 
-    def evaluate(flat: torch.Tensor, rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def evaluate(loss, flat: torch.Tensor, rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Objective ``(h,)`` and gradient ``(h, K·w)`` of heads ``rows`` (None: all P·L) at ``flat``."""
         with torch.enable_grad():
             heads = flat.detach().requires_grad_(True)
             if rows is None:
                 value = objective(
-                    features, heads.view(tasks, grid, num_classes, width), own, others, point_weight, penalty
+                    loss, features, heads.view(tasks, grid, num_classes, width), own, others, point_weight, penalty
                 )
             else:  # a few heads left: gather their tasks' data instead of evaluating every head
                 task = rows // grid
                 value = objective(
-                    features[task], heads.view(-1, 1, num_classes, width), own[task], others[task],
+                    loss, features[task], heads.view(-1, 1, num_classes, width), own[task], others[task],
                     point_weight[task], penalty[task, rows % grid].unsqueeze(1),
                 )
             value = value.flatten()  # (h,)
             (grad,) = torch.autograd.grad(value.sum(), heads)  # heads are independent: per-head gradients
         return value.detach(), grad
 
-    theta = _batched_lbfgs(evaluate, theta.view(tasks * grid, -1), max_iter, tol)
-    theta = theta.view(tasks, grid, num_classes, width)
+    theta = theta.view(tasks * grid, -1)
+    if loss not in _KINKED:
+        return _split_intercepts(_batched_lbfgs(partial(evaluate, loss), theta, max_iter, tol), grid, bias, dim)
+
+    # A kinked loss (see fit_linear_heads): continuation on ℓ_η, each stage followed by the exact
+    # active-set method on the heads it applies to (penalty > 0); a head it solves is done. Each head
+    # keeps the lowest exact objective seen.
+    smoothed, exact_solver = _KINKED[loss]
+    heads = tasks * grid
+    task = torch.arange(heads, device=theta.device) // grid
+    flat_penalty, weight = penalty.flatten(), point_weight.squeeze(-1)
+
+    def exact(theta: torch.Tensor) -> torch.Tensor:  # (P·L,)
+        return objective(loss, features, theta.view(tasks, grid, num_classes, width), own, others, point_weight,
+                         penalty).flatten()
+
+    def restricted(stage_evaluate, rows: torch.Tensor):
+        """``stage_evaluate`` for heads ``rows`` only, as _batched_lbfgs calls it (rows of its own x)."""
+        if rows.numel() == heads:
+            return stage_evaluate
+        return lambda points, which: stage_evaluate(points, rows if which is None else rows[which])
+
+    # The losses see only differences of W's rows; the penalty also sees their mean, which is 0 at the
+    # optimum. Removing it from the start lowers F and spares the stages a direction that only the
+    # penalty, at its small curvature, would pull in.
+    start = theta.view(heads, num_classes, width)
+    start[..., :dim] -= start[..., :dim].mean(dim=1, keepdim=True)
+    best, best_value = theta.clone(), exact(theta)
+    fitting = torch.ones(heads, dtype=torch.bool, device=theta.device)
+    for smoothing in _smoothing_schedule(tol):
+        rows = fitting.nonzero().squeeze(-1)
+        stage = partial(evaluate, partial(smoothed, smoothing=smoothing))
+        theta[rows] = _batched_lbfgs(restricted(stage, rows), theta[rows], max_iter, tol)
+        rows = rows[flat_penalty[rows] > 0]
+        if rows.numel():
+            found, solved = exact_solver(features[task[rows]], labels[task[rows]], weight[task[rows]],
+                                         flat_penalty[rows], theta[rows].view(-1, num_classes, width), dim)
+            theta[rows] = found.view(len(rows), -1)
+            fitting[rows[solved]] = False
+        value = exact(theta)
+        better = value <= best_value  # ties go to the later stage
+        best = torch.where(better.unsqueeze(-1), theta, best)
+        best_value = torch.where(better, value, best_value)
+        if not bool(fitting.any()):
+            break
+    return _split_intercepts(best, grid, bias, dim)
+
+
+def _split_intercepts(theta: torch.Tensor, grid: int, bias: bool, dim: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Flat heads ``(P·L, K·w)`` → weights ``(P, L, K, d)`` and intercepts ``(P, L, K)`` (None without bias)."""
+    theta = theta.view(-1, grid, theta.shape[-1] // (dim + bias), dim + bias)
     if bias:
         return theta[..., :dim].contiguous(), theta[..., dim].contiguous()
     return theta, None
@@ -335,8 +402,8 @@ def _batched_lbfgs(
 
     Rows that stop leave the working set, so the last few slow heads are evaluated alone. A row
     stops when its largest gradient entry is at most ``tol``, when a step no longer lowers its
-    value beyond rounding, or when its line search finds no decrease (non-smooth losses such as
-    the hinge, or the float64 floor).
+    value beyond rounding, or when its line search finds no decrease (the float64 floor, or a
+    kink of a non-smooth function: :func:`_fit_heads` smooths the hinge first).
     """
     total = x.shape[0]
     result = x.clone()
@@ -422,6 +489,279 @@ def _batched_lbfgs(
         active &= moved & (g.abs().amax(dim=-1) > tol) & (change > 1e-16 * f.abs().clamp(min=1.0))
     result[rows] = x
     return result
+
+
+def _smoothed_hinge(margins: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """The hinge smoothed at scale η = ``smoothing``: ℓ_η(v) = η·ln(1 + Σ_i exp((1 − v_i)/η)).
+
+    The hinge max(0, 1 + max_i(−v_i)) is the largest of the K numbers {0, 1 − v_1, ..., 1 − v_{K−1}};
+    ℓ_η is their soft maximum (the entropy smoothing of a max, [Nesterov05]): ℓ ≤ ℓ_η ≤ ℓ + η·ln K,
+    equality on the right where all K tie, and ∇ℓ_η is (1/η)-Lipschitz in v.
+    ``margins: (..., K−1)`` → ``(...)``.
+
+    >>> v = torch.tensor([[-1.0], [1.0], [3.0]], dtype=torch.float64)  # K = 2
+    >>> (_smoothed_hinge(v, 0.01) - hinge(v)).round(decimals=4)  # at most η·ln 2, reached at the kink v = 1
+    tensor([0.0000, 0.0069, 0.0000], dtype=torch.float64)
+    """
+    if margins.shape[-1] == 1:  # K = 2: η·softplus((1 − v)/η), linear past (1 − v)/η = 40 (error η·e^{−40})
+        return torch.nn.functional.softplus(1.0 - margins[..., 0], beta=1.0 / smoothing, threshold=40.0)
+    zero = margins.new_zeros(margins.shape[:-1] + (1,))
+    return smoothing * torch.logsumexp(torch.cat([zero, (1.0 - margins) / smoothing], dim=-1), dim=-1)
+
+
+def _hinge_active_set(
+    features: torch.Tensor,  # (h, n, w): w = d, or d + 1 with the intercept's column of ones
+    labels: torch.Tensor,  # (h, n)
+    weight: torch.Tensor,  # (h, n): the points' weights ω_i (a mean over the real points; 0 for padding)
+    penalty: torch.Tensor,  # (h,), > 0
+    theta: torch.Tensor,  # (h, K, w): the start
+    dim: int,
+    rounds: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The exact minimiser of F(θ) = Σ_i ω_i·hinge_i(θ) + penalty/2·‖θ_W‖² per head, from ``theta``.
+
+    hinge_i is the largest of K affine pieces of θ, q_i0 = 0 (the own class y_i) and
+    q_ij = 1 − (θ_{y_i} − θ_j)·x_i, so F is convex and piecewise quadratic: a primal active-set
+    method (Nocedal & Wright, Numerical Optimization, 2nd ed., section 16.5) solves it exactly.
+    Its working set holds, for each point, pieces that are equal and largest at θ (one piece for
+    most points). Every round: (1) θ* and multipliers β minimise F's quadratic on the manifold
+    where each point's working pieces stay tied (:func:`_tied_minimum`); (2) F's exact minimum
+    along the segment to θ* (:func:`_line_search`): points whose maximum changes on the way
+    get their new piece, and the point where the step stops joins its tie; (3) at θ* itself,
+    drop a piece with a negative multiplier; if there is none, β_i weights point i's largest
+    pieces, so 0 ∈ ∂F(θ*): θ* is the minimum. F never increases, and from a start near the
+    optimum (a smoothed fit) a few rounds per point on the margin suffice.
+
+    Returns θ ``(h, K, w)`` (the last iterate) and ``solved: (h,)``, False where ``rounds`` ran
+    out or a linear system was singular (degenerate data).
+    """
+    count, points, width = features.shape
+    num_classes = theta.shape[1]
+    rounds = rounds if rounds is not None else 64 + 4 * (num_classes - 1) * width
+    own = labels.unsqueeze(-1)  # (h, n, 1)
+    wrong = torch.arange(num_classes - 1, device=labels.device)
+    piece_class = torch.cat([own, wrong + (wrong >= own).long()], dim=-1)  # (h, n, K): the class of each piece
+    offset = torch.ones(num_classes, dtype=features.dtype, device=features.device)
+    offset[0] = 0.0  # q_im = offset_m + s_{class m} − s_{y_i}, s = θx the scores
+    piece_index = torch.arange(num_classes, device=features.device)
+    resolution = torch.finfo(features.dtype).eps ** 0.5
+    weighted = weight.unsqueeze(-1) * features  # (h, n, w)
+    own_sum = (own == piece_index).to(features.dtype).transpose(1, 2) @ weighted  # Σ_i ω_i e_{y_i} x_iᵀ: (h, K, w)
+    result, solved = theta.clone(), torch.zeros(count, dtype=torch.bool, device=features.device)
+
+    def slopes(theta):  # (h', n, K): the linear parts ⟨G_im, θ⟩ of the running heads' pieces
+        scores = features @ theta.transpose(1, 2)  # (h', n, K)
+        return scores.gather(-1, piece_class) - scores.gather(-1, own)
+
+    run = torch.arange(count, device=features.device)  # the running heads (gathered again as they finish)
+    now = offset + slopes(theta)  # (h, n, K): the pieces at θ
+    working = torch.zeros(count, points, num_classes, dtype=torch.bool, device=features.device)
+    working.scatter_(-1, now.argmax(dim=-1, keepdim=True), True)  # each point's largest piece
+    real = (weight > 0).unsqueeze(-1)  # (h, n, 1)
+    going = torch.ones(count, dtype=torch.bool, device=features.device)
+    for _ in range(rounds):
+        if 2 * int(going.sum()) <= going.numel():  # keep only the running heads
+            result[run] = theta
+            keep = going.nonzero().squeeze(-1)
+            run, theta, now, working, going = run[keep], theta[keep], now[keep], working[keep], going[keep]
+            features, weight, weighted, penalty = features[keep], weight[keep], weighted[keep], penalty[keep]
+            own, piece_class, own_sum, real = own[keep], piece_class[keep], own_sum[keep], real[keep]
+            if run.numel() == 0:
+                break
+        reference = working.to(torch.int8).argmax(dim=-1)  # (h', n): one working piece of each point
+        anchored = torch.zeros_like(going)
+        target, beta, ok = _tied_minimum(features, weighted, weight, penalty, piece_class, own_sum, working,
+                                         reference, dim, theta, anchored)
+        if width > dim and not bool(ok.all()):
+            # Too few ties to pin the intercepts: F's quadratic is unbounded along them. Head for the
+            # minimum with a proximal term λ/2‖θ_b − θ_b(now)‖² instead (still a descent direction);
+            # such a target is no certificate, so its head cannot finish this round.
+            anchored = ~ok
+            again, beta_again, ok_again = _tied_minimum(features, weighted, weight, penalty, piece_class, own_sum,
+                                                        working, reference, dim, theta, anchored)
+            target = torch.where(anchored.view(-1, 1, 1), again, target)
+            beta = torch.where(anchored.view(-1, 1, 1), beta_again, beta)
+            ok = torch.where(anchored, ok_again, ok)
+        moving = going & ok  # a singular system (degenerate data) stops its head where it is
+        direction = torch.where(moving.view(-1, 1, 1), target - theta, 0.0)
+        change = slopes(direction)  # along θ + t·direction each piece is now + t·change
+        step, crossing, overtaker, stop = _line_search(theta, direction, now, change, working, reference, weight,
+                                                       penalty, dim)
+        step = torch.where(moving, step, 0.0)
+        theta = theta + step.view(-1, 1, 1) * direction
+        now = now + step.view(-1, 1, 1) * change
+        # Points passed on the way have a new largest piece; the point the step stopped at ties.
+        passed = moving.unsqueeze(-1) & (crossing < step.unsqueeze(-1))  # (h', n)
+        working = torch.where(passed.unsqueeze(-1), overtaker.unsqueeze(-1) == piece_index, working)
+        rows = (moving & (stop >= 0)).nonzero().squeeze(-1)
+        working[rows, stop[rows], overtaker[rows, stop[rows]]] = True
+        # At θ* itself: done if no multiplier is negative, else drop the most negative one. A zero
+        # step that stops at no point means θ* − θ is no descent direction: θ is θ* up to rounding
+        # (or, for an anchored target, the head can make no progress and gives up).
+        still = moving & (step == 0.0) & (stop < 0)
+        arrived = moving & ((step == 1.0) | still) & (stop < 0) & ~passed.any(dim=-1) & ~anchored
+        lowest, drop = torch.where(working & real, beta, torch.inf).flatten(1).min(dim=-1)
+        done = arrived & (lowest >= -resolution)  # β is computed to about √ε (_tied_minimum)
+        rows = (arrived & ~done).nonzero().squeeze(-1)
+        working[rows, drop[rows] // num_classes, drop[rows] % num_classes] = False
+        solved[run[done]] = True
+        going &= moving & ~done & ~(still & anchored)
+    result[run] = theta
+    return result, solved
+
+
+def _line_search(theta, direction, now, change, working, reference, weight, penalty, dim):
+    """The exact minimum of F along θ(t) = θ + t·direction (to θ*), t ∈ [0, 1], for :func:`_hinge_active_set`.
+
+    F(θ(t)) = Σ_i ω_i max_m(now_im + t·change_im) + λ/2‖θ_W(t)‖² is convex and piecewise
+    quadratic in t; its slope jumps up by ω_i·(change_im − change_ir) where a piece m overtakes
+    point i's working pieces r (at t_i, the point's first crossing). Sorting the t_i gives the
+    slope everywhere, hence the minimiser: inside a segment, or at a crossing where the slope
+    turns from negative to non-negative. With K > 2 the overtaking piece may itself be overtaken
+    later; the step stays short of the earliest such second crossing, where the first crossings
+    stop describing F.
+
+    Returns ``step: (h,)``, each point's first crossing ``t_i: (h, n)`` (inf: none before the
+    end), its overtaking piece ``(h, n)``, and the point the step stopped at (−1: none) ``(h,)``.
+    """
+    count, points, num_classes = now.shape
+    ref = reference.unsqueeze(-1)
+    behind = now.gather(-1, ref) - now  # ≥ 0 off the working set
+    closing = change - change.gather(-1, ref)  # how fast a piece gains on the working pieces
+    catch = torch.where((closing > 0) & ~working & (weight > 0).unsqueeze(-1),
+                        behind.clamp(min=0.0) / closing.clamp(min=torch.finfo(now.dtype).tiny), torch.inf)
+    crossing, overtaker = catch.min(dim=-1)  # (h, n)
+    end = torch.ones(count, dtype=now.dtype, device=now.device)
+    if num_classes > 2:  # the next piece to overtake the overtaker, after the first crossing
+        lead = change.gather(-1, overtaker.unsqueeze(-1))
+        gain = change - lead
+        again = (now.gather(-1, overtaker.unsqueeze(-1)) - now) / gain.clamp(min=torch.finfo(now.dtype).tiny)
+        again = torch.where((gain > 0) & (again > crossing.unsqueeze(-1)), again, torch.inf).amin(dim=-1)
+        end = torch.minimum(end, torch.where(crossing <= 1.0, again, torch.inf).amin(dim=-1))
+    direction = direction[..., :dim]
+    slope = (weight * change.gather(-1, ref).squeeze(-1)).sum(-1) + penalty * (theta[..., :dim] * direction).sum(
+        (-1, -2))  # (h,): at t = 0
+    curvature = penalty * direction.square().sum((-1, -2))  # (h,)
+    # Most points never cross: sort only the c crossings within reach (padded with inf).
+    within = crossing <= end.unsqueeze(-1)  # (h, n)
+    head, point = within.nonzero(as_tuple=True)
+    per_head = within.sum(dim=-1)
+    slot = torch.arange(len(head), device=head.device) - (per_head.cumsum(0) - per_head)[head]
+    times = torch.full((count, max(int(per_head.max()), 1)), torch.inf, dtype=now.dtype, device=now.device)
+    order = torch.full(times.shape, -1, dtype=torch.long, device=now.device)
+    gains = weight * closing.gather(-1, overtaker.unsqueeze(-1)).squeeze(-1)  # (h, n): the slope's jump at t_i
+    times[head, slot], order[head, slot] = crossing[head, point], point
+    times, sort = times.sort(dim=-1)  # (h, c), increasing
+    order = order.gather(-1, sort)
+    jumps = torch.where(order >= 0, gains.gather(-1, order.clamp(min=0)), 0.0)
+    before = slope.unsqueeze(-1) + jumps.cumsum(-1) - jumps  # the slope just before each, less curvature·t
+    slope_before = before + curvature.unsqueeze(-1) * torch.where(order >= 0, times, 0.0)
+    turns = (order >= 0) & (slope_before + jumps >= 0)  # the slope is non-negative just after this crossing
+    first = turns.to(torch.int8).argmax(dim=-1, keepdim=True)  # (h, 1): the earliest such
+    has = turns.any(dim=-1)
+    base = torch.where(has, before.gather(-1, first).squeeze(-1), slope + jumps.sum(-1))
+    zero = -base / curvature.clamp(min=torch.finfo(now.dtype).tiny)  # where the slope's linear part vanishes
+    at_crossing = has & (slope_before.gather(-1, first).squeeze(-1) < 0)
+    step = torch.where(at_crossing, times.gather(-1, first).squeeze(-1), torch.minimum(zero, end))
+    step = torch.where(within.any(dim=-1), step.clamp(0.0, 1.0), end)  # no crossing: θ* itself (or the bound)
+    stop = torch.where(at_crossing, order.gather(-1, first).squeeze(-1), -1)
+    return step, crossing, overtaker, stop
+
+
+def _tied_minimum(features, weighted, weight, penalty, piece_class, own_sum, working, reference, dim, theta,
+                  anchored):
+    """Step (1) of :func:`_hinge_active_set`: θ* ``(h, K, w)``, multipliers β ``(h, n, K)``, solvable ``(h,)``.
+
+    Piece m of point i is q_im = c_m + ⟨u_im x_iᵀ, θ⟩ with u_im = e_{class m} − e_{y_i} and c_m = 1
+    (u = 0, c = 0 for the own piece m = 0). Each tie t = (i, m) of a working piece m with the
+    point's reference piece r = r_i has a_t = u_im − u_ir, e_t = c_m − c_r and multiplier
+    b_t = ω_i β_im; R = Σ_i ω_i u_ir x_iᵀ. Stationarity, λθ_W = −R_W − Σ_t b_t a_t x_tWᵀ, turns the
+    ties ⟨a_t x_tᵀ, θ⟩ + e_t = 0 into Σ_s (x_tW·x_sW)(a_t·a_s) b_s − λ a_t·θ_b = λe_t − a_tᵀR_W x_tW,
+    one equation per tie. An intercept θ_b (unpenalised) adds R_b + Σ_t b_t a_t = 0, and its common
+    shift, which no piece sees, is fixed by Σ_k θ_bk = 0 (kept by every step). Heads ``anchored: (h,)``
+    add λ/2‖θ_b − θ_b(now)‖² (``theta``'s intercepts), for when too few ties pin the intercepts.
+    Slots beyond a head's ties are identity rows.
+    """
+    count, points, width = features.shape
+    num_classes = own_sum.shape[1]
+    ties = working & (reference.unsqueeze(-1) != torch.arange(working.shape[-1], device=working.device))
+    per_head = ties.sum(dim=(1, 2))  # (h,)
+    size = int(per_head.max())
+    head, point, piece = ties.nonzero(as_tuple=True)
+    slot = torch.arange(len(head), device=head.device) - (per_head.cumsum(0) - per_head)[head]
+    ref = reference[head, point]
+    classes = torch.eye(num_classes, dtype=features.dtype, device=features.device)
+    x = features.new_zeros(count, size, width)
+    a = features.new_zeros(count, size, num_classes)
+    e = features.new_zeros(count, size)
+    used = torch.zeros(count, size, dtype=torch.bool, device=features.device)
+    x[head, slot] = features[head, point]
+    a[head, slot] = classes[piece_class[head, point, piece]] - classes[piece_class[head, point, ref]]
+    e[head, slot] = (piece > 0).to(e.dtype) - (ref > 0).to(e.dtype)
+    used[head, slot] = True
+    reference_class = piece_class.gather(-1, reference.unsqueeze(-1))  # (h, n, 1)
+    chosen = reference_class == torch.arange(num_classes, device=features.device)  # (h, n, K)
+    R = chosen.to(features.dtype).transpose(1, 2) @ weighted - own_sum  # (h, K, w)
+    lam = penalty.unsqueeze(-1)  # (h, 1)
+    xw = x[..., :dim]
+    gram = (xw @ xw.transpose(1, 2)) * (a @ a.transpose(1, 2))  # (h, T, T)
+    gram = torch.where(used.unsqueeze(-1) & used.unsqueeze(-2), gram, torch.diag_embed((~used).to(x.dtype)))
+    rhs = torch.where(used, lam * e - ((a @ R[..., :dim]) * xw).sum(-1), 0.0)  # (h, T)
+    if width > dim:  # the intercept's unknowns θ_b (K) after the T multipliers
+        a_b = (a * used.unsqueeze(-1)).transpose(1, 2)  # (h, K, T)
+        proximal = torch.where(anchored, penalty, 0.0).view(-1, 1, 1)  # (h, 1, 1)
+        block = features.new_ones(count, num_classes, num_classes) + proximal * torch.eye(
+            num_classes, dtype=features.dtype, device=features.device)
+        system = torch.cat([torch.cat([gram, -lam.unsqueeze(-1) * a_b.transpose(1, 2)], dim=-1),
+                            torch.cat([a_b, block], dim=-1)], dim=1)
+        rhs = torch.cat([rhs, proximal.squeeze(-1) * theta[..., dim] - R[..., dim]], dim=-1)
+    else:
+        system = gram
+    # Ties whose gradients are (nearly) dependent, as copies of one point, make the system singular:
+    # such a head reports failure instead of following a meaningless solution. Pivots spanning more
+    # than 1/√ε lose over half the digits; short of that, β is good to about √ε.
+    solution, solvable = rhs, torch.ones(count, dtype=torch.bool, device=features.device)
+    if system.shape[-1]:  # else no ties and no intercept: θ* = −R_W/λ
+        factors, pivots, info = torch.linalg.lu_factor_ex(system)
+        diagonal = factors.diagonal(dim1=-2, dim2=-1).abs()
+        resolution = torch.finfo(system.dtype).eps ** 0.5
+        solvable = (info == 0) & (diagonal.amin(dim=-1) > resolution * diagonal.amax(dim=-1))
+        factors = torch.where(solvable.view(-1, 1, 1), factors, torch.eye(system.shape[-1], dtype=system.dtype,
+                                                                           device=system.device))
+        solution = torch.linalg.lu_solve(factors, pivots, rhs.unsqueeze(-1)).squeeze(-1)
+    b = solution[:, :size]
+    theta = torch.empty_like(own_sum)
+    theta[..., :dim] = -(R[..., :dim] + (b.unsqueeze(-1) * a).transpose(1, 2) @ xw) / lam.unsqueeze(-1)
+    if width > dim:
+        theta[..., dim] = solution[:, size:]
+    beta = features.new_zeros(count, points, num_classes)
+    beta[head, point, piece] = b[head, slot] / weight[head, point]
+    beta.scatter_(-1, reference.unsqueeze(-1), 1.0 - beta.sum(dim=-1, keepdim=True))
+    return theta, beta, solvable
+
+_KINKED: dict[Loss, tuple[Callable[..., torch.Tensor], Callable[..., tuple[torch.Tensor, torch.Tensor]]]] = {
+    hinge: (_smoothed_hinge, _hinge_active_set),
+}
+"""Losses with kinks: their smoothed family ``f(margins, smoothing)`` and their exact solver."""
+
+MIN_SMOOTHING = 1e-12
+"""The finest η of a schedule, whatever ``tol``: below it η·ln K is lost in the rounding of objectives."""
+
+
+def _smoothing_schedule(tol: float) -> list[float]:
+    """η = 1/10, 1/100, ... down to the first η ≤ ``tol`` (or ``MIN_SMOOTHING``).
+
+    In the hinge's margin unit (1), η = 1/10 already smooths each kink over a tenth of it, close
+    enough for the exact solver to finish from; each tenfold step keeps the previous stage's end
+    a good start.
+
+    >>> _smoothing_schedule(1e-3)
+    [0.1, 0.01, 0.001]
+    """
+    stages = [0.1]
+    while stages[-1] > max(tol, MIN_SMOOTHING):
+        stages.append(10.0 ** -(len(stages) + 1))
+    return stages
 
 
 def _margin_index(labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
