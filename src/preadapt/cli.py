@@ -61,12 +61,16 @@ def run_command(
         resolved = load_config(config, overrides, preset)
         resolve_device(resolved.device)
         target = out if out is not None else Path("runs") / resolved.name
-        if dry_run:
+        if dry_run:  # the defaults fitted to the world and the training as YAML comments: still a config file
+            for line in resolved.defaults_resolved():
+                console.print(f"# defaults resolved: {line}", markup=False, highlight=False, soft_wrap=True)
             console.print(resolved.to_yaml(), markup=False, highlight=False, end="")
             return
         prepare_output(target, force)
     except ConfigError as error:
         _fail(str(error))
+    for line in resolved.defaults_resolved():
+        console.print(f"defaults resolved: {line}", markup=False, highlight=False, soft_wrap=True)
 
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TimeElapsedColumn(), TimeRemainingColumn())

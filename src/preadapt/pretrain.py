@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
 from preadapt.objectives.curl import encode_tuples
@@ -20,7 +20,17 @@ from preadapt.worlds.sampling import Tuples
 
 
 class PretrainConfig(BaseModel):
-    """How to pretrain (fields documented in docs/config.md)."""
+    """How to pretrain (fields documented in docs/config.md).
+
+    Default ``checkpoints`` fit the training: steps beyond the last are dropped and the last step is
+    listed instead. Checkpoints given explicitly are kept as given (a run's config rejects a step
+    beyond the last).
+
+    >>> PretrainConfig(epochs=0).checkpoints, PretrainConfig(tuples=2560, epochs=10).checkpoints
+    ([0], [0, 50, 100])
+    >>> PretrainConfig(epochs=0, checkpoints=[0, 50]).checkpoints
+    [0, 50]
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     tuples: int = Field(20000, ge=1, description="M, the number of training tuples, drawn once")
@@ -36,6 +46,14 @@ class PretrainConfig(BaseModel):
         if any(s < 0 for s in steps):
             raise ValueError("checkpoint steps must be ≥ 0")
         return sorted(set(steps))
+
+    @model_validator(mode="after")
+    def _default_checkpoints_fit(self) -> "PretrainConfig":
+        # the field stays unset: it still reads as a default (Config.defaults_resolved reports it)
+        if "checkpoints" not in self.model_fields_set and max(self.checkpoints) > self.total_steps:
+            fitted = [step for step in self.checkpoints if step < self.total_steps] + [self.total_steps]
+            object.__setattr__(self, "checkpoints", fitted)
+        return self
 
     @property
     def total_steps(self) -> int:

@@ -8,16 +8,40 @@ Nothing is ever imported from a dotted path named in a config: a component is us
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from pydantic import BaseModel, ConfigDict
 
+if TYPE_CHECKING:  # annotations only: worlds sit above the registry
+    from preadapt.worlds.base import InputSpec
+
 
 class ComponentConfig(BaseModel):
-    """Base of every component's config: a ``kind`` and the component's own fields."""
+    """Base of every component's config: a ``kind`` and the component's own fields.
+
+    Two optional hooks let a run's validation check that encoder and world fit each other before
+    anything is built (``Config`` in ``experiment/config.py``); their defaults check nothing, so a
+    component that does not override them (a user's, a family that has no use for them) just works:
+
+    - ``input_spec`` (world configs): the ``InputSpec`` of the inputs the world will sample, derived
+      from the config alone (no data loaded); default None, unknown.
+    - ``check_input(spec)`` (encoder configs): raise ``ValueError`` if the encoder cannot take such
+      inputs, with one line that starts with the field at fault (``vocab: got 50; allowed: ≥ 100 ...``;
+      validation prefixes ``encoder.``); default: accept any input.
+
+    >>> ComponentConfig(kind="box").input_spec is None
+    True
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     kind: str
+
+    @property
+    def input_spec(self) -> InputSpec | None:
+        return None
+
+    def check_input(self, spec: InputSpec) -> None:
+        return None
 
 
 class OpenComponentConfig(ComponentConfig):

@@ -19,6 +19,7 @@ def test_learned_encoders_respect_the_norm_bound_and_the_generator(config):
     x = 50.0 * torch.randn(300, 6, generator=torch.Generator().manual_seed(0))
     out = a(x)
     assert out.shape == (300, config["out_dim"])
+    # two float32 norms of d ≤ 4 entries and the clip's two roundings: ≤ (d + 4)·ε32/2 ≈ 5e-7
     assert float(out.detach().norm(dim=1).max()) <= config["norm_bound"] * (1 + 1e-6)
     assert torch.equal(out, b(x)) and not torch.equal(out, c(x))
     assert pickle.loads(pickle.dumps(parsed)) == parsed

@@ -10,6 +10,10 @@ from preadapt.worlds.sampling import make_generator
 
 VOCAB, LENGTH = 30, 9
 KINDS = ["bow", "gru"]
+# Two float32 computations of the same features (another dtype, another batch shape or padding, so
+# other kernels) differ by their rounding: each of the ≤ 9 steps takes dot products of ≤ e + h = 13
+# terms, ≲ √13·ε32 ≈ 4e-7 of |h| ≲ 1 typically, adding up over the steps to ≲ 4e-6. Seen: ≤ 7e-8.
+FLOAT32_ATOL = 1e-5
 
 
 def build(kind, seed=0, **fields):
@@ -65,6 +69,7 @@ def test_shape_and_norm_bound(kind):
     out = encoder(sentences())
     norms = out.detach().norm(dim=1)
     assert out.shape == (32, 4) and encoder.norm_bound == 0.2
+    # two float32 norms of d = 4 entries and the clip's two roundings: ≤ (d + 4)·ε32/2 ≈ 5e-7
     assert float(norms.max()) <= 0.2 * (1 + 1e-6)
     assert float(norms.max()) >= 0.2 * (1 - 1e-6)  # the clip was exercised
 
@@ -99,7 +104,7 @@ def test_padding_rows_are_zero_and_stay_untrained(kind):
 def test_float64_agrees_with_float32(kind):
     encoder = build(kind, norm_bound=None)
     ids = sentences()
-    torch.testing.assert_close(copy.deepcopy(encoder).double()(ids), encoder(ids).double(), atol=1e-5, rtol=0)
+    torch.testing.assert_close(copy.deepcopy(encoder).double()(ids), encoder(ids).double(), atol=FLOAT32_ATOL, rtol=0)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -117,8 +122,8 @@ def test_appending_padding_leaves_features_unchanged(kind):
     padded = torch.cat([ids, torch.zeros(32, 5, dtype=torch.long)], dim=1)  # (n, L + 5)
     trimmed = ids[:, :4] * (ids[:, 4:] == 0).all(dim=1, keepdim=True)  # rows of ≤ 4 tokens, cut to L = 4
     short = (ids[:, 4:] == 0).all(dim=1)
-    torch.testing.assert_close(encoder(padded), encoder(ids), atol=1e-6, rtol=0)
-    torch.testing.assert_close(encoder(trimmed)[short], encoder(ids)[short], atol=1e-6, rtol=0)
+    torch.testing.assert_close(encoder(padded), encoder(ids), atol=FLOAT32_ATOL, rtol=0)
+    torch.testing.assert_close(encoder(trimmed)[short], encoder(ids)[short], atol=FLOAT32_ATOL, rtol=0)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -183,7 +188,8 @@ def test_gru_matches_the_recurrence_stepped_by_hand():
         out32, out64 = encoder(ids), copy.deepcopy(encoder).double()(ids)
     for i, row in enumerate(ids.tolist()):
         expected = gru_reference(encoder, [t for t in row if t != 0])
-        torch.testing.assert_close(out32[i].double(), expected, atol=1e-6, rtol=0)
+        torch.testing.assert_close(out32[i].double(), expected, atol=FLOAT32_ATOL, rtol=0)
+        # float64: the same bound with ε = 2.2e-16, ≲ 1e-14
         torch.testing.assert_close(out64[i], expected, atol=1e-12, rtol=0)
 
 

@@ -83,3 +83,34 @@ def test_presets_lists_one_line_each(tmp_path):
     result = preadapt("presets", cwd=tmp_path)
     assert result.returncode == 0
     assert any(line.startswith("demo ") for line in result.stdout.splitlines())
+
+
+@pytest.mark.parametrize("change, note, fitted", [
+    ("world.classes=5", "# defaults resolved: evaluate.task_classes [2, 10] → [2] (world has 5 classes)",
+     lambda config: config["evaluate"]["task_classes"] == [2] and config["world"]["classes"] == 5),
+    ("pretrain.epochs=0", "# defaults resolved: pretrain.checkpoints [0, 50, 200] → [0] (training has 0 steps",
+     lambda config: config["pretrain"]["checkpoints"] == [0]),
+])
+def test_defaults_fit_the_world_and_the_training(tmp_path, change, note, fitted):
+    result = preadapt("run", "--set", change, "--dry-run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert any(line.startswith(note) for line in result.stdout.splitlines()), result.stdout
+    assert fitted(yaml.safe_load(result.stdout))  # the notes are YAML comments: the output is still a config
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+@pytest.mark.parametrize("change, message", [
+    (["--set", "encoder={kind: cnn}"], "encoder.kind: got 'cnn', which needs real-valued images"),
+    (["--set", "world={kind: topics, vocab: 100}", "--set", "encoder={kind: bow, vocab: 50}"],
+     "encoder.vocab: got 50; allowed: ≥ 100"),
+    (["--set", "world={kind: topics}", "--set", "encoder={kind: mlp}"],
+     "encoder.kind: got 'mlp', which needs real-valued inputs"),
+])
+def test_an_encoder_that_does_not_fit_the_world_exits_2_before_anything_is_written(tmp_path, change, message, dry_run):
+    result = preadapt("run", *change, "--out", "out", *(["--dry-run"] if dry_run else []), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"preadapt: {message}"), result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not any(tmp_path.iterdir())

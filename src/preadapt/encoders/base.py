@@ -8,13 +8,16 @@ Parameters are initialised from an explicit generator, never from torch's global
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from pydantic import Field, field_validator
 from torch import nn
 
 from preadapt.registry import ComponentConfig
+
+if TYPE_CHECKING:
+    from preadapt.worlds.base import InputSpec
 
 
 def clip_norm(z: torch.Tensor, bound: float | None) -> torch.Tensor:
@@ -90,6 +93,12 @@ class LinearEncoderConfig(ComponentConfig):
     kind: Literal["linear"] = "linear"
     out_dim: int = Field(16, ge=1, description="d, the representation dimension")
     norm_bound: float | None = Field(5.0, gt=0.0, description="R: ‖f(x)‖ ≤ R by a norm clip; null for none")
+
+    def check_input(self, spec: InputSpec) -> None:
+        """Real-valued inputs of any shape (flattened); token ids would be cast to numbers."""
+        if not spec.real:
+            raise ValueError(f"kind: got {self.kind!r}, which needs real-valued inputs; the world gives {spec} "
+                             f"(bow, gru and minilm take token ids)")
 
 
 class MLPEncoderConfig(LinearEncoderConfig):

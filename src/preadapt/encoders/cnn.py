@@ -9,13 +9,16 @@ PyTorch's default ranges, as in ``preadapt.encoders.base``.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from pydantic import Field, field_validator
 from torch import nn
 
 from preadapt.encoders.base import LinearEncoderConfig, clip_norm, init_linear
+
+if TYPE_CHECKING:
+    from preadapt.worlds.base import InputSpec
 
 
 def init_conv(layer: nn.Conv2d, generator: torch.Generator) -> None:
@@ -100,6 +103,17 @@ class CNNEncoderConfig(LinearEncoderConfig):
         if any(w < 1 for w in widths):
             raise ValueError("widths must be ≥ 1")
         return widths
+
+    def check_input(self, spec: InputSpec) -> None:
+        """Real-valued images (C, H, W) or (H, W), with room for a 2×2 max-pool per block."""
+        if not spec.real or len(spec.shape) not in (2, 3):
+            raise ValueError(f"kind: got 'cnn', which needs real-valued images of shape (C, H, W) or (H, W); "
+                             f"the world gives {spec}")
+        height, width = spec.shape[-2:]
+        allowed = min(height, width).bit_length() - 1  # ⌊log2 min(H, W)⌋
+        if len(self.widths) > allowed:
+            raise ValueError(f"widths: got {self.widths}, {len(self.widths)} conv blocks; allowed: at most {allowed} "
+                             f"for {height}×{width} images (each block halves height and width with a 2×2 max-pool)")
 
 
 def build_cnn(config: CNNEncoderConfig, input_shape, generator) -> CNNEncoder:

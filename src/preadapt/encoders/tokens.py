@@ -9,7 +9,7 @@ ranges, as in ``preadapt.encoders.base``.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from pydantic import Field
@@ -17,6 +17,9 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from preadapt.encoders.base import LinearEncoderConfig, clip_norm, init_linear
+
+if TYPE_CHECKING:
+    from preadapt.worlds.base import InputSpec
 
 PADDING = 0
 
@@ -158,6 +161,14 @@ class BagOfWordsEncoderConfig(LinearEncoderConfig):
     kind: Literal["bow"] = "bow"
     vocab: int = Field(ge=2, description="vocabulary size, padding (id 0) included: token ids lie in [0, vocab)")
     embed_dim: int = Field(32, ge=1, description="dimension of the token embeddings")
+
+    def check_input(self, spec: InputSpec) -> None:
+        """Rows of token ids (L,), every id of the world's vocabulary within ``vocab``."""
+        if spec.real or len(spec.shape) != 1:
+            raise ValueError(f"kind: got {self.kind!r}, which needs token ids of shape (L,); the world gives {spec}")
+        if spec.vocabulary is not None and self.vocab < spec.vocabulary:
+            raise ValueError(f"vocab: got {self.vocab}; allowed: ≥ {spec.vocabulary}, the world's vocabulary (its "
+                             f"token ids lie in [0, {spec.vocabulary}), padding included)")
 
 
 class GRUEncoderConfig(BagOfWordsEncoderConfig):

@@ -58,6 +58,31 @@ class EvaluateConfig(BaseModel):
             raise ValueError("probe_penalties must be ≥ 0")
         return values
 
+    def fit_classes(self, classes: int | None) -> "EvaluateConfig":
+        """This config with its *defaulted* ``task_classes`` and ``top_r`` fitted to a world of
+        ``classes`` classes (of positive prior; None, unknown, fits nothing): sizes and R above
+        ``classes`` are dropped ([2] if no task size is left). Values given explicitly are kept, for
+        ``check_classes`` to validate; a fitted field stays unset, so it still reads as a default.
+
+        >>> fitted = EvaluateConfig().fit_classes(3)
+        >>> fitted.task_classes, fitted.top_r, "task_classes" in fitted.model_fields_set
+        ([2], [1], False)
+        >>> EvaluateConfig(task_classes=[2, 10]).fit_classes(3).task_classes
+        [2, 10]
+        """
+        if classes is None:
+            return self
+        fields = type(self).model_fields
+        fitted = {}
+        if "task_classes" not in self.model_fields_set:
+            fitted["task_classes"] = [k for k in fields["task_classes"].default if k <= classes] or [2]
+        if "top_r" not in self.model_fields_set:
+            fitted["top_r"] = [r for r in fields["top_r"].default if r <= classes]
+        current = dict(self)
+        if all(current[name] == value for name, value in fitted.items()):
+            return self
+        return type(self).model_construct(_fields_set=set(self.model_fields_set), **{**current, **fitted})
+
     def check_classes(self, classes: int | None) -> None:
         """Raise ValueError (one line naming the field) if a task or TOP-R needs more than ``classes``
         (unknown, None, for a user world whose config does not say), or the pool is too small."""

@@ -3,6 +3,11 @@
 Components (world, encoder, objective) are validated by the params model registered for their
 ``kind``. Every invalid value raises ``ConfigError`` with one line naming the field, the value
 given and what is allowed.
+
+Defaults fit the world and the training they meet: a field left out whose default does not fit
+(``evaluate.task_classes`` on a world of 5 classes, ``pretrain.checkpoints`` with ``epochs: 0``) is
+fitted, and ``Config.defaults_resolved()`` says how. A value given explicitly is never changed, only
+validated: pydantic's ``model_fields_set`` tells the two apart.
 """
 
 from __future__ import annotations
@@ -70,18 +75,21 @@ class Config(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> "Config":
+        # pretrain.checkpoints left out were fitted to the training by PretrainConfig already
         last = self.pretrain.total_steps
         beyond = [s for s in self.pretrain.checkpoints if s > last]
         if beyond:
             raise ValueError(
                 f"pretrain.checkpoints: got step {beyond[0]}; allowed: 0..{last} "
                 f"(epochs × ceil(tuples / batch_size) = {last} steps)")
-        classes = getattr(self.world, "classes", None)
-        prior = getattr(self.world, "prior", None)
-        if classes is not None and isinstance(prior, list):  # tasks need classes of positive prior
-            classes = sum(1 for weight in prior if weight > 0)
-            if classes < 2:
-                raise ValueError(f"world.prior: got {prior}; at least two classes need a positive weight")
+        classes = self._task_support()
+        spec = self.world.input_spec  # None: a world that does not say (a user's); nothing to check
+        if spec is not None:
+            try:
+                self.encoder.check_input(spec)
+            except ValueError as error:
+                raise ValueError(f"encoder.{error}") from None
+        object.__setattr__(self, "evaluate", self.evaluate.fit_classes(classes))  # defaults only
         self.evaluate.check_classes(classes)
         try:  # what the sampler will draw (debiased: blocks of M + 1)
             block_size = getattr(OBJECTIVES.build(self.objective), "block_size", 1)
@@ -95,6 +103,40 @@ class Config(BaseModel):
             raise ValueError(f"bounds.comparator: got {self.bounds.comparator}; allowed: 'best' or a checkpoint step "
                              f"{steps}")
         return self
+
+    def _task_support(self) -> int | None:
+        """The classes a task can draw: world.classes, or the positive weights of a prior list (None
+        for a user world whose config has no ``classes``)."""
+        classes = getattr(self.world, "classes", None)
+        prior = getattr(self.world, "prior", None)
+        if classes is not None and isinstance(prior, list):  # tasks need classes of positive prior
+            classes = sum(1 for weight in prior if weight > 0)
+            if classes < 2:
+                raise ValueError(f"world.prior: got {prior}; at least two classes need a positive weight")
+        return classes
+
+    def defaults_resolved(self) -> list[str]:
+        """How defaults were fitted to this config's world and training, one line each (empty when
+        every default fit as it is).
+
+        >>> for line in Config.model_validate({"world": {"classes": 3}}).defaults_resolved():
+        ...     print(line)
+        evaluate.task_classes [2, 10] → [2] (world has 3 classes)
+        evaluate.top_r [1, 5] → [1] (world has 3 classes)
+        """
+        classes = self._task_support()
+        of_prior = "" if classes == getattr(self.world, "classes", None) else " of positive prior"
+        steps = self.pretrain.total_steps
+        fitted = [(self.evaluate, "evaluate", name, f"world has {classes} classes{of_prior}")
+                  for name in ("task_classes", "top_r")]
+        fitted.append((self.pretrain, "pretrain", "checkpoints",
+                       f"training has {steps} steps: epochs × ceil(tuples / batch_size)"))
+        lines = []
+        for section, section_name, name, reason in fitted:
+            default, value = type(section).model_fields[name].default, getattr(section, name)
+            if name not in section.model_fields_set and value != default:
+                lines.append(f"{section_name}.{name} {default} → {value} ({reason})")
+        return lines
 
     def config_hash(self) -> str:
         """SHA-256 of the canonical JSON of the resolved config."""

@@ -298,8 +298,10 @@ def evaluate(encoder: nn.Module, world: World | dict, evaluate_config: EvaluateC
         world = WORLDS.build(WORLDS.parse(world), make_generator(seed, "world"))
     if not isinstance(evaluate_config, EvaluateConfig):
         evaluate_config = EvaluateConfig.model_validate(evaluate_config or {})
+    classes = int(np.count_nonzero(world.prior))
+    evaluate_config = evaluate_config.fit_classes(classes)  # defaulted task sizes and R fit the world
     try:
-        evaluate_config.check_classes(int(np.count_nonzero(world.prior)))
+        evaluate_config.check_classes(classes)
     except ValueError as error:
         raise ConfigError(str(error)) from None
     encoder = encoder.to(device).eval()

@@ -9,6 +9,7 @@ import torch
 from pydantic import Field, field_validator, model_validator
 
 from preadapt.registry import ComponentConfig
+from preadapt.worlds.base import InputSpec
 from preadapt.worlds.prior import as_prior, check_prior_spec
 
 Prior = Literal["uniform"] | dict[Literal["zipf"], float] | list[float]
@@ -43,6 +44,11 @@ class GaussianWorldConfig(ComponentConfig):
         if isinstance(self.prior, list) and len(self.prior) != self.classes:
             raise ValueError(f"prior has {len(self.prior)} weights; expected one per class ({self.classes})")
         return self
+
+    @property
+    def input_spec(self) -> InputSpec:
+        """Real vectors x ∈ R^dim."""
+        return InputSpec((self.dim,), torch.float32)
 
 
 class Warp(torch.nn.Module):
