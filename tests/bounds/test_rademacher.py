@@ -10,11 +10,13 @@ from scipy import stats
 from torch import nn
 
 from preadapt.bounds.rademacher import (
-    class_complexity, generalisation_term, linear_rademacher, linear_rademacher_upper, mlp_norms,
-    mlp_rademacher_upper, tuple_points,
+    class_complexity, gen_m_coefficients, generalisation_term, linear_rademacher, linear_rademacher_upper,
+    loss_range, mlp_norms, mlp_rademacher_upper, tuple_points,
 )
+from preadapt.bounds.arora2019 import LIPSCHITZ
 from preadapt.encoders import IdentityEncoder, LinearEncoder, MLPEncoder
 from preadapt.estimate.estimate import Estimate, mean_estimate
+from preadapt.objectives import LOSSES
 from preadapt.worlds.sampling import Tuples
 
 STRICT = 0.9999  # level of the intervals an oracle must fall in (fixed seeds: deterministic)
@@ -76,6 +78,7 @@ def test_closed_form_supremum_matches_brute_force_over_the_ball():
         W = torch.randn(samples, d, D, generator=g, dtype=torch.float64)
         W *= B / torch.linalg.vector_norm(W.flatten(1), dim=1)[:, None, None]
         best = float((W * S).sum(dim=(1, 2)).max())
+        # ⟨W, S⟩ of dim = 4 terms and W's normalisation round to ≲ 10ε·‖W‖‖S‖ ≈ 2e-15 relative
         assert best <= closed * (1 + 1e-12)
         assert best >= closed * (1 - eps)
 
@@ -108,7 +111,9 @@ def test_chunking_does_not_change_the_numbers():
     reference = linear_rademacher(points, 3, 1.0, draws=50, generator=_gen(4))
     for chunk in (50, 5000, 4000):  # points in blocks; several draws per batch; a partial last batch
         est = linear_rademacher(points, 3, 1.0, draws=50, generator=_gen(4), chunk=chunk)
-        # same signs; only the order of the float sums over points differs
+        # same signs; only the order of the float sums over points differs: each entry of S sums
+        # N = 300 terms ~1 to magnitude ~√N, so ≲ N·ε/√N = √N·ε ≈ 4e-15 relative worst case (the se,
+        # a spread of values ~5× smaller than them, ≲ 2e-14)
         assert (est.value, est.lower, est.upper, est.se) == pytest.approx(
             (reference.value, reference.lower, reference.upper, reference.se), rel=1e-12)
 
@@ -137,6 +142,7 @@ def test_one_layer_bound_is_golowich_factor_times_jensen_and_above_the_exact_sup
     bound = mlp_rademacher_upper([], rows, points)
     augmented = torch.cat([points, torch.ones(50, 1, dtype=torch.float64)], 1)  # x̃: (N, D + 1)
     jensen = sum(rows) * math.sqrt(float(augmented.square().sum()))
+    # Σ‖x̃_j‖² of 200 positive terms summed in two orders: ≲ 200·ε ≈ 4e-14 relative
     assert bound == pytest.approx((math.sqrt(2 * math.log(2)) + 1) * jensen, rel=1e-12)
     signs = torch.randint(0, 2, (4000, 50, 2), generator=g).double() * 2 - 1  # (T, N, d)
     sups = (torch.linalg.vector_norm(torch.einsum("tnd,nD->tdD", signs, augmented), dim=2)
@@ -190,7 +196,7 @@ def test_mlp_bound_is_above_a_finite_subclass(hidden, d):
     nets = [_net_in_class([D, *hidden, d], hidden_norms, rows, g) for _ in range(K)]
     for net in nets[:20]:
         h, r = mlp_norms(net)
-        assert all(a <= b * (1 + 1e-12) for a, b in zip(h + r, hidden_norms + rows))
+        assert all(a <= b * (1 + 1e-12) for a, b in zip(h + r, hidden_norms + rows))  # norms of ≤ 20 terms: ≲ 20ε
     outputs = torch.stack([_forward(net, points) for net in nets])  # (K, N, d)
     signs = torch.randint(0, 2, (T, N, d), generator=g).double() * 2 - 1  # (T, N, d)
     lower = mean_estimate(torch.einsum("tnd,knd->tk", signs, outputs).max(1).values, 0.999)
@@ -207,7 +213,7 @@ def test_mlp_bound_is_monotone_and_homogeneous_in_the_norms():
     base = mlp_rademacher_upper(hidden, rows, points)
     for i in range(len(hidden)):
         grown = hidden.copy(); grown[i] *= 1.3
-        assert mlp_rademacher_upper(grown, rows, points) == pytest.approx(1.3 * base, rel=1e-12)
+        assert mlp_rademacher_upper(grown, rows, points) == pytest.approx(1.3 * base, rel=1e-12)  # a few roundings
     for i in range(len(rows)):
         grown = rows.copy(); grown[i] += 0.1
         assert mlp_rademacher_upper(hidden, grown, points) > base
@@ -264,17 +270,85 @@ def test_identity_is_zero_and_unknown_modules_are_not_evaluated():
 
 
 def test_generalisation_term_against_hand_computation():
+    """Gen_M = c_rad·4√3·L·R·Rad/M + c_conf·2√2·Δ_ℓ(R)·sqrt(ln(1/δ)/M), here hinge with R = 2 (Δ = 1 + 2R² = 9)."""
     rad = Estimate(10.0, 8.0, 12.0, 100, 0.95, "monte_carlo", 1.0)
-    gen, parts = generalisation_term(rad, R=2.0, M=50, delta=0.05, rademacher_constant=1.5, confidence_constant=0.5)
-    confidence = 0.5 * 2.0**2 * math.sqrt(math.log(1 / 0.05) / 50)  # c_conf·R²·sqrt(log(1/δ)/M)
+    gen, parts = generalisation_term(rad, R=2.0, M=50, delta=0.05, loss="hinge", rademacher_constant=1.5,
+                                     confidence_constant=0.5)
+    confidence = 0.5 * 2 * math.sqrt(2) * 9.0 * math.sqrt(math.log(1 / 0.05) / 50)
+    # exact: the code's ((2·√2)·9)·0.5 and this ((0.5·2)·√2)·9 differ only by scalings by powers of 2,
+    # which are exact, so both round √2·9 once and then its product with the same sqrt(ln(1/δ)/M)
     assert parts["confidence_part"] == Estimate.exact(confidence)
-    rademacher = parts["rademacher_part"]  # c_rad·R·Rad/M = 1.5·2/50 · (10 [8, 12])
-    assert (rademacher.value, rademacher.lower, rademacher.upper) == pytest.approx((0.6, 0.48, 0.72), rel=1e-12)
-    assert (gen.value, gen.lower, gen.upper) == pytest.approx((0.6 + confidence, 0.48 + confidence,
-                                                              0.72 + confidence), rel=1e-12)
-    assert gen.se == pytest.approx(0.06) and gen.method == "monte_carlo"
-    at_99, _ = generalisation_term(rad, 2.0, 50, 0.05, 1.5, 0.5, level=0.99)
-    assert at_99.half_width == pytest.approx(0.06 * stats.t.ppf(0.995, df=99), rel=1e-12)
+    scale = 1.5 * 4 * math.sqrt(3) * 2.0 / 50  # c_rad·4√3·L·R/M, L = 1
+    rademacher = parts["rademacher_part"]
+    assert (rademacher.value, rademacher.lower, rademacher.upper) == pytest.approx((10 * scale, 8 * scale, 12 * scale),
+                                                                                  rel=1e-12)
+    assert (gen.value, gen.lower, gen.upper) == pytest.approx(
+        (10 * scale + confidence, 8 * scale + confidence, 12 * scale + confidence), rel=1e-12)
+    assert gen.se == pytest.approx(scale) and gen.method == "monte_carlo"
+    at_99, _ = generalisation_term(rad, 2.0, 50, 0.05, "hinge", rademacher_constant=1.5, confidence_constant=0.5,
+                                   level=0.99)
+    assert at_99.half_width == pytest.approx(scale * rad.at_level(0.99).half_width, rel=1e-12)  # rad's, mapped
     assert at_99.level == 0.99 and at_99.value == pytest.approx(gen.value)
     with pytest.raises(ValueError):
-        generalisation_term(rad, 2.0, 50, 1.0)
+        generalisation_term(rad, 2.0, 50, 1.0, "hinge")
+    with pytest.raises(ValueError, match="'hinge' or 'logistic'"):
+        generalisation_term(rad, 2.0, 50, 0.05, "cross_entropy")
+
+
+@pytest.mark.parametrize("loss, R, rad_coef, conf_coef", [
+    # a_rad = 4√3·L·R; a_conf = 2√2·Δ_ℓ(R), Δ_hinge = min(4R², 1 + 2R²), Δ_logistic = 2R²/ln 2
+    ("hinge", 0.5, 2 * math.sqrt(3), 2 * math.sqrt(2) * 1.0),  # R² < 1/2: Δ = 4R²
+    ("hinge", 1 / math.sqrt(2), 4 * math.sqrt(3) / math.sqrt(2), 2 * math.sqrt(2) * 2.0),  # both forms: Δ = 2
+    ("hinge", 5.0, 20 * math.sqrt(3), 2 * math.sqrt(2) * 51.0),  # Δ = 1 + 2R²
+    ("logistic", 1.0, 4 * math.sqrt(3) / math.log(2), 4 * math.sqrt(2) / math.log(2)),
+    ("logistic", 5.0, 20 * math.sqrt(3) / math.log(2), 100 * math.sqrt(2) / math.log(2)),
+])
+def test_gen_m_coefficients_closed_form(loss, R, rad_coef, conf_coef):
+    assert gen_m_coefficients(loss, R) == pytest.approx((rad_coef, conf_coef), rel=1e-12)
+    gen, parts = generalisation_term(Estimate.exact(30.0), R, M=200, delta=0.01, loss=loss)
+    assert parts["rademacher_part"].value == pytest.approx(rad_coef * 30.0 / 200, rel=1e-12)
+    assert parts["confidence_part"].value == pytest.approx(conf_coef * math.sqrt(math.log(100.0) / 200), rel=1e-12)
+    assert gen.value == pytest.approx(parts["rademacher_part"].value + parts["confidence_part"].value, rel=1e-12)
+
+
+@pytest.mark.parametrize("loss", ["hinge", "logistic"])
+@pytest.mark.parametrize("R", [0.3, 1 / math.sqrt(2), 1.0, 2.5])
+def test_loss_range_and_lipschitz_constants_on_the_ball(loss, R):
+    """Oracles for the steps of the derivation on ‖a‖, ‖p‖, ‖n‖ ≤ R (k = 1):
+
+    - the margin aᵀ(p − n) fills [−2R², 2R²] and ℓ's range over it is ``loss_range`` (brute force);
+    - the margin map is √6·R-Lipschitz on the ball, attained at p = −n = R·e, a = R·e' with e ⊥ e'
+      (then the gradient (p − n, a, −a) has norm sqrt(4R² + 2R²)); random pairs never exceed √6·R·L
+      for ℓ∘margin.
+    """
+    g = _gen(17)
+    ell = LOSSES[loss]
+    margins = torch.linspace(-2 * R**2, 2 * R**2, 100_001, dtype=torch.float64)
+    values = ell(margins[:, None])
+    # ℓ is monotone, so the extremes are at the exact end points; ℓ there rounds to ≲ 4ε·ℓ ≲ 1e-14
+    assert float(values.max() - values.min()) == pytest.approx(loss_range(loss, R), rel=1e-9)
+
+    def in_ball(shape):
+        z = torch.randn(*shape, generator=g, dtype=torch.float64)
+        return z * (R * torch.rand(shape[:-1] + (1,), generator=g, dtype=torch.float64) ** (1 / shape[-1])
+                    / z.norm(dim=-1, keepdim=True))
+
+    n, d = 200_000, 3
+    a, p, m = in_ball((n, d)), in_ball((n, d)), in_ball((n, d))
+    a2, p2, m2 = in_ball((n, d)), in_ball((n, d)), in_ball((n, d))
+    distance = torch.cat([a - a2, p - p2, m - m2], 1).norm(dim=1)  # Euclidean norm in R^{3d}
+    margin, margin2 = (a * (p - m)).sum(1), (a2 * (p2 - m2)).sum(1)
+    assert float(((margin - margin2).abs() / distance).max()) <= math.sqrt(6) * R
+    ratio = (ell(margin[:, None]) - ell(margin2[:, None])).abs() / distance
+    assert float(ratio.max()) <= math.sqrt(6) * R * LIPSCHITZ[loss]
+    e, e2 = torch.eye(d, dtype=torch.float64)[:2]
+    shrink = 1 - 1e-3  # just inside the ball, so that a small step along the gradient stays in it
+    a0, p0, m0 = shrink * R * e2, shrink * R * e, -shrink * R * e
+    gradient = torch.cat([p0 - m0, a0, -a0])  # ∇ of aᵀ(p − n) w.r.t. (a, p, n)
+    assert float(gradient.norm()) == pytest.approx(math.sqrt(6) * R * shrink, rel=1e-12)
+    step = 1e-7 * gradient / gradient.norm()
+    a1, p1, m1 = a0 + step[:d], p0 + step[d:2 * d], m0 + step[2 * d:]
+    rate = float(((a1 * (p1 - m1)).sum() - (a0 * (p0 - m0)).sum()) / step.norm())
+    # a forward difference with step h = 1e-7 of a quadratic is off by ≤ h in absolute terms, ≲ 2e-7
+    # relative here; rounding adds less (the products in the margins are ~R·h, the base margin is 0)
+    assert rate == pytest.approx(math.sqrt(6) * R * shrink, rel=1e-5)  # so √6·R cannot be lowered

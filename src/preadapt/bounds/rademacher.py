@@ -1,13 +1,19 @@
-"""The Gen_M term of Theorem 4.1 of [Arora19]: Rademacher complexity of the encoder class.
+"""The Gen_M term of Theorem 4.1 of [Arora19]: Rademacher complexity of the encoder class, and Gen_M
+with explicit constants.
 
 Rad_S(F) = E_σ sup_{f∈F} Σ_j σ_jᵀ f(x_j) is the unnormalised empirical Rademacher complexity of F
 restricted to the N input points x_j of the M training tuples (σ_j ∈ {±1}^d i.i.d. Rademacher, d the
 output dimension). For the linear class it is estimated by Monte Carlo through a closed-form
 supremum; for ReLU MLPs only a norm-product upper bound is available ([Golowich18]); the identity is
-one fixed function with Rad = 0 (THEORY.md section 3).
+one fixed function with Rad = 0 (THEORY.md section 3). ``generalisation_term`` turns Rad_S into
+Gen_M with constants derived for hinge and base-2 logistic ℓ (k = 1, b = 1; docs/theory.md,
+"Gen_M with explicit constants").
 
 [Golowich18] Golowich, Rakhlin, Shamir. Size-Independent Sample Complexity of Neural Networks.
 COLT 2018, arXiv:1712.06541.
+[Maurer16] Maurer. A vector-contraction inequality for Rademacher complexities. ALT 2016,
+arXiv:1605.00251.
+[McDiarmid89] McDiarmid. On the method of bounded differences. Surveys in Combinatorics, 1989.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
+from preadapt.bounds.arora2019 import LIPSCHITZ
 from preadapt.encoders.base import IdentityEncoder, LinearEncoder, MLPEncoder
 from preadapt.estimate.estimate import Estimate, mean_estimate
 from preadapt.worlds.sampling import Tuples
@@ -236,27 +243,94 @@ def class_complexity(encoder: nn.Module, states: list[dict[str, torch.Tensor]], 
     return ClassComplexity(Estimate.exact(bound), bound, label, norms)
 
 
-def generalisation_term(rad: Estimate, R: float, M: int, delta: float, rademacher_constant: float = 1.0,
-                        confidence_constant: float = 1.0, level: float | None = None
-                        ) -> tuple[Estimate, dict[str, Estimate]]:
-    """Gen_M of [Arora19] Theorem 4.1: c_rad·R·Rad_S(F)/M + c_conf·R²·sqrt(log(1/δ)/M).
+RADEMACHER_FACTOR = 4.0 * math.sqrt(3.0)
+"""2 (symmetrisation) · √2 (vector contraction, [Maurer16]) · √6 (the margin map on ‖f‖ ≤ R, per R):
+the coefficient of L·R·Rad_S(F)/M in Gen_M."""
 
-    ``rad`` is Rad_S(F) (``ClassComplexity.rad``), R the norm bound ‖f(x)‖ ≤ R, M the number of
-    training tuples and δ the failure probability. The theorem states Gen_M up to O(·); the
-    constants c_rad = ``rademacher_constant`` and c_conf = ``confidence_constant`` are approximate
-    (THEORY.md) and default to 1. Gen_M is an affine map of ``rad``, so its interval is rad's
-    mapped exactly; ``level`` (None: keep rad's) recomputes a t/normal/Monte Carlo interval first.
-    Returns Gen_M and its parts {"rademacher_part", "confidence_part"}.
+CONFIDENCE_FACTOR = 2.0 * math.sqrt(2.0)
+"""McDiarmid with bounded differences 4·Δ_ℓ(R)/M gives Δ_ℓ(R)·sqrt(8·ln(1/δ)/M): the coefficient of
+Δ_ℓ(R)·sqrt(ln(1/δ)/M) in Gen_M."""
 
-    >>> gen, parts = generalisation_term(Estimate.exact(50.0), R=2.0, M=100, delta=math.exp(-4.0))
-    >>> round(gen.value, 6), round(parts["rademacher_part"].value, 6), round(parts["confidence_part"].value, 6)
-    (1.8, 1.0, 0.8)
+
+def _loss_lipschitz(loss: str) -> float:
+    if loss not in LIPSCHITZ:
+        raise ValueError(f"Gen_M's constants are derived for loss 'hinge' or 'logistic'; got {loss!r}")
+    return LIPSCHITZ[loss]
+
+
+def loss_range(loss: str, R: float) -> float:
+    """Δ_ℓ(R) = sup ℓ − inf ℓ over the margins v = f(x)ᵀ(f(x⁺) − f(x⁻)) ∈ [−2R², 2R²] of ‖f‖ ≤ R (k = 1).
+
+    Hinge: ℓ(v) = max(0, 1 − v) takes values in [max(0, 1 − 2R²), 1 + 2R²], so Δ = min(4R², 1 + 2R²).
+    Base-2 logistic: log₂(1 + e^{2R²}) − log₂(1 + e^{−2R²}) = log₂ e^{2R²}, so Δ = 2R²/ln 2 exactly.
+    One tuple moves an empirical mean of M losses by at most Δ/M (McDiarmid's bounded difference).
+
+    >>> loss_range("hinge", 0.5), loss_range("hinge", 2.0)  # 4R² below R² = 1/2, 1 + 2R² above
+    (1.0, 9.0)
+    >>> round(loss_range("logistic", 1.0), 6)  # 2/ln 2
+    2.88539
+    """
+    _loss_lipschitz(loss)
+    if R < 0:
+        raise ValueError(f"R must be ≥ 0; got {R}")
+    if loss == "hinge":
+        return min(4.0 * R**2, 1.0 + 2.0 * R**2)
+    return 2.0 * R**2 / math.log(2.0)
+
+
+def gen_m_coefficients(loss: str, R: float) -> tuple[float, float]:
+    """The derived coefficients (a_rad, a_conf) of Gen_M = a_rad·Rad_S(F)/M + a_conf·sqrt(ln(1/δ)/M), k = b = 1.
+
+    a_rad = 4√3·L·R (``RADEMACHER_FACTOR``; L the Lipschitz constant of ℓ, 1 for hinge and 1/ln 2 for
+    base-2 logistic) and a_conf = 2√2·Δ_ℓ(R) (``CONFIDENCE_FACTOR``, ``loss_range``). In THEORY.md's
+    form c_rad·R·Rad_S/M + c_conf·R²·sqrt(ln(1/δ)/M) these are c_rad = 4√3·L and c_conf =
+    2√2·Δ_ℓ(R)/R²: 4√2/ln 2 for logistic, 2√2·(2 + 1/R²) for hinge when R² ≥ 1/2 (8√2 below).
+
+    >>> [round(c, 6) for c in gen_m_coefficients("hinge", 1.0)]  # 4√3, 2√2·3
+    [6.928203, 8.485281]
+    >>> [round(c, 6) for c in gen_m_coefficients("logistic", 1.0)]  # 4√3/ln 2, 4√2/ln 2
+    [9.995284, 8.161116]
+    """
+    return RADEMACHER_FACTOR * _loss_lipschitz(loss) * R, CONFIDENCE_FACTOR * loss_range(loss, R)
+
+
+def generalisation_term(rad: Estimate, R: float, M: int, delta: float, loss: str, *,
+                        rademacher_constant: float = 1.0, confidence_constant: float = 1.0,
+                        level: float | None = None) -> tuple[Estimate, dict[str, Estimate]]:
+    """Gen_M of [Arora19] Theorem 4.1 with explicit constants (k = 1, b = 1), a rigorous upper bound:
+
+        Gen_M = c_rad·4√3·L·R·Rad_S(F)/M + c_conf·2√2·Δ_ℓ(R)·sqrt(ln(1/δ)/M)
+
+    With c_rad = c_conf = 1 (the defaults), with probability ≥ 1 − δ over the M i.i.d. training
+    tuples, L_un(f̂) ≤ L_un(f) + Gen_M for every f in F at once, f̂ any empirical minimiser of the CURL
+    loss over F; so Theorem 4.1's Gen_M/(1 − τ) and Theorem 4.5's η·Gen_M need no further factor. It
+    assumes ‖f(x)‖ ≤ R for every x (a norm clip gives it; a clip is 1-Lipschitz, so Rad_S of the
+    unclipped class serves) and F fixed before the data. The steps (docs/theory.md, "Gen_M with
+    explicit constants"): the margin map (a, p, n) ↦ aᵀ(p − n) is √6·R-Lipschitz on the ball, so
+    ℓ∘margin is √6·L·R-Lipschitz and the vector contraction of [Maurer16] bounds the loss class's
+    Rademacher complexity by √2·√6·L·R·Rad_S(F); symmetrisation doubles it; McDiarmid applied once
+    to sup_f (L_un − L̂_un) − 2·Rad(loss class)/M + L̂_un(f*) − L_un(f*) (f* a population minimiser),
+    whose bounded differences are 4·Δ_ℓ(R)/M, gives the second part.
+
+    ``rad`` is Rad_S(F) (``ClassComplexity.rad``), R the norm bound, M the number of training tuples,
+    δ the failure probability and ``loss`` ℓ ('hinge' or 'logistic'). c_rad = ``rademacher_constant``
+    and c_conf = ``confidence_constant`` multiply the derived terms: 1 is the rigorous bound, above 1
+    a looser one, below 1 no longer a proven bound. Gen_M is an affine map of ``rad``, so its interval
+    is rad's mapped exactly; ``level`` (None: keep rad's) recomputes a t/normal/Monte Carlo interval
+    first. Returns Gen_M and its parts {"rademacher_part", "confidence_part"}.
+
+    >>> gen, parts = generalisation_term(Estimate.exact(50.0), R=2.0, M=100, delta=math.exp(-4.0), loss="hinge")
+    >>> round(parts["rademacher_part"].value, 6), round(parts["confidence_part"].value, 6)  # 4√3·2·50/100, 2√2·9·2/10
+    (6.928203, 5.091169)
+    >>> round(gen.value, 6)
+    12.019372
     """
     if R < 0 or M < 1 or not 0.0 < delta < 1.0:
         raise ValueError(f"need R ≥ 0, M ≥ 1 and 0 < delta < 1; got R={R}, M={M}, delta={delta}")
     if level is not None:
         rad = rad.at_level(level)
-    scale = rademacher_constant * R / M
-    confidence = confidence_constant * R**2 * math.sqrt(math.log(1.0 / delta) / M)
+    rademacher_coefficient, confidence_coefficient = gen_m_coefficients(loss, R)
+    scale = rademacher_constant * rademacher_coefficient / M
+    confidence = confidence_constant * confidence_coefficient * math.sqrt(math.log(1.0 / delta) / M)
     parts = {"rademacher_part": rad.affine(scale), "confidence_part": Estimate.exact(confidence)}
     return rad.affine(scale, confidence), parts

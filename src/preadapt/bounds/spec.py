@@ -10,16 +10,21 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 class BoundsConfig(BaseModel):
     """How Theorems 4.1 and 4.5 of [Arora19] are evaluated (docs/config.md, docs/theory.md).
 
-    Gen_M = rademacher_constant·R·Rad_S(F)/M + confidence_constant·R²·sqrt(log(1/δ)/M): THEORY.md
-    gives it up to O-constants, which are exposed here with default 1 (approximate).
+    Gen_M = rademacher_constant·4√3·L·R·Rad_S(F)/M + confidence_constant·2√2·Δ_ℓ(R)·sqrt(ln(1/δ)/M),
+    with L the Lipschitz constant of ℓ and Δ_ℓ(R) its range on margins in [−2R², 2R²]
+    (``bounds.rademacher.generalisation_term``). The constants of THEORY.md's O(·) are derived there
+    (docs/theory.md, "Gen_M with explicit constants"); the two fields multiply the derived terms, and
+    their default 1 gives the rigorous upper bound.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     comparator: Literal["best"] | int = Field(
         "best", description="the f that f̂ is compared with: 'best' (lowest held-out L_un) or a checkpoint step")
     delta: float = Field(0.05, gt=0.0, lt=1.0, description="δ: the theorems hold with probability ≥ 1 − δ")
-    rademacher_constant: float = Field(1.0, ge=0.0, description="O-constant of R·Rad_S(F)/M in Gen_M")
-    confidence_constant: float = Field(1.0, ge=0.0, description="O-constant of R²·sqrt(log(1/δ)/M) in Gen_M")
+    rademacher_constant: float = Field(
+        1.0, ge=0.0, description="multiplies the derived 4√3·L·R·Rad_S(F)/M of Gen_M; 1: the rigorous bound")
+    confidence_constant: float = Field(
+        1.0, ge=0.0, description="multiplies the derived 2√2·Δ_ℓ(R)·sqrt(ln(1/δ)/M) of Gen_M; 1: the rigorous bound")
     rademacher_draws: int = Field(200, ge=2, description="Monte Carlo draws of σ for Rad_S(F) of a linear class")
 
     @field_validator("comparator", mode="before")
