@@ -81,6 +81,8 @@ def test_constant_encoder_makes_lemma_4_3_an_exact_equality():
     constant = Scaled(IdentityEncoder(), 0.0)
     for check in _checks(constant, world, "hinge"):
         assert check.lhs.value == pytest.approx(check.rhs.value)  # 1 = 1 (Lemma 4.4: 0 = 0)
+        # exact, not just close: f = 0 makes every hinge loss max(0, 1 − 0) = 1 and every paired
+        # difference 0 with exact operations, means of 0s and 1s are exact, and −r + r·1 = 0
         assert check.slack.value == 0.0 and check.status == "holds"
 
 

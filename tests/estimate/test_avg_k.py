@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import time
 
 import numpy as np
 import pytest
@@ -95,6 +94,7 @@ def test_uniform_matches_enumeration(k, seed, ties):
     rng = np.random.default_rng([k, seed, ties])
     scores, labels = random_world(rng, int(rng.integers(k, 13)), ties)
     exact = avg_k_accuracy(torch.as_tensor(scores), torch.as_tensor(labels), k)
+    # sums of ≤ C(12, 5) = 792 terms in [0, 1] (≲ 792·ε ≈ 2e-13); one wrong point moves it by ≳ 1e-3
     assert exact == pytest.approx(brute_avg_k(scores, labels, k), abs=1e-9)
 
 
@@ -138,6 +138,8 @@ def test_uniform_prior_path_equals_combinatorial_path():
     for k in (2, 7, 40):
         exact = avg_k_point_probabilities(scores, labels, k)
         via_dp = avg_k_point_probabilities(scores, labels, k, prior=np.full(40, 3.0))
+        # the DP only adds and multiplies nonnegative numbers: ≤ 2C roundings, ≤ 2·40·ε ≈ 1.8e-14
+        # relative for e_{k−1} of each side, ≲ 3.6e-14 for their ratio; the table is correctly rounded
         torch.testing.assert_close(via_dp, exact, rtol=1e-12, atol=1e-14)
 
 
@@ -147,7 +149,7 @@ def test_uniform_probabilities_are_exact_binomial_ratios():
     labels = torch.tensor([8, 9, 3028])
     got = avg_k_point_probabilities(scores, labels, k).tolist()
     assert got[0] == 0.0
-    assert got[1] == 1.0 / math.comb(classes - 1, k - 1)
+    assert got[1] == 1 / math.comb(classes - 1, k - 1)  # int / int: the float nearest the exact ratio
     assert got[2] == 1.0
 
 
@@ -160,6 +162,7 @@ def test_prior_path_neither_overflows_nor_underflows_at_wiki_scale(k):
     exact = avg_k_point_probabilities(scores, labels, k)
     via_dp = avg_k_point_probabilities(scores, labels, k, prior=np.ones(classes))
     assert torch.isfinite(via_dp).all()
+    # nonnegative DP over C = 3029 classes: ≤ 2C roundings per e_j, ≲ 2·2·3029·ε ≈ 2.7e-12 for the ratio
     torch.testing.assert_close(via_dp, exact, rtol=1e-9, atol=1e-300)
     assert via_dp[-1] == pytest.approx(1.0, abs=1e-12)
 
@@ -206,6 +209,7 @@ def test_blocks_numpy_and_torch_agree():
     for p in (None, prior):
         whole = avg_k_point_probabilities(torch.as_tensor(scores), torch.as_tensor(labels), 3, prior=p)
         blocked = avg_k_point_probabilities(scores, labels, 3, prior=p, block=3)
+        # p(x) of a row takes only elementwise operations on that row, whatever the block: bitwise equal
         torch.testing.assert_close(blocked, whole, rtol=0, atol=1e-15)
     assert torch.equal(top_r_point_hits(scores, labels, 2, block=4), top_r_point_hits(scores, labels, 2))
 
@@ -219,6 +223,8 @@ def test_streamed_blocks_give_the_same_estimate():
         [avg_k_point_probabilities(scores[s : s + 17], labels[s : s + 17], 4, prior) for s in starts]
     )
     streamed = class_weighted_estimate(values, labels, avg_k_class_weights(12, 4, prior), 0.9)
+    # exact: each row's p(x) is elementwise work on that row alone, and the same values then go
+    # through the same class_weighted_estimate
     assert streamed == avg_k_estimate(scores, labels, 4, prior=prior, level=0.9)
 
 
@@ -331,7 +337,7 @@ def test_bad_inputs_say_how_to_fix_them():
 # ---------------------------------------------------------------- properties
 
 
-@settings(derandomize=True, max_examples=60, deadline=None)
+@settings(derandomize=True, max_examples=60, deadline=None, database=None)
 @given(
     classes=st.integers(2, 7),
     data=st.data(),
@@ -363,16 +369,15 @@ def test_invariant_under_relabelling(classes, data, seed, with_prior):
 
 
 def test_wiki_3029_scale_smoke():
-    """C = 3029, 40 points per class, k = 10: finite, in [0, 1], fast, and equal to sampled tasks."""
+    """C = 3029, 40 points per class, k = 10: finite, in [0, 1], and equal to sampled tasks. (Its speed
+    is a ratio in benchmarks/bench_avg_k.py, never a wall-clock bound here.)"""
     generator = torch.Generator().manual_seed(0)
     classes, per_class, k = 3029, 40, 10
     labels = torch.arange(classes).repeat_interleave(per_class)
     means = torch.randn(classes, 16, generator=generator)
     embeddings = means[labels] * 0.3 + torch.randn(labels.numel(), 16, generator=generator)
     scores = embeddings @ means.T  # (N, C)
-    start = time.perf_counter()
     estimate = avg_k_estimate(scores, labels, k)
-    assert time.perf_counter() - start < 20.0
     assert 0.0 <= estimate.lower <= estimate.value <= estimate.upper <= 1.0
     assert math.isfinite(estimate.se) and estimate.se > 0
     # a Monte-Carlo check over sampled tasks (class-balanced restricted accuracy, ties = errors)

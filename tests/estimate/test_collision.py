@@ -14,9 +14,9 @@ from scipy import stats
 from preadapt.bounds import block_below_un, block_monotone, lemma_4_3_negatives, proposition_6_2
 from preadapt.encoders import IdentityEncoder
 from preadapt.estimate import EvaluateConfig, evaluate_encoder
-from preadapt.estimate.collision import (
-    _window_losses, block_moments, collision_floor, negatives_moments, plug_in_variance, task_mean_losses,
-)
+from preadapt.estimate.collision import _window_losses, block_moments, collision_floor, negatives_moments, task_mean_losses
+from preadapt.estimate.estimate import PlugIn
+from preadapt.estimate.pool import MeanPool, plug_in_variance
 from preadapt.estimate.quantities import Evaluation
 from preadapt.objectives import LOSSES
 from preadapt.objectives.curl import encode_tuples
@@ -93,6 +93,7 @@ def test_collision_floor_equals_enumeration_over_class_tuples(prior, negatives, 
     for combo, p in _class_tuples(prior, negatives):
         m = sum(c == combo[0] for c in combo[1:])
         expected += p * _floor(m, loss_name)
+    # ≤ 4⁵ = 1024 positive terms summed here (≤ 1024·ε ≈ 2.3e-13 relative) against scipy's binomial pmf
     assert collision_floor(prior, negatives, loss_name) == pytest.approx(expected, rel=1e-12, abs=1e-15)
     if loss_name == "hinge":
         assert collision_floor(prior, negatives, "hinge") == pytest.approx(tau_k(prior, negatives), rel=1e-12)
@@ -120,6 +121,7 @@ def test_task_mean_losses_equals_a_per_row_loop(negatives, loss_name):
         others = _task(row)
         sizes.add(1 + len(others))
         h, h_zero = _mean_classifier(anchor[i], row[0], others, means, loss_name)
+        # batched einsum vs per-row dot products (d = 4, |terms| ≲ 3): ≲ 1e-14 apart
         assert float(losses[i]) == pytest.approx(h, rel=1e-12, abs=1e-12), (row, h)
         assert float(zero[i]) == pytest.approx(h_zero, rel=1e-12, abs=1e-12), (row, h_zero)
         if len(others) >= 1:  # ℓ(0) on |T| classes: 1 for hinge, log₂|T| for logistic
@@ -188,7 +190,7 @@ def test_negatives_moments_match_exact_enumeration_on_a_noise_free_world(loss_na
         _agree(part.slack.moments.estimate(0.999), exact["slack"], scale)
 
         # the check reads the same moments: lhs, rhs and slack agree with the enumeration
-        evaluation = Evaluation([], means, {}, negatives=out, collision_variance={("negatives", k): 0.0})
+        evaluation = Evaluation([], means, {}, negatives=out, collision_plug_ins={("negatives", k): {"lifted": PlugIn(), "slack": PlugIn()}})
         check = lemma_4_3_negatives(evaluation, world.prior, k, loss_name, level=0.999)
         for side in ("lhs", "rhs", "slack"):
             _agree(getattr(check, side), exact[side])
@@ -214,7 +216,13 @@ def _noisy_world():
 
 
 def _assert_moments(running, values, tolerance=1e-10):
-    """A RunningMean holds exactly the per-tuple ``values``: count, mean and variance."""
+    """A RunningMean holds exactly the per-tuple ``values``: count, mean and variance.
+
+    The two sides are different computations (batched torch vs this loop, then two summation
+    orders): values of magnitude ≲ 20 agree to a few ε·20 ≈ 1e-14 each, and means and variances of
+    n = 300 of them to ≲ n·ε ≈ 7e-14 of their magnitude (≲ 20) worst case: ≲ 1.3e-12, far inside
+    1e-10 (rel 1e-8) and far below any wrong formula's O(0.1) effect.
+    """
     values = np.asarray(values, dtype=np.float64)
     assert running.count == values.size
     assert running.mean == pytest.approx(values.mean(), abs=tolerance)
@@ -317,13 +325,19 @@ def test_block_moments_equal_a_per_tuple_loop(loss_name):
         else:
             _assert_moments(moments.monotone, values["monotone"])
         # convexity of ℓ, tuple by tuple: a mean of margins loses no more than the mean of their losses
-        assert min(values["below_un"]) >= -1e-12 and moments.below_un.mean >= 0.0
-        assert min(values["monotone"], default=0.0) >= -1e-12 and moments.monotone.mean >= 0.0
+        # ≥ 0 exactly in real arithmetic; in float64 a few ulps of losses ≲ 20 (≲ 1e-14) below. At b = 1
+        # un and ℓ are the same loss of the same margin but evaluated in tensors of different lengths,
+        # where torch's SIMD body and scalar tail (softplus, log1p) may round it an ulp apart: 0 ± 1e-14.
+        assert min(values["below_un"]) >= -1e-12 and moments.below_un.mean >= -1e-12
+        assert min(values["monotone"], default=0.0) >= -1e-12 and moments.monotone.mean >= -1e-12
         gradient = _reference_gradient(encoded.anchor, classes, means, loss_name)
         torch.testing.assert_close(moments.mean_part.gradient, gradient, rtol=1e-10, atol=1e-10)
-    assert out[1].below_un.mean == 0.0  # one margin: the block loss is the single-pair loss
+    # one margin: the block loss is the single-pair loss, computed once in an (n,) and once in an
+    # (n·b_max,) tensor, whose SIMD and scalar code paths may round ℓ ≲ 20 an ulp (≲ 4e-15) apart; the
+    # two means of n = 300 such values then differ by ≲ 4e-15 + 2·n·ε·|ℓ̄| ≈ 2e-13 (not exactly 0)
+    assert abs(out[1].below_un.mean) <= 1e-12
     # the b = 1 block loss is the single-pair CURL loss, and un at b is its mean over b pairs
-    assert out[1].loss.mean == pytest.approx(out[1].un.mean, abs=1e-15)
+    assert out[1].loss.mean == pytest.approx(out[1].un.mean, abs=1e-12)
 
 
 def test_hinge_is_linear_near_zero_so_the_convexity_gaps_vanish():
@@ -332,6 +346,8 @@ def test_hinge_is_linear_near_zero_so_the_convexity_gaps_vanish():
     out = block_moments(Scaled(1e-3), world, world.means.to(F64) * 1e-3, [1, 2, 5], 2000,
                         torch.Generator().manual_seed(5), LOSSES["hinge"])
     for b, moments in out.items():
+        # each per-tuple gap is a difference of values ≈ 1 made of ≤ b + 2 roundings: ≲ 1.5e-15, so
+        # its mean ≲ 1.5e-15 and m2 ≲ n·(1.5e-15)² ≈ 5e-27 (a convexity gap would be ≳ 1e-3)
         assert abs(moments.below_un.mean) <= 1e-12 and moments.below_un.m2 <= 1e-20
         if b > 1:
             assert abs(moments.monotone.mean) <= 1e-12 and moments.monotone.m2 <= 1e-20
@@ -360,7 +376,36 @@ def test_plug_in_variance_equals_its_formula():
     gradient = torch.randn(4, 3, generator=generator, dtype=F64)
     expected = sum(float(np.var((pool[a] @ gradient[a]).numpy(), ddof=1)) / 30 for a in range(4))
     assert plug_in_variance(gradient, pool) == pytest.approx(expected, rel=1e-12)
-    assert plug_in_variance(gradient, pool[:, :1].expand(4, 30, 3).clone()) <= 1e-30  # identical points
+    # identical points: the mean of 30 copies of x is x only up to ≤ 30·ε·|x| per coordinate (summation
+    # order), so each projection is ≲ 30·ε·Σ_d|g_d x_d| ≤ 30·ε·4.3 ≈ 3e-14 and the variance
+    # ≲ 4·30·(3e-14)²/(29·30) ≈ 1e-28, not exactly 0 (the real pool gives 0.46)
+    assert plug_in_variance(gradient, pool[:, :1].expand(4, 30, 3).clone()) <= 1e-26
+    # padded pools: class a keeps its first counts[a] rows, the rest is ignored
+    counts = torch.tensor([30, 12, 5, 2])
+    padded = pool.clone()
+    for a, count in enumerate(counts.tolist()):
+        padded[a, count:] = 1e6  # padding never enters
+    expected = sum(float(np.var((pool[a, :c] @ gradient[a]).numpy(), ddof=1)) / c for a, c in enumerate(counts.tolist()))
+    assert plug_in_variance(gradient, padded, counts) == pytest.approx(expected, rel=1e-12)
+
+
+def test_plug_in_influence_is_the_delta_method_of_the_pooled_mean():
+    """On a finite split, an example's influence through μ̂ is g_aᵀ(f(x) − μ̂_a)/m_a: for a mean that is
+    linear in μ̂ the influences of one class sum to 0 and their squares to the plug-in variance·(m−1)/m."""
+    generator = torch.Generator().manual_seed(3)
+    features = torch.randn(9, 2, generator=generator, dtype=F64)
+    classes = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 1])
+    pool = MeanPool.from_examples(features, classes, torch.arange(100, 109), 2)
+    gradient = torch.tensor([[1.0, -2.0], [0.5, 3.0]], dtype=F64)
+    plug_in = pool.plug_in(gradient)
+    assert sorted(plug_in.ids.tolist()) == list(range(100, 109))
+    phi = dict(zip(plug_in.ids.tolist(), plug_in.influence.tolist()))
+    for a, members in ((0, range(100, 104)), (1, range(104, 109))):
+        values = [phi[i] for i in members]
+        m = len(values)
+        assert sum(values) == pytest.approx(0.0, abs=1e-12)
+        projected = features[classes == a] @ gradient[a]
+        assert sum(v * v for v in values) == pytest.approx(float(projected.var(unbiased=False)) / m, rel=1e-12)
 
 
 # --- 5. the constant encoder: closed-form slacks of every check --------------------------------
@@ -422,4 +467,6 @@ def test_logistic_block_below_un_is_nonnegative_tuple_by_tuple_at_large_negative
     single = torch.tensor([[-19.9, -20.1]], dtype=F64)  # (n, b): true gap (convexity) ≈ +1.5e-11
     loss = LOSSES["logistic"]
     below_un = loss(single.reshape(-1, 1)).view(1, 2).mean(1) - loss(single.mean(1, keepdim=True))
-    assert float(below_un) >= -1e-12  # it comes out ≈ −1.3e-9
+    # losses ≈ 28.8 round to ≈ 4e-15 each, so the computed gap is 1.5e-11 ± 1e-14; with softplus'
+    # default threshold 20 (linear past it, error e^{−20}) it came out ≈ −1.3e-9
+    assert float(below_un) >= -1e-12

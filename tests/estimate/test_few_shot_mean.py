@@ -11,8 +11,7 @@ from scipy import stats
 from preadapt.encoders import IdentityEncoder
 from preadapt.estimate import EvaluateConfig, evaluate_encoder
 from preadapt.estimate import quantities
-from preadapt.estimate.estimate import mean_estimate
-from preadapt.estimate.quantities import few_shot_mean_scores
+from preadapt.estimate.quantities import few_shot_mean_scores, task_mean
 from preadapt.worlds import WORLDS, FiniteWorld
 from preadapt.worlds.sampling import make_generator
 
@@ -28,22 +27,21 @@ def _tie_world() -> FiniteWorld:
                                    generator=torch.Generator().manual_seed(0), prior=[0.5, 0.3, 0.2])
 
 
-def _reference_task_accuracy(points: torch.Tensor, shots: int, test_start: int) -> tuple[float, int]:
+def _reference_task_accuracy(points: torch.Tensor, shots: int, test_start: int) -> tuple[list[bool], int]:
     """One task, by loops: points (K, s + v + t, d). Class means of the first ``shots`` points of each
     class, argmax of inner products over the test points, a tie for the top counted as an error.
-    Returns the accuracy and the number of ties."""
+    Returns whether each test point (class by class) is classified correctly, and the number of ties."""
     K, _, d = points.shape
     means = [[sum(float(points[a, j, i]) for j in range(shots)) / shots for i in range(d)] for a in range(K)]
-    correct = ties = total = 0
+    correct, ties = [], 0
     for a in range(K):
         for j in range(test_start, points.shape[1]):
             x = [float(v) for v in points[a, j]]
             scores = [sum(m * v for m, v in zip(means[b], x)) for b in range(K)]
             others = max(scores[b] for b in range(K) if b != a)
-            correct += scores[a] > others
+            correct.append(scores[a] > others)
             ties += scores[a] == others
-            total += 1
-    return correct / total, ties
+    return correct, ties
 
 
 def test_few_shot_mean_rows_equal_a_loop_over_the_probes_tasks(monkeypatch):
@@ -54,9 +52,9 @@ def test_few_shot_mean_rows_equal_a_loop_over_the_probes_tasks(monkeypatch):
     drawn = []  # the task points the pipeline drew: the probe's are those with sizes (shots, val, tst)
 
     def spy(encoder, world, tasks, sizes, generator, block, device):
-        points = split_task_points(encoder, world, tasks, sizes, generator, block, device)
-        drawn.append((sizes, tasks.shape[1], points))
-        return points
+        points, ids = split_task_points(encoder, world, tasks, sizes, generator, block, device)
+        drawn.append((sizes, tasks.shape[1], points, ids))
+        return points, ids
 
     split_task_points = quantities._split_task_points
     monkeypatch.setattr(quantities, "_split_task_points", spy)
@@ -67,16 +65,21 @@ def test_few_shot_mean_rows_equal_a_loop_over_the_probes_tasks(monkeypatch):
     total_ties = 0
     for size, row in rows.items():
         assert row.context == dict(adapter="mean", task_classes=size, shots=shots, split="test")
-        (points,) = [p for sizes, k, p in drawn if sizes == (shots, val, tst) and k == size]
-        assert points.shape[:3] == (tasks, size, shots + val + tst)
+        ((points, ids),) = [(p, i) for sizes, k, p, i in drawn if sizes == (shots, val, tst) and k == size]
+        assert points.shape[:3] == (tasks, size, shots + val + tst) and ids.shape == (tasks, size, tst)
         reference = [_reference_task_accuracy(task, shots, shots + val) for task in points]
         total_ties += sum(t for _, t in reference)
-        expected = mean_estimate(torch.tensor([a for a, _ in reference], dtype=torch.float64),
-                                 config.level).clipped(0, 1)
-        assert row.estimate == expected
-        assert row.estimate.n == tasks and row.estimate.method == "t"
-        # the probe's row comes from the same tasks: one value per task, the same count
-        assert evaluation.get("acc_avg", adapter="linear", task_classes=size).n == tasks
+        correct = torch.tensor([c for c, _ in reference], dtype=torch.float64)  # (P, K·t)
+        # the scores are exact here (integer coordinates times correctly rounded means, one rounded
+        # sum), so both sides see the same 0/1 values; their means (exact integer sums) differ only by
+        # the few roundings of a division and Chan's update: ≲ 2 ulp of a number ≤ 1, 4.4e-16
+        assert row.estimate.value == pytest.approx(float(correct.mean()), abs=1e-15)
+        # a finite world: test points repeat examples across tasks, so the interval is clustered by
+        # example (and task), and n counts the distinct held-out examples the tasks drew
+        assert row.estimate == task_mean(correct, ids.reshape(tasks, -1), config.level).clipped(0, 1)
+        assert row.estimate.n == len(ids.unique()) and row.estimate.method == "cluster"
+        # the probe's row comes from the same tasks and test points
+        assert evaluation.get("acc_avg", adapter="linear", task_classes=size).n == len(ids.unique())
     assert total_ties > 0  # the tie rule was exercised
 
 
@@ -89,11 +92,14 @@ def test_few_shot_mean_scores_are_the_mean_classifier_of_each_task():
     assert scores.shape == (4, 5, 3)
     for p in range(4):
         means = torch.stack([train_x[p, 2 * a:2 * a + 2].mean(0) for a in range(3)])  # (K, d)
+        # a dot product of d = 3 terms with Σ|terms| ≤ 6.2 here: each side within 3ε·6.2 ≈ 4e-15 of it
         torch.testing.assert_close(scores[p], test_x[p] @ means.T, rtol=0, atol=1e-14)
     # relabelling the classes permutes the score columns
     permutation = torch.tensor([2, 0, 1])
     relabelled = few_shot_mean_scores(train_x, permutation[train_y], test_x, 3)
-    torch.testing.assert_close(relabelled[..., permutation], scores, rtol=0, atol=0)
+    # the means are bitwise the same rows, but a matmul need not round a column the same wherever it
+    # sits (kernels treat edge columns apart): the bound above, not 0
+    torch.testing.assert_close(relabelled[..., permutation], scores, rtol=0, atol=1e-14)
 
 
 @pytest.mark.parametrize("shots", [50, 100])

@@ -43,7 +43,7 @@ def test_a_run_writes_every_file_and_the_store_matches_the_csv(tmp_path, tiny):
     slack = rows[rows["quantity"] == "bound_slack"]
     for step in (0, 3, 8):
         names = set(slack.loc[slack["step"] == step, "bound"])
-        assert names == {"lemma_4_3", "sup_below_mean", "mean_below_diff", "jensen_floor", "lemma_4_4",
+        assert names == {"lemma_4_3", "mean_below_diff", "jensen_floor", "lemma_4_4",
                          "lemma_4_3_negatives", "proposition_6_2", "block_below_un", "block_monotone",
                          "theorem_4_1", "theorem_4_5"}
     theorems = slack[slack["bound"].isin(["theorem_4_1", "theorem_4_5"])]
@@ -150,7 +150,7 @@ def test_the_demo_preset_never_violates_lemma_4_3():
     assert result.status == "finished"
     slack = result.results[result.results["quantity"] == "bound_slack"]
     assert len(slack[slack["bound"] == "lemma_4_3"]) == 4
-    assert set(slack["bound"]) == {"lemma_4_3", "sup_below_mean", "mean_below_diff", "jensen_floor", "lemma_4_4",
+    assert set(slack["bound"]) == {"lemma_4_3", "mean_below_diff", "jensen_floor", "lemma_4_4",
                                    "theorem_4_1", "theorem_4_5"}
     assert (slack["status"] != "violated").all()
     # the theorems' premise: only checkpoints whose empirical CURL loss is at most the comparator's

@@ -153,14 +153,23 @@ def test_builds_from_the_registry_and_trains_on_sampled_tuples(params):
     objective = assert_trains_on_sampled_tuples("debiased", params)
 
 
-def test_tau_plus_null_reads_the_collision_probability_of_the_prior():
+def test_tau_plus_null_uses_each_anchors_own_class_prior():
+    """Exact debiasing in the latent-class world: a negative drawn from ρ shares the anchor's class c
+    with probability ρ(c), so τ⁺ = ρ(c) anchor by anchor; the losses equal the reference with that τ⁺."""
     from preadapt.objectives import OBJECTIVES
 
-    objective = OBJECTIVES.build(OBJECTIVES.parse({"kind": "debiased", "tau_plus": None}))
+    objective = OBJECTIVES.build(OBJECTIVES.parse({"kind": "debiased", "tau_plus": None, "negatives": 3,
+                                                   "extra_positives": 2, "temperature": 0.7}))
     with pytest.raises(ValueError, match="call use_prior"):
         objective(None)
-    prior = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
-    objective.use_prior(prior.numpy())
-    assert objective.tau_plus == pytest.approx(0.25 + 0.09 + 0.04, abs=1e-12)  # Σρ² = P(a ρ-negative shares c)
-    objective.use_prior(np.full(4, 0.25))  # a value once set stays (worlds hold ρ as numpy)
-    assert objective.tau_plus == pytest.approx(0.38, abs=1e-12)
+    prior = np.array([0.5, 0.3, 0.2])
+    objective.use_prior(prior)
+    assert objective.tau_plus is None  # no single τ⁺: it follows the anchor's class
+    e = random_encoded(6, 3, 3, 4, seed=21)
+    e = Encoded(e.anchor, e.positives, e.negatives, torch.tensor([0, 1, 2, 0, 1, 2]), e.negative_class)
+    out = objective(e)
+    for i in range(6):
+        one = Encoded(e.anchor[i:i + 1], e.positives[i:i + 1], e.negatives[i:i + 1], e.anchor_class[i:i + 1],
+                      e.negative_class[i:i + 1])
+        expected, _ = reference_debiased(one, float(prior[int(e.anchor_class[i])]), 0.7)
+        assert float(out[i]) == pytest.approx(float(expected[0]), rel=1e-10)

@@ -69,7 +69,7 @@ def test_word_probabilities_mix_topics_with_a_shared_background():
     assert np.allclose(probs.sum(1), 1.0) and np.all(probs[:, 0] == 0)
     # p_a − p_b = (1 − β)(θ_a − θ_b), so ‖p_a − p_b‖₁ ≤ 2(1 − β)
     l1 = np.abs(probs[:, None, :] - probs[None, :, :]).sum(-1)
-    assert l1.max() <= 2 * 0.3 + 1e-12
+    assert l1.max() <= 2 * 0.3 + 1e-12  # + the rounding of 50 differences of probabilities: ≲ 50·ε
     assert l1[~np.eye(6, dtype=bool)].min() > 0.01  # the topics still differ
     sparse = _build(classes=4, vocab=200, background=0.0, concentration=0.01).word_probs
     assert np.mean(sparse[:, 1:] < 1e-6) > 0.5  # small α, no background: sparse topics

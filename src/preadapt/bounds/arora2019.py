@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from preadapt.bounds.check import BoundCheck, verdict
 from preadapt.estimate.collision import CollisionMoments, collision_floor
-from preadapt.estimate.estimate import TIE_TOLERANCE, Estimate, combine
+from preadapt.estimate.estimate import TIE_TOLERANCE, Estimate, PlugIn, combine
 from preadapt.estimate.quantities import Evaluation
 from preadapt.worlds.prior import tau_k
 
@@ -66,6 +67,19 @@ def mean_classifier_below_different_class_loss(evaluation: Evaluation, level: fl
                       verdict(slack), {"L_un_diff": rhs, "L_sup_mean": lhs})
 
 
+def grows_with_deviation(low_terms: list[tuple[float, Estimate]], high_terms: list[tuple[float, Estimate]],
+                         shift: float, level: float, dependent: bool = False) -> Estimate:
+    """A linear combination in which s(f) enters with a positive coefficient, from both of its sides.
+
+    ``low_terms`` hold s(f)'s lower side (E s̃ ≤ s(f)) and ``high_terms`` its upper side (the plug-in,
+    E ŝ ≥ s(f)), the other terms equal: the lower end comes from the first, the upper end from the
+    second, so "holds" rests on a lower bound of s(f) and "violated" on an upper one. ``dependent``
+    as in ``combine``.
+    """
+    low, high = (combine(terms, shift=shift, level=level, dependent=dependent) for terms in (low_terms, high_terms))
+    return replace(low, lower=min(low.lower, low.value), upper=max(high.upper, low.value), method="split_half")
+
+
 def lemma_4_4(evaluation: Evaluation, loss: str, level: float = 0.95, verdict_level: float = 0.999,
               rhs_shift: float = 0.0) -> BoundCheck:
     """Lemma 4.4 of [Arora19] (k = 1): L_un^=(f) − 1 ≤ c'·s(f), for every f, with c' = √2·L.
@@ -73,40 +87,23 @@ def lemma_4_4(evaluation: Evaluation, loss: str, level: float = 0.95, verdict_le
     ℓ(v) ≤ ℓ(0) + L|v|, and given x the margin v = f(x)ᵀ(f(x⁺) − f(x⁻)) has mean 0 and variance
     2 f(x)ᵀΣf(x) ≤ 2‖Σ‖₂‖f(x)‖², so E|v| ≤ √2·sqrt(‖Σ‖₂)·E‖f(x)‖ class by class (THEORY.md). L is 1
     for hinge and 1/ln 2 for base-2 logistic. The two sides come from independent samples (the
-    L_un^= tuples and the class pool); the slack's interval is normal, with s(f)'s bootstrap
-    standard error. The plug-in ‖Σ̂‖₂ is biased upward, which can hide a violation but not create one.
+    L_un^= tuples and the class pool). The right side grows with s(f): the slack's lower end (a
+    "holds") uses s(f)'s held-out lower side, its upper end (a "violated") the plug-in's upper side
+    (``grows_with_deviation``), so neither verdict rests on the plug-in's bias.
     """
     c_prime = math.sqrt(2.0) * LIPSCHITZ[loss]
-    s_f = evaluation.get("s_f")
+    deviation = evaluation.deviation
+    s_f = deviation.reported(level)
     lhs = evaluation.estimate("L_un_same", level).affine(1.0, -1.0)
     rhs = s_f.affine(c_prime, rhs_shift)
-    slack = combine([(c_prime, s_f), (-1.0, evaluation.estimate("L_un_same", verdict_level))],
-                    shift=1.0 + rhs_shift, level=verdict_level)
+    same = evaluation.estimate("L_un_same", verdict_level)
+    slack = grows_with_deviation([(c_prime, deviation.lower_side), (-1.0, same)],
+                                 [(c_prime, deviation.upper_side), (-1.0, same)], 1.0 + rhs_shift, verdict_level)
     terms = {"s_f": s_f, "c_prime": Estimate.exact(c_prime), "L_un_same": evaluation.estimate("L_un_same", level)}
     return BoundCheck("lemma_4_4", "[Arora19] Lemma 4.4", lhs, rhs, slack, verdict(slack), terms)
 
 
-def sup_below_mean(evaluation: Evaluation, level: float = 0.95, verdict_level: float = 0.999,
-                   rhs_shift: float = 0.0) -> BoundCheck:
-    """The first step of the chain of [Arora19]: L_sup(f) ≤ L^μ_sup(f) (2-class tasks), in-sample.
-
-    W^μ is one linear head, so the best head does at least as well. A fitted head only upper-bounds
-    inf_W, so (THEORY.md section 3) W^μ̂ is one of the candidates and each task keeps the head with
-    the lowest loss on its validation points: there, the statement holds task by task. lhs is the
-    kept heads' validation loss, rhs W^μ̂'s on the same points, and the slack their paired mean
-    difference, widened by the error of μ̂. (On independent test points a head kept on validation
-    can lose to W^μ̂ where W^μ is optimal, L_sup = L^μ_sup, so that comparison cannot decide the
-    statement; the ``L_sup`` row is the kept heads' test loss.) The check fails only through a wrong
-    right side or a selection that does not keep the better head.
-    """
-    lhs = evaluation.estimate("L_sup_val", level)
-    rhs = evaluation.estimate("L_sup_mean_val", level).affine(1.0, rhs_shift)
-    slack = evaluation.estimate("sup_gap", verdict_level).affine(1.0, rhs_shift)
-    return BoundCheck("sup_below_mean", "[Arora19] L_sup ≤ L^μ_sup (in-sample)", lhs, rhs, slack, verdict(slack),
-                      {"L_sup_val": lhs, "L_sup_mean_val": rhs})
-
-
-def _collision_sides(part: CollisionMoments, variance: float, floor: float, scale: float, level: float,
+def _collision_sides(part: CollisionMoments, plug_ins: dict[str, PlugIn], floor: float, scale: float, level: float,
                      verdict_level: float, rhs_shift: float) -> tuple[Estimate, Estimate, Estimate]:
     """The sides and slack of a collision statement L^μ_sup,D ≤ (L − E g(m))/P(m = 0) on one sample.
 
@@ -114,9 +111,9 @@ def _collision_sides(part: CollisionMoments, variance: float, floor: float, scal
     which makes a constant f exact), rhs = (E ℓ − E g(m))/P(m = 0) and slack = E[ℓ − g(m) −
     h·1{m = 0}]/P(m = 0) = rhs − lhs tuple by tuple; lhs and slack widened by the error of μ̂.
     """
-    lhs = part.lifted.estimate(level).widened(variance).affine(scale, -floor * scale)
+    lhs = plug_ins["lifted"].apply(part.lifted, level).affine(scale, -floor * scale)
     rhs = part.loss.estimate(level).affine(scale, rhs_shift - floor * scale)
-    slack = part.slack.moments.estimate(verdict_level).widened(variance).affine(scale, rhs_shift)
+    slack = plug_ins["slack"].apply(part.slack.moments, verdict_level).affine(scale, rhs_shift)
     return lhs, rhs, slack
 
 
@@ -137,7 +134,7 @@ def lemma_4_3_negatives(evaluation: Evaluation, prior, negatives: int, loss: str
     t_k = tau_k(prior, negatives)
     scale = 1.0 / (1.0 - t_k)
     floor = collision_floor(prior, negatives, loss)
-    lhs, rhs, slack = _collision_sides(part, evaluation.collision_variance[("negatives", negatives)], floor, scale,
+    lhs, rhs, slack = _collision_sides(part, evaluation.collision_plug_ins[("negatives", negatives)], floor, scale,
                                        level, verdict_level, rhs_shift)
     l_un = part.loss.estimate(level)
     threshold = Estimate.exact(1.0) if loss == "hinge" else part.threshold.estimate(level).affine(scale)
@@ -159,7 +156,7 @@ def proposition_6_2(evaluation: Evaluation, tau: float, block_size: int, level: 
     """
     part = evaluation.blocks[block_size]
     scale = 1.0 / (1.0 - tau)
-    lhs, rhs, slack = _collision_sides(part, evaluation.collision_variance[("blocks", block_size)], tau, scale,
+    lhs, rhs, slack = _collision_sides(part, evaluation.collision_plug_ins[("blocks", block_size)], tau, scale,
                                        level, verdict_level, rhs_shift)
     return BoundCheck("proposition_6_2", "[Arora19] Proposition 6.2", lhs, rhs, slack, verdict(slack),
                       {"tau": Estimate.exact(tau), "L_un_block": part.loss.estimate(level)}, {"block_size": block_size})
@@ -244,22 +241,35 @@ def theorem_4_5(hat: Evaluation, comparator: Evaluation, tau: float, loss: str, 
                 rhs_shift: float = 0.0) -> BoundCheck:
     """Theorem 4.5 of [Arora19]: L^μ_sup(f̂) ≤ L_un^≠(f) + β·s(f) + η·Gen_M with β = c'·τ/(1 − τ),
     η = 1/(1 − τ) and c' = √2·L (Lemma 4.4); arguments as in ``theorem_4_1``.
+
+    s(f) enters from both sides (``grows_with_deviation``). At the comparator's own step the paired
+    L_un^≠ − L^μ_sup carries the error of μ̂, and s(f) comes from the same pool of points as μ̂: the
+    two are combined with the worst-case standard error, then Gen_M (independent) is added.
     """
     c_prime = math.sqrt(2.0) * LIPSCHITZ[loss]
     beta, eta = c_prime * tau / (1.0 - tau), 1.0 / (1.0 - tau)
-    s_f = comparator.get("s_f")
+    deviation = comparator.deviation
 
-    def right(lvl: float) -> list[tuple[float, Estimate]]:
-        return [(1.0, comparator.estimate("L_un_diff", lvl)), (beta, s_f), (eta, generalisation)]
+    def right(lvl: float, s_side: Estimate) -> list[tuple[float, Estimate]]:
+        return [(1.0, comparator.estimate("L_un_diff", lvl)), (beta, s_side), (eta, generalisation)]
+
+    def sides(build, dependent: bool = False) -> Estimate:
+        return grows_with_deviation(build(deviation.lower_side), build(deviation.upper_side), rhs_shift, verdict_level,
+                                    dependent)
 
     lhs = hat.estimate("L_sup_mean", level)
-    rhs = combine(right(level), shift=rhs_shift, level=level)
+    rhs = grows_with_deviation(right(level, deviation.lower_side), right(level, deviation.upper_side), rhs_shift, level)
     if same:
-        slack = combine([(1.0, hat.estimate("diff_minus_mean", verdict_level)), *right(verdict_level)[1:]],
-                        shift=rhs_shift, level=verdict_level)
+        def paired(s_side: Estimate) -> list[tuple[float, Estimate]]:
+            pool_part = combine([(1.0, hat.estimate("diff_minus_mean", verdict_level)), (beta, s_side)],
+                                level=verdict_level, dependent=True)  # μ̂ and s(f) share one pool
+            return [(1.0, pool_part), (eta, generalisation)]
+        slack = sides(paired)
     else:
-        slack = combine([*right(verdict_level), (-1.0, hat.estimate("L_sup_mean", verdict_level))],
-                        shift=rhs_shift, level=verdict_level, dependent=True)
-    terms = {"tau": Estimate.exact(tau), "L_un_diff": comparator.estimate("L_un_diff", level), "s_f": s_f,
-             "c_prime": Estimate.exact(c_prime), "beta": Estimate.exact(beta), "eta": Estimate.exact(eta), **terms}
+        def unpaired(s_side: Estimate) -> list[tuple[float, Estimate]]:
+            return right(verdict_level, s_side) + [(-1.0, hat.estimate("L_sup_mean", verdict_level))]
+        slack = sides(unpaired, dependent=True)  # two encoders on the same samples
+    terms = {"tau": Estimate.exact(tau), "L_un_diff": comparator.estimate("L_un_diff", level),
+             "s_f": deviation.reported(level), "c_prime": Estimate.exact(c_prime), "beta": Estimate.exact(beta),
+             "eta": Estimate.exact(eta), **terms}
     return BoundCheck("theorem_4_5", "[Arora19] Theorem 4.5", lhs, rhs, slack, verdict(slack), terms)

@@ -13,10 +13,10 @@ import numpy as np
 
 from preadapt.bounds.arora2019 import (
     block_below_un, block_monotone, jensen_floor, lemma_4_3, lemma_4_3_negatives, lemma_4_4,
-    mean_classifier_below_different_class_loss, proposition_6_2, sup_below_mean, theorem_4_1, theorem_4_5,
+    mean_classifier_below_different_class_loss, proposition_6_2, theorem_4_1, theorem_4_5,
 )
 from preadapt.bounds.check import TIE_TOLERANCE, BoundCheck
-from preadapt.bounds.rademacher import ClassComplexity, generalisation_term
+from preadapt.bounds.rademacher import ClassComplexity, generalisation_term, loss_range
 from preadapt.bounds.spec import BoundsConfig
 from preadapt.estimate.estimate import Estimate
 from preadapt.estimate.quantities import Evaluation
@@ -26,12 +26,11 @@ from preadapt.worlds.prior import tau
 
 def every_f_checks(evaluation: Evaluation, prior: np.ndarray, evaluate_config: EvaluateConfig,
                    loss: str) -> list[BoundCheck]:
-    """Lemma 4.3 and its chain (L_sup ≤ L^μ_sup ≤ L_un^≠), the floor, Lemma 4.4, the k-negative form
+    """Lemma 4.3 and its step L^μ_sup ≤ L_un^≠, the floor, Lemma 4.4, the k-negative form
     at every k of the grid and the block statements at every b > 1 of the grid."""
     levels = (evaluate_config.level, evaluate_config.verdict_level)
     t = tau(prior)
     checks = [lemma_4_3(evaluation, t, *levels),
-              sup_below_mean(evaluation, *levels),
               mean_classifier_below_different_class_loss(evaluation, *levels),
               jensen_floor(evaluation, *levels),
               lemma_4_4(evaluation, loss, *levels)]
@@ -92,13 +91,35 @@ def _premise(training: Training, loss: str, hat_step: int, comparator: int, l_ha
     return None
 
 
+def gen_m_note(bounds_config: BoundsConfig, radius_measured: bool = False) -> str:
+    """The label of the ``Gen_M`` term: whether it is the rigorous upper bound of docs/theory.md
+    ("Gen_M with explicit constants"), which needs the derived constants (both multipliers ≥ 1) and R
+    enforced by the encoder (``radius_measured``: R is the largest norm seen, a lower bound on sup‖f‖).
+
+    >>> gen_m_note(BoundsConfig())
+    'rigorous upper bound for a class fixed in advance (derived constants)'
+    >>> gen_m_note(BoundsConfig(rademacher_constant=0.1), radius_measured=True)
+    'not a proven bound: derived constants scaled by 0.1 and 1; R measured, not enforced'
+    """
+    scales = (bounds_config.rademacher_constant, bounds_config.confidence_constant)
+    scaled = f"derived constants scaled by {scales[0]:g} and {scales[1]:g}"
+    if min(scales) < 1.0 or radius_measured:
+        reasons = [scaled] if min(scales) < 1.0 else []
+        reasons += ["R measured, not enforced"] if radius_measured else []
+        return "not a proven bound: " + "; ".join(reasons)
+    kind = "derived constants" if scales == (1.0, 1.0) else scaled
+    return f"rigorous upper bound for a class fixed in advance ({kind})"
+
+
 def theorem_checks(evaluations: dict[int, Evaluation], prior: np.ndarray, training: Training, loss: str,
                    evaluate_config: EvaluateConfig, bounds_config: BoundsConfig) -> dict[int, list[BoundCheck]]:
     """Theorems 4.1 and 4.5 at every checkpoint f̂ against one comparator f (``bounds.comparator``).
 
-    Gen_M uses the class that contains every checkpoint (``training.complexity``) and R, the largest
-    norm bound over the checkpoints. A check whose premise fails keeps its sides and terms and gets
-    status "premise not met" with the reason.
+    Gen_M (``generalisation_term``, with the constants derived for ℓ = ``loss``) uses the class that
+    contains every checkpoint (``training.complexity``) and R, the largest norm bound over the
+    checkpoints; its term note says whether the constants are the rigorous ones (``gen_m_note``). A
+    check whose premise fails keeps its sides and terms and gets status "premise not met" with the
+    reason.
     """
     levels = dict(level=evaluate_config.level, verdict_level=evaluate_config.verdict_level)
     t = tau(prior)
@@ -110,17 +131,20 @@ def theorem_checks(evaluations: dict[int, Evaluation], prior: np.ndarray, traini
         rad, gen, parts = Estimate.exact(0.0), Estimate.exact(0.0), {}
     else:
         rad = complexity.rad
-        gen, parts = generalisation_term(rad, radius, training.tuples, bounds_config.delta,
-                                         bounds_config.rademacher_constant, bounds_config.confidence_constant,
+        gen, parts = generalisation_term(rad, radius, training.tuples, bounds_config.delta, loss,
+                                         rademacher_constant=bounds_config.rademacher_constant,
+                                         confidence_constant=bounds_config.confidence_constant,
                                          level=evaluate_config.level)
     common = {"Gen_M": gen, **parts, "Rad_S": rad, "R": Estimate.exact(radius), "M": Estimate.exact(training.tuples),
               "delta": Estimate.exact(bounds_config.delta),
               "rademacher_constant": Estimate.exact(bounds_config.rademacher_constant),
               "confidence_constant": Estimate.exact(bounds_config.confidence_constant),
+              "loss_range": Estimate.exact(loss_range(loss, radius)),
               "comparator_step": Estimate.exact(chosen)}
     if complexity is not None and complexity.upper is not None and complexity.rad.method != "exact":
         common["Rad_S_upper"] = Estimate.exact(complexity.upper)
-    notes = {"Rad_S": complexity.label} if complexity is not None else {}
+    measured = any(e.get("R").method != "exact" for e in evaluations.values())
+    notes = {"Rad_S": complexity.label, "Gen_M": gen_m_note(bounds_config, measured)} if complexity is not None else {}
     l_comparator = _empirical(reference)
     out = {}
     for step, hat in evaluations.items():

@@ -119,8 +119,8 @@ def avg_k_estimate(
 
     >>> scores = torch.tensor([[3.0, 1.0, 2.0], [0.0, 5.0, 5.0], [1.0, 0.0, 4.0], [2.0, 1.0, 0.0]])
     >>> e = avg_k_estimate(scores, torch.tensor([0, 1, 2, 2]), k=2)
-    >>> round(e.value, 4), round(e.lower, 4), e.n, e.method
-    (0.6667, 0.34, 4, 'normal')
+    >>> round(e.value, 4), round(e.lower, 4), e.n, e.method  # one class of two points: 1 degree of freedom
+    (0.6667, -1.451, 4, 'normal')
     """
     scores, labels = _as_inputs(scores, labels)
     class_weights = avg_k_class_weights(scores.shape[1], k, prior)

@@ -24,23 +24,13 @@ import torch
 from scipy import stats
 from torch import nn
 
-from preadapt.estimate.estimate import RunningMean
+from preadapt.estimate.estimate import PlugIn, RunningMean
+from preadapt.estimate.pool import MeanPool
 from preadapt.objectives.curl import encode_tuples
 from preadapt.worlds.base import World
 from preadapt.worlds.sampling import draw_tuples
 
 F64 = torch.float64
-
-
-def plug_in_variance(gradient: torch.Tensor, pool: torch.Tensor) -> float:
-    """Delta-method variance of a mean that plugs in class means μ̂ taken from ``pool: (C, m, d)``.
-
-    ``gradient: (C, d)`` is the derivative of the mean with respect to μ̂; the variance is
-    Σ_a Var(g_aᵀ f(x) | a)/m.
-    """
-    projected = torch.einsum("cmd,cd->cm", pool - pool.mean(dim=1, keepdim=True), gradient)  # (C, m)
-    m = pool.shape[1]
-    return float((projected.pow(2).sum(dim=1) / (m - 1)).sum() / m)
 
 
 def collision_penalty(collisions: torch.Tensor, loss_name: str) -> torch.Tensor:
@@ -88,21 +78,21 @@ def task_mean_losses(anchor: torch.Tensor, classes: torch.Tensor, means: torch.T
 @dataclass
 class PairedPart:
     """Running moments of a per-tuple variable and the summed gradient of its values with respect
-    to the plug-in means μ̂ (for ``plug_in_variance``)."""
+    to the plug-in means μ̂ (for ``MeanPool.plug_in``)."""
 
     moments: RunningMean = field(default_factory=RunningMean)
     gradient: torch.Tensor | None = None
 
-    def update(self, values: torch.Tensor, gradient: torch.Tensor | None = None) -> None:
-        self.moments.update(values.detach())
+    def update(self, values: torch.Tensor, gradient: torch.Tensor | None = None, units=None) -> None:
+        self.moments.update(values.detach(), units)
         if gradient is not None:
             self.gradient = gradient if self.gradient is None else self.gradient + gradient
 
-    def variance(self, pool: torch.Tensor) -> float:
-        """The μ̂ part of the variance of the mean of the values."""
+    def plug_in(self, pool: MeanPool) -> PlugIn:
+        """The error μ̂ adds to the mean of the values."""
         if self.gradient is None:
-            return 0.0
-        return plug_in_variance(self.gradient / max(self.moments.count, 1), pool)
+            return PlugIn()
+        return pool.plug_in(self.gradient / max(self.moments.count, 1))
 
 
 @dataclass
@@ -159,15 +149,16 @@ def negatives_moments(encoder: nn.Module, world: World, means: torch.Tensor, neg
         classes = torch.cat([tuples.anchor_class.view(-1, 1), tuples.negative_class], dim=1).cpu()
         same = tuples.negative_class.cpu() == tuples.anchor_class.cpu().view(-1, 1)  # (n, k_max)
         for k, moments in out.items():
+            units = tuples.example_units(negatives=k)  # the examples a k-negative tuple uses
             losses = loss(margins[:, :k])
             collisions = same[:, :k].sum(dim=1)
             part, gradient, zero = _mean_part(anchor, classes[:, :k + 1], collisions > 0, means, loss)
             lifted = part + collision_penalty(collisions, loss_name)
-            moments.loss.update(losses)
-            moments.lifted.update(lifted)
-            moments.mean_part.update(part, gradient)
-            moments.slack.update(losses - lifted, -gradient)
-            moments.threshold.update(zero)
+            moments.loss.update(losses, units)
+            moments.lifted.update(lifted, units)
+            moments.mean_part.update(part, gradient, units)
+            moments.slack.update(losses - lifted, -gradient, units)
+            moments.threshold.update(zero, units)
     return out
 
 
@@ -206,17 +197,18 @@ def block_moments(encoder: nn.Module, world: World, means: torch.Tensor, block_s
         part, gradient, _ = _mean_part(anchor, classes, collided, means, loss)
         single_losses = loss(single.reshape(-1, 1)).view(n, b_max)
         for b, moments in out.items():
+            units = tuples.example_units(block_size=b)  # the examples of the first b of each block
             losses = loss(single[:, :b].mean(dim=1, keepdim=True))
             lifted = part + collided.to(F64)
             un = single_losses[:, :b].mean(dim=1)
-            moments.loss.update(losses)
-            moments.lifted.update(lifted)
-            moments.mean_part.update(part, gradient)
-            moments.slack.update(losses - lifted, -gradient)
-            moments.un.update(un)
-            moments.below_un.update(un - losses)
+            moments.loss.update(losses, units)
+            moments.lifted.update(lifted, units)
+            moments.mean_part.update(part, gradient, units)
+            moments.slack.update(losses - lifted, -gradient, units)
+            moments.un.update(un, units)
+            moments.below_un.update(un - losses, units)
             if moments.previous is not None:
                 window = _window_losses(single[:, :b], moments.previous, loss)
-                moments.window.update(window)
-                moments.monotone.update(window - losses)
+                moments.window.update(window, units)
+                moments.monotone.update(window - losses, units)
     return out

@@ -19,15 +19,17 @@ from torch import nn
 from preadapt.adapt.linear import LinearProbe, fit_linear_heads, linear_head_losses
 from preadapt.adapt.mean_classifier import MeanClassifier
 from preadapt.estimate.avg_k import avg_k_estimate, top_r_estimate
-from preadapt.estimate.collision import CollisionMoments, block_moments, negatives_moments, plug_in_variance
-from preadapt.estimate.estimate import Estimate, RunningMean, bootstrap_estimate, mean_estimate
+from preadapt.estimate.collision import CollisionMoments, block_moments, negatives_moments
+from preadapt.estimate.estimate import Estimate, PlugIn, RunningMean, critical, mean_estimate
+from preadapt.estimate.pool import MeanPool
 from preadapt.estimate.spec import EvaluateConfig
 from preadapt.objectives.curl import curl_loss, encode_tuples
 from preadapt.objectives.losses import LOSSES, margins_from_scores
 from preadapt.worlds.base import World
 from preadapt.worlds.finite import split_of
 from preadapt.worlds.prior import collision_prior, tau, tau_k
-from preadapt.worlds.sampling import Tuples, draw_tuples, make_generator, sample_per_class, sample_tasks
+from preadapt.worlds.sampling import (Tuples, draw_examples, draw_tuples, example_ids, make_generator, sample_per_class,
+                                     sample_tasks)
 
 F64 = torch.float64
 PROBE_TOL = 1e-4  # gradient tolerance of the fitted heads: scikit-learn's default for LogisticRegression
@@ -51,14 +53,15 @@ class Evaluation:
     measurements: list[Measurement]
     means: torch.Tensor  # (C, d) float64
     moments: dict[str, RunningMean]
-    extra_variance: dict[str, float] = field(default_factory=dict)
+    plug_ins: dict[str, PlugIn] = field(default_factory=dict)  # the error of μ̂ in a moment's mean
     negatives: dict[int, CollisionMoments] = field(default_factory=dict)  # the k grid (b = 1)
     blocks: dict[int, CollisionMoments] = field(default_factory=dict)  # the b grid (k = 1)
-    collision_variance: dict[tuple[str, int], float] = field(default_factory=dict)  # μ̂ part of h·1{m = 0}
+    collision_plug_ins: dict[tuple[str, int], dict[str, PlugIn]] = field(default_factory=dict)  # μ̂ in lifted, slack
+    deviation: Deviation | None = None  # s(f) from both sides (Lemma 4.4, Theorem 4.5)
 
     def estimate(self, name: str, level: float) -> Estimate:
-        """A running mean's estimate at ``level``, widened by the variance of its plug-in parts (μ̂)."""
-        return self.moments[name].estimate(level).widened(self.extra_variance.get(name, 0.0))
+        """A running mean's estimate at ``level``, with the error of its plug-in parts (μ̂)."""
+        return self.plug_ins.get(name, PlugIn()).apply(self.moments[name], level)
 
     def get(self, quantity: str, **context) -> Estimate:
         for m in self.measurements:
@@ -91,8 +94,9 @@ def curl_moments(encoder: nn.Module, world: World, samples: int, generator: torc
     """Running moments of the CURL loss ℓ (default base-2 logistic) over ``samples`` fresh tuples.
 
     ``condition``: None (L_un), ``"same"`` (L_un^=) or ``"different"`` (L_un^≠). ``extra(encoded,
-    losses)`` sees every block, for quantities that share the sample. ``.estimate(level)`` gives
-    the estimate with its t-interval.
+    losses, units)`` sees every block, for quantities that share the sample. ``.estimate(level)``
+    gives the estimate with its t-interval; on a world of finite examples, the moments are clustered
+    by example (the tuples' ``example_units``) and the interval is about the population.
     """
     loss = loss or LOSSES["logistic"]
     moments = RunningMean()
@@ -103,9 +107,10 @@ def curl_moments(encoder: nn.Module, world: World, samples: int, generator: torc
         with torch.no_grad():
             encoded = encode_tuples(encoder, tuples.to(device), dtype=F64)
         losses = curl_loss(encoded.anchor, encoded.positives, encoded.negatives, loss)
-        moments.update(losses)
+        units = tuples.example_units()
+        moments.update(losses, units)
         if extra is not None:
-            extra(encoded, losses)
+            extra(encoded, losses, units)
     return moments
 
 
@@ -114,9 +119,9 @@ class MeanClassifierLoss:
 
     The estimate of L^μ_sup plugs in μ̂ (``means: (C, d)``), a mean of m points per class: its
     error moves the estimate by Σ_a g_aᵀ(μ̂_a − μ_a) to first order, with g_a the gradient of the
-    mean loss with respect to μ̂_a. ``mean_variance(pool)`` is that term's variance by the delta
-    method, Σ_a Var(g_aᵀ f(x) | a) / m_a, from the pool the means came from. Without it an
-    interval from S ≫ m samples claims precision the plug-in means do not have.
+    mean loss with respect to μ̂_a. ``plug_in(pool)`` is that term by the delta method
+    (``MeanPool.plug_in``), from the pool the means came from. Without it an interval from S ≫ m
+    samples claims precision the plug-in means do not have.
     """
 
     def __init__(self, means: torch.Tensor, loss) -> None:
@@ -125,25 +130,25 @@ class MeanClassifierLoss:
         self.moments = RunningMean()
         self.gradient = torch.zeros_like(self.means)
 
-    def update(self, features: torch.Tensor, tasks: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """Add points: features (n, d), tasks (n, K), positions (n,); returns their losses (n,)."""
+    def update(self, features: torch.Tensor, tasks: torch.Tensor, positions: torch.Tensor, units=None) -> torch.Tensor:
+        """Add points: features (n, d), tasks (n, K), positions (n,), and the examples they are
+        (``RunningMean`` units, on a finite world); returns their losses (n,)."""
         with torch.enable_grad():
             losses = mean_classifier_losses(features.to("cpu", F64), tasks.cpu(), positions.cpu(), self.means,
                                             self.loss)
             (gradient,) = torch.autograd.grad(losses.sum(), self.means)
         self.gradient += gradient
         losses = losses.detach()
-        self.moments.update(losses)
+        self.moments.update(losses, units)
         return losses
 
-    def mean_variance(self, pool: torch.Tensor) -> float:
-        """Delta-method variance of the estimate due to μ̂; ``pool: (C, m, d)`` the points behind μ̂."""
-        return plug_in_variance(self.gradient / max(self.moments.count, 1), pool)
+    def plug_in(self, pool: MeanPool) -> PlugIn:
+        """The error of the estimate due to μ̂, from ``pool``, the points behind μ̂."""
+        return pool.plug_in(self.gradient / max(self.moments.count, 1))
 
-    def estimate(self, level: float, pool: torch.Tensor | None = None) -> Estimate:
-        """The estimate, widened by ``mean_variance(pool)`` when the pool is given."""
-        estimate = self.moments.estimate(level)
-        return estimate if pool is None else estimate.widened(self.mean_variance(pool))
+    def estimate(self, level: float, pool: MeanPool | None = None) -> Estimate:
+        """The estimate, with the error of μ̂ when the pool is given."""
+        return self.moments.estimate(level) if pool is None else self.plug_in(pool).apply(self.moments, level)
 
 
 def mean_classifier_moments(encoder: nn.Module, world: World, means: torch.Tensor, task_classes: int,
@@ -156,8 +161,8 @@ def mean_classifier_moments(encoder: nn.Module, world: World, means: torch.Tenso
         n = min(block, samples - start)
         tasks = sample_tasks(world.prior, n, task_classes, generator)  # (n, K)
         positions = torch.randint(task_classes, (n,), generator=generator)
-        x = world.sample(tasks.gather(1, positions.view(-1, 1)).view(-1), generator)
-        accumulator.update(encode(encoder, x, block, device), tasks, positions)
+        x, ids = draw_examples(world, tasks.gather(1, positions.view(-1, 1)).view(-1), generator)
+        accumulator.update(encode(encoder, x, block, device), tasks, positions, None if ids is None else {"example": ids})
     return accumulator
 
 
@@ -171,12 +176,14 @@ def _tuples_per_block(block: int, negatives: int, block_size: int) -> int:
     return max(1, block // (1 + (1 + negatives) * block_size))
 
 
-def _objective_moments(encoder, objective, batches, device) -> RunningMean:
-    """Running moments of the training objective's per-sample losses over batches of tuples."""
+def _objective_moments(encoder, objective, batches, device, clustered: bool = True) -> RunningMean:
+    """Running moments of the training objective's per-sample losses over batches of tuples
+    (clustered by example when the tuples come from a finite set of examples and ``clustered``)."""
     moments = RunningMean()
     for batch in batches:
         with torch.no_grad():
-            moments.update(objective(encode_tuples(encoder, batch.to(device), dtype=F64)))
+            losses = objective(encode_tuples(encoder, batch.to(device), dtype=F64))
+        moments.update(losses, batch.example_units() if clustered else None)
     return moments
 
 
@@ -184,31 +191,96 @@ def _normalise(z: torch.Tensor) -> torch.Tensor:
     return z / z.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
-def intraclass_deviation(pool: torch.Tensor, prior: np.ndarray, replicates: int,
-                         generator: torch.Generator, level: float) -> Estimate:
+@dataclass(frozen=True)
+class Deviation:
+    """s(f) of [Arora19] estimated from both sides (``intraclass_deviation``).
+
+    ``lower_side``: s̃ from held-out Rayleigh quotients, E s̃ ≤ s(f); ``upper_side``: the plug-in ŝ,
+    E ‖Σ̂‖₂ ≥ ‖Σ‖₂. Each carries its bootstrap standard error (method "normal"), so a statement whose
+    right side grows with s(f) takes its lower end from ``lower_side`` ("holds" needs it) and its
+    upper end from ``upper_side`` ("violated" needs it). ``reported`` is the ``s_f`` row.
+    """
+
+    lower_side: Estimate
+    upper_side: Estimate
+
+    def reported(self, level: float) -> Estimate:
+        """s̃ with the interval [s̃ − t·se(s̃), ŝ + t·se(ŝ)] (method "split_half")."""
+        low, high = self.lower_side.at_level(level), self.upper_side.at_level(level)
+        value = low.value
+        return Estimate(value, min(low.lower, value), max(high.upper, value), low.n, level, "split_half", None)
+
+
+def intraclass_deviation(pool: torch.Tensor, prior: np.ndarray, replicates: int, generator: torch.Generator,
+                         level: float, counts: torch.Tensor | None = None) -> Deviation:
     """s(f) = E_{c~ν}[ sqrt(‖Σ(f,c)‖₂) · E_{x~D_c}‖f(x)‖ ] with ν ∝ ρ² ([Arora19], Lemma 4.4).
 
-    ``pool: (C, m, d)`` features of m points per class. Plug-in value (‖Σ̂‖₂ is biased upward,
-    which is conservative for Lemma 4.4) with a Poisson-bootstrap percentile interval.
+    ``pool: (C, m, d)`` features of points of each class; ``counts: (C,)`` how many of each class's
+    rows are real (the rest padding; None: all m). The plug-in ‖Σ̂‖₂ is biased upward, by
+    O(sqrt(d/m)) when the top within-class eigenvalues are (nearly) equal, and the bootstrap cannot
+    see that bias. So two estimates:
+
+    - lower side: each class's points are split in halves A, B; v̂_A, the top eigenvector of Σ̂_A,
+      is a fixed direction for B, and v̂_Aᵀ Σ̂_B v̂_A is unbiased for v̂_Aᵀ Σ v̂_A ≤ ‖Σ‖₂ (and the same
+      with A and B swapped; the two are averaged). By the concavity of sqrt, E s̃ ≤ s(f);
+    - upper side: the plug-in ŝ with ‖Σ̂‖₂ of all the points; the spectral norm is convex and
+      E Σ̂ = Σ, so E ‖Σ̂‖₂ ≥ ‖Σ‖₂.
+
+    Both standard errors come from one Poisson bootstrap over the points (``replicates`` draws); the
+    lower side keeps its fitted directions in every replicate. When the top eigenvalue is well separated both
+    sides agree to O(1/m); when the top eigenvalues tie, s̃ is unbiased and ŝ too high; in between,
+    neither is unbiased, and the interval is conservative (coverage measured: docs/quantities.md).
     """
     nu = torch.as_tensor(collision_prior(prior))
     classes, m, d = pool.shape
+    counts = torch.full((classes,), m) if counts is None else torch.as_tensor(counts)
+    position = torch.arange(m)
+    real = (position[None, :] < counts[:, None]).to(F64)  # (C, m)
+    first = (position[None, :] < (counts // 2)[:, None]).to(F64)  # half A; half B is real − first
+    if int((counts // 2).min()) < 2 or int((counts - counts // 2).min()) < 2:
+        raise ValueError(f"s(f) needs at least 4 points of every class; got {int(counts.min())}")
+    norms = pool.norm(dim=-1)  # (C, m)
 
-    def statistic(weights: torch.Tensor) -> torch.Tensor:  # weights (B, C, m) -> (B,)
-        total = weights.sum(-1).clamp_min(2.0)  # (B, C)
-        mean = torch.einsum("bcm,cmd->bcd", weights, pool) / total[..., None]
-        centred = pool.unsqueeze(0) - mean.unsqueeze(2)  # (B, C, m, d)
-        cov = torch.einsum("bcm,bcmd,bcme->bcde", weights, centred, centred) / (total - 1.0)[..., None, None]
-        spectral = torch.linalg.eigvalsh(cov)[..., -1].clamp_min(0.0)  # (B, C)
-        norm = torch.einsum("bcm,cm->bc", weights, pool.norm(dim=-1)) / total
-        return (nu * spectral.sqrt() * norm).sum(-1)
+    def moments(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Total weight (C,), weighted mean (C, d) and scatter Σ w (x − mean)(x − mean)ᵀ (C, d, d)."""
+        total = weights.sum(-1)
+        weighted = pool * weights[..., None]  # (C, m, d)
+        mean = weighted.sum(1) / total.clamp_min(1e-300)[:, None]  # a bootstrap half can draw no point
+        raw = weighted.transpose(1, 2) @ pool  # Σ w x xᵀ: (C, d, d)
+        return total, mean, raw - total[:, None, None] * mean[:, :, None] * mean[:, None, :]
 
-    value = float(statistic(torch.ones(1, classes, m, dtype=F64))[0])
-    reps = []
-    for _ in range(replicates):
-        weights = torch.poisson(torch.ones(1, classes, m, dtype=F64), generator=generator)
-        reps.append(statistic(weights))
-    return bootstrap_estimate(value, torch.cat(reps).numpy(), classes * m, level)
+    def statistic(weights: torch.Tensor, directions=None) -> tuple[float, float, tuple]:  # weights (C, m)
+        """(s̃, ŝ, the directions (v̂_A, v̂_B) s̃ used): fitted on the halves unless ``directions`` are given."""
+        (t_a, mean_a, scatter_a), (t_b, mean_b, scatter_b) = moments(weights * first), moments(weights * (real - first))
+        cov_a = scatter_a / (t_a - 1.0).clamp_min(1.0)[:, None, None]
+        cov_b = scatter_b / (t_b - 1.0).clamp_min(1.0)[:, None, None]
+        if directions is None:
+            directions = torch.linalg.eigh(cov_a)[1][..., -1], torch.linalg.eigh(cov_b)[1][..., -1]  # (C, d) each
+        v_a, v_b = directions
+        held_out = 0.5 * (torch.einsum("cd,cde,ce->c", v_a, cov_b, v_a) + torch.einsum("cd,cde,ce->c", v_b, cov_a, v_b))
+        total = t_a + t_b
+        gap = mean_a - mean_b
+        scatter = scatter_a + scatter_b + (t_a * t_b / total.clamp_min(1e-300))[:, None, None] * gap[:, :, None] * gap[:, None, :]
+        spectral = torch.linalg.eigvalsh(scatter / (total - 1.0).clamp_min(1.0)[:, None, None])[..., -1]  # (C,)
+        norm = (weights * real * norms).sum(-1) / total.clamp_min(1e-300)  # E‖f(x)‖ per class
+        lower = (nu * held_out.clamp_min(0.0).sqrt() * norm).sum()
+        upper = (nu * spectral.clamp_min(0.0).sqrt() * norm).sum()
+        return float(lower), float(upper), directions
+
+    *values, directions = statistic(torch.ones(classes, m, dtype=F64))
+    # the replicates keep the fitted directions: a Rayleigh quotient is flat in its direction at the top
+    # eigenvector and does not depend on it when the eigenvalues tie, so refitting them would only add
+    # the spread of directions a bootstrap world has and the real one does not (a too-wide lower side)
+    reps = np.array([statistic(torch.poisson(torch.ones(classes, m, dtype=F64), generator=generator), directions)[:2]
+                     for _ in range(replicates)])  # (B, 2)
+    n = int(counts.sum())
+    sides = []
+    for side in range(2):
+        se = float(reps[:, side].std(ddof=1))
+        half = critical(level, None) * se
+        value = values[side]
+        sides.append(Estimate(value, value - half, value + half, n, level, "normal", se))
+    return Deviation(*sides)
 
 
 def evaluate_encoder(
@@ -245,25 +317,35 @@ def evaluate_encoder(
     if negatives > 1:
         add("tau_k", Estimate.exact(tau_k(prior, negatives)), negatives=negatives)
 
-    # Class means μ̂ from mean_samples points per class, and an independent test pool.
-    # A world with splits (worlds/finite.py) is its held-out view here: the population. μ̂ estimates
-    # the population's class means, as the statements need (means of another split break them); the
-    # linear heads fit on its train view and choose on its validation view (_split_task_points).
-    pool_x, pool_y = sample_per_class(world, config.mean_samples, make_generator(seed, "evaluate", "pool"))
-    pool_f = encode(encoder, pool_x, config.block, device)
-    means = MeanClassifier().fit(pool_f, pool_y, num_classes=world.classes).means_  # (C, d)
-    pool = pool_f.view(world.classes, config.mean_samples, -1)  # (C, m, d)
-    test_x, test_y = sample_per_class(world, config.test_per_class, make_generator(seed, "evaluate", "test"))
-    test_f = encode(encoder, test_x, config.block, device)
-    test = test_f.view(world.classes, config.test_per_class, -1)  # (C, t, d)
+    # Class means μ̂ and the test points of the accuracies.
+    # A world with splits (worlds/finite.py) is its held-out view here: its examples are a sample of
+    # the population, which was never trained on. μ̂ is the mean of every example of the class, the
+    # accuracies count every example once, and draws from the split are clustered by example, so that
+    # intervals are about the population the split was drawn from. The linear heads fit on its train
+    # view and choose on its validation view (_split_task_points). A world that draws fresh inputs
+    # gets mean_samples points per class for μ̂ and an independent test pool.
+    examples = example_ids(world)
+    if examples is not None:
+        ids, test_y = examples
+        test_f = encode(encoder, world.take(ids), config.block, device)
+        pool = MeanPool.from_examples(test_f, test_y, ids, world.classes)
+        pool_f = test_f
+    else:
+        pool_x, _ = sample_per_class(world, config.mean_samples, make_generator(seed, "evaluate", "pool"))
+        pool_f = encode(encoder, pool_x, config.block, device)
+        pool = MeanPool.full(pool_f.view(world.classes, config.mean_samples, -1))  # (C, m, d)
+        test_x, test_y = sample_per_class(world, config.test_per_class, make_generator(seed, "evaluate", "test"))
+        test_f = encode(encoder, test_x, config.block, device)
+    means = pool.means  # (C, d)
 
     # Norm bound R: by construction, or measured as the largest norm on the evaluation points.
     bound = getattr(encoder, "norm_bound", None)
     if bound is not None:
         add("R", Estimate.exact(float(bound)))
     else:
-        largest = float(torch.cat([pool_f, test_f]).norm(dim=-1).max())
-        add("R", Estimate(largest, largest, largest, len(pool_f) + len(test_f), 1.0, "empirical"))
+        points = torch.cat([pool_f, test_f]) if examples is None else test_f
+        largest = float(points.norm(dim=-1).max())
+        add("R", Estimate(largest, largest, largest, len(points), 1.0, "empirical"))
 
     # Pretraining objective on the training tuples (exact mean) and on fresh tuples.
     if objective is not None:
@@ -271,7 +353,7 @@ def evaluate_encoder(
         per_block = _tuples_per_block(config.block, k, b)
         if train_tuples is not None:
             batches = (train_tuples[i:i + per_block] for i in range(0, len(train_tuples), per_block))
-            train = _objective_moments(encoder, objective, batches, device)
+            train = _objective_moments(encoder, objective, batches, device, clustered=False)  # an exact mean
             add("L_pre_train", Estimate(train.mean, train.mean, train.mean, train.count, 1.0, "empirical"),
                 split="train", negatives=k, block_size=b)
         generator = make_generator(seed, "evaluate", "L_pre")
@@ -285,12 +367,12 @@ def evaluate_encoder(
     # L_un at k = 1, with alignment and uniformity [Wang20] on the same tuples.
     align, uniform = RunningMean(), RunningMean()
 
-    def diagnostics(encoded, losses) -> None:
+    def diagnostics(encoded, losses, units) -> None:
         anchor = _normalise(encoded.anchor)
         positive = _normalise(encoded.positives[:, 0])
         negative = _normalise(encoded.negatives[:, 0, 0])  # an independent draw from the marginal
-        align.update((anchor - positive).pow(2).sum(-1))
-        uniform.update(torch.exp(-2.0 * (anchor - negative).pow(2).sum(-1)))
+        align.update((anchor - positive).pow(2).sum(-1), units)
+        uniform.update(torch.exp(-2.0 * (anchor - negative).pow(2).sum(-1)), units)
 
     l_un = _curl_moments(encoder, world, config, seed, "L_un", loss, device, extra=diagnostics)
     add("L_un", l_un.estimate(level), negatives=1, block_size=1, split="fresh")
@@ -314,12 +396,12 @@ def evaluate_encoder(
         l_un_b = _curl_moments(encoder, world, config, seed, "L_un_block", loss, device,
                                negatives=negatives, block_size=block_size)
         add("L_un_block", l_un_b.estimate(level), negatives=negatives, block_size=block_size, split="fresh")
-    collision_variance = {(family, size): part.mean_part.variance(pool)
+    collision_plug_ins = {(family, size): {"lifted": part.mean_part.plug_in(pool), "slack": part.slack.plug_in(pool)}
                           for family, grid in grids.items() for size, part in grid.items()}
     add("align", align.estimate(level), split="fresh")
     u = uniform.estimate(level)  # log is monotone: the interval of the mean maps to one of its log
     add("uniform", Estimate(float(np.log(u.value)), float(np.log(max(u.lower, 1e-300))),
-                            float(np.log(u.upper)), u.n, level, "t"), split="fresh")
+                            float(np.log(u.upper)), u.n, level, u.method), split="fresh")
 
     # The decomposition L_un = τ·L_un^= + (1 − τ)·L_un^≠, each part from its own sample. The
     # different-class sample is also a sample of 2-class tasks (T = {c, c⁻}, the anchor's class
@@ -327,20 +409,22 @@ def evaluate_encoder(
     l_same = _curl_moments(encoder, world, config, seed, "L_un_same", loss, device, condition="same")
     mean_loss, gap = MeanClassifierLoss(means, loss), RunningMean()
 
-    def paired_mean_classifier(encoded, losses) -> None:
+    def paired_mean_classifier(encoded, losses, units) -> None:
         tasks = torch.cat([encoded.anchor_class.view(-1, 1), encoded.negative_class], dim=1)  # (n, 2)
         first = torch.zeros(len(tasks), dtype=torch.long)
-        mu_losses = mean_loss.update(encoded.anchor, tasks, first)
-        gap.update(losses.cpu() - mu_losses)
+        anchor_units = None if units is None else {"example": units["example"][:, :1]}  # W^μ̂ sees the anchor
+        mu_losses = mean_loss.update(encoded.anchor, tasks, first, anchor_units)
+        gap.update(losses.cpu() - mu_losses, units)
 
     l_diff = _curl_moments(encoder, world, config, seed, "L_un_diff", loss, device, condition="different",
                            extra=paired_mean_classifier)
     add("L_un_same", l_same.estimate(level), negatives=1, split="fresh")
     add("L_un_diff", l_diff.estimate(level), negatives=1, split="fresh")
-    # μ̂ enters L^μ_sup and the paired gap L_un^≠ − L^μ_sup with the same gradient (up to sign)
-    mu_variance = mean_loss.mean_variance(pool)
-    extra_variance = {"L_sup_mean": mu_variance, "diff_minus_mean": mu_variance}
-    add("L_sup_mean", mean_loss.estimate(level, pool), adapter="mean", task_classes=2, split="fresh")
+    # μ̂ enters L^μ_sup and the paired gap L_un^≠ − L^μ_sup with opposite gradients
+    plug_ins = {"L_sup_mean": mean_loss.plug_in(pool), "diff_minus_mean": pool.plug_in(-mean_loss.gradient /
+                                                                                       max(mean_loss.moments.count, 1))}
+    add("L_sup_mean", plug_ins["L_sup_mean"].apply(mean_loss.moments, level), adapter="mean", task_classes=2,
+        split="fresh")
     moments.update(L_un=l_un, L_un_same=l_same, L_un_diff=l_diff, L_sup_mean=mean_loss.moments,
                    diff_minus_mean=gap)
 
@@ -351,13 +435,15 @@ def evaluate_encoder(
                                                 config.block, device)
             add("L_sup_mean", task_loss.estimate(level, pool), adapter="mean", task_classes=size, split="fresh")
 
-    add("s_f", intraclass_deviation(pool, prior, config.bootstrap, make_generator(seed, "evaluate", "s_f"), level),
-        split="fresh")
+    deviation = intraclass_deviation(pool.points, prior, config.bootstrap, make_generator(seed, "evaluate", "s_f"),
+                                     level, pool.counts)
+    add("s_f", deviation.reported(level), split="fresh")
 
-    # Exact AVG-k and TOP-R of the mean classifier on the test pool (THEORY.md section 4).
+    # Exact AVG-k and TOP-R of the mean classifier on the test points (THEORY.md section 4); on a
+    # world with splits, every held-out example once, an interval about the population given μ̂.
     # The adapters' labeled points: for a world with splits, the train view's (its validation view's
     # for choosing), so that no accuracy sees the held-out examples it is scored on; else the pool.
-    adapt_pool, adapt_means, val_pool = _adaptation_pools(encoder, world, config, seed, pool, means, device)
+    adapt_pool, adapt_means, val_pool = _adaptation_pools(encoder, world, config, seed, pool, device)
     mean_scores = test_f @ adapt_means.T  # (C·t, C)
     task_prior = None if np.allclose(prior, prior[0]) else prior
     for size in config.task_classes:
@@ -367,12 +453,8 @@ def evaluate_encoder(
         add("acc_top", top_r_estimate(mean_scores, test_y, r, prior=prior, level=level).clipped(0, 1),
             adapter="mean", top_r=r, split="test")
 
-    heads, sup_moments, sup_variance = _linear_heads(encoder, world, config, seed, means, pool, adapt_pool, val_pool,
-                                                     test, loss, device)
-    out.extend(heads)
-    moments.update(sup_moments)
-    extra_variance.update(sup_variance)
-    return Evaluation(out, means, moments, extra_variance, grids["negatives"], grids["blocks"], collision_variance)
+    out.extend(_linear_heads(encoder, world, config, seed, means, adapt_pool, val_pool, test_f, test_y, loss, device))
+    return Evaluation(out, means, moments, plug_ins, grids["negatives"], grids["blocks"], collision_plug_ins, deviation)
 
 
 def statement_grids(config: EvaluateConfig, negatives: int = 1, block_size: int = 1) -> tuple[list[int], list[int]]:
@@ -391,27 +473,55 @@ def statement_grids(config: EvaluateConfig, negatives: int = 1, block_size: int 
 
 
 def _split_task_points(encoder, world: World, tasks: torch.Tensor, sizes: tuple[int, int, int],
-                       generator: torch.Generator, block: int, device) -> torch.Tensor:
+                       generator: torch.Generator, block: int, device) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Fresh features for every task and class: ``sizes`` = (fit, validation, test) points per class
-    from the train, validation and held-out views of ``world`` → (P, K, fit + validation + test, d).
-    A world without splits gives all of them in one draw."""
+    from the train, validation and held-out views of ``world`` → (P, K, fit + validation + test, d),
+    and the example ids of the test points (P, K, test) when the held-out view is a finite set of
+    examples (else None). A world without splits gives all of them in one draw."""
     views = [split_of(world, name) for name in ("train", "validation")] + [world]
     if all(view is world for view in views):
-        return _task_points(encoder, world, tasks, sum(sizes), generator, block, device)
-    return torch.cat([_task_points(encoder, view, tasks, size, generator, block, device)
-                      for view, size in zip(views, sizes)], dim=2)
+        points, ids = _task_points(encoder, world, tasks, sum(sizes), generator, block, device)
+        return points, None if ids is None else ids[:, :, sizes[0] + sizes[1]:]
+    parts = [_task_points(encoder, view, tasks, size, generator, block, device) for view, size in zip(views, sizes)]
+    return torch.cat([points for points, _ in parts], dim=2), parts[-1][1]
 
 
 def _task_points(encoder, world: World, tasks: torch.Tensor, per_class: int, generator: torch.Generator,
-                 block: int, device) -> torch.Tensor:
-    """Fresh features for every task and class: tasks (P, K) → (P, K, per_class, d).
+                 block: int, device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Fresh features for every task and class: tasks (P, K) → (P, K, per_class, d), with the
+    example ids (P, K, per_class) of a world of finite examples (else None).
 
-    Each task gets points of its own, so the per-task results are independent and a t-interval
-    across tasks is valid (tasks that shared a pool of points would be positively correlated).
+    Each task gets points of its own, so the per-task results are independent given the examples
+    they are drawn from, and a t-interval across tasks is valid for fresh draws (tasks that shared a
+    pool of points would be positively correlated; draws from finite examples are clustered).
     """
     labels = tasks.reshape(-1).repeat_interleave(per_class)  # (P·K·s,)
-    features = encode(encoder, world.sample(labels, generator), block, device)
-    return features.view(*tasks.shape, per_class, -1)
+    inputs, ids = draw_examples(world, labels, generator)
+    features = encode(encoder, inputs, block, device)
+    return features.view(*tasks.shape, per_class, -1), None if ids is None else ids.view(*tasks.shape, per_class)
+
+
+def task_mean(values: torch.Tensor, test_ids: torch.Tensor | None, level: float) -> Estimate:
+    """The mean over P tasks of per-task means of ``values: (P, n)``, with n test points per task.
+
+    Fresh test points: a t-interval across tasks (tasks are independent). Test points drawn from a
+    finite split (``test_ids: (P, n)`` their examples): tasks share examples, so the mean is clustered
+    by example and by task, and the interval is about the population the split came from, given the
+    examples the heads were fitted on.
+
+    >>> values = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 0.0]])
+    >>> e = task_mean(values, None, 0.95); round(e.value, 4), e.n, e.method
+    (0.5, 3, 't')
+    >>> e = task_mean(values, torch.tensor([[0, 1], [0, 2], [1, 3]]), 0.95); e.n, e.method  # 4 examples
+    (4, 'cluster')
+    """
+    if test_ids is None:
+        return mean_estimate(values.mean(-1), level)
+    P, n = values.shape
+    moments = RunningMean()
+    moments.update(values.reshape(-1), units={"example": test_ids.reshape(-1),
+                                              "task": torch.arange(P).repeat_interleave(n)})
+    return moments.estimate(level)
 
 
 def _flatten_tasks(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -439,32 +549,54 @@ No zero penalty: on (nearly) separable tasks the unpenalised fit runs off to a h
 test loss explodes on the few points it gets wrong."""
 
 
-def _adaptation_pools(encoder, world: World, config: EvaluateConfig, seed: int, pool: torch.Tensor,
-                      means: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The labeled points of the adapters: (train pool (C, m, d), its class means, validation pool
-    (C, v, d)). A world without splits gives the population pool, its means, and the pool's points
-    after the probe's shots; a world with splits gives fresh points of its train and validation views."""
+def keep_best_heads(candidates: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor, loss) -> tuple[
+        torch.Tensor, torch.Tensor]:
+    """For each task the candidate head with the lowest mean loss on its validation points.
+
+    ``candidates: (L, P, K, d)`` heads (the first is W^μ̂ for L_sup), ``val_x: (P, n, d)``, ``val_y: (P, n)``
+    → the kept heads (P, K, d) and every candidate's validation loss (L, P). A fitted W only
+    upper-bounds inf_W; keeping W^μ̂ among the candidates makes L_sup ≤ L^μ_sup hold on validation,
+    task by task (THEORY.md section 3).
+    """
+    val_losses = torch.stack([linear_head_losses(val_x, val_y, w, loss=loss).mean(-1) for w in candidates])  # (L, P)
+    return candidates[val_losses.argmin(0), torch.arange(candidates.shape[1])], val_losses
+
+
+def _adaptation_pools(encoder, world: World, config: EvaluateConfig, seed: int, pool: MeanPool, device
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The labeled points of the adapters: (train pool (C, m, d), the mean classifier's class means,
+    validation pool (C, v, d)). A world without splits gives the population pool, its means, and the
+    pool's points after the probe's shots. A world with splits gives draws from its train and
+    validation views, and as class means those of every train example when its examples are known
+    (the μ of [Arora19]'s protocol: all labeled training points of each class), else of the draws."""
     shots, val = config.probe_shots, config.probe_val
     train_view, val_view = split_of(world, "train"), split_of(world, "validation")
     if train_view is world and val_view is world:
-        return pool, means, pool[:, shots:shots + val]
+        return pool.points, pool.means, pool.points[:, shots:shots + val]
 
     def draw(view: World, per_class: int, name: str) -> torch.Tensor:
         x, _ = sample_per_class(view, per_class, make_generator(seed, "evaluate", name))
         return encode(encoder, x, config.block, device).view(world.classes, per_class, -1)
 
     train = draw(train_view, config.mean_samples, "adapt-pool")
-    return train, train.mean(dim=1), draw(val_view, val, "adapt-validation")
+    examples = example_ids(train_view)
+    if examples is None:
+        means = train.mean(dim=1)
+    else:
+        ids, classes = examples
+        features = encode(encoder, train_view.take(ids), config.block, device)
+        means = MeanClassifier().fit(features, classes, num_classes=world.classes).means_
+    return train, means, draw(val_view, val, "adapt-validation")
 
 
-def _linear_heads(encoder, world, config, seed, means, mean_pool, pool, val_pool, test, loss, device) -> tuple[
-        list[Measurement], dict[str, RunningMean], dict[str, float]]:
+def _linear_heads(encoder, world, config, seed, means, pool, val_pool, test_f, test_y, loss, device
+                  ) -> list[Measurement]:
     """L_sup (best linear head, 2-class tasks), the linear probe's AVG-k and TOP-R, and the few-shot
-    mean classifier's AVG-k on the probe's tasks and points; with the per-task moments and μ̂
-    variances of the paired step L_sup ≤ L^μ_sup.
+    mean classifier's AVG-k on the probe's tasks and points.
 
-    ``means``/``mean_pool``: the population's μ̂ (W^μ̂, where L_sup's heads start) and the points
-    behind it; ``pool``/``val_pool``: the adapters' training and validation points (the C-way probe).
+    ``means``: the population's μ̂ (W^μ̂, where L_sup's heads start); ``pool``/``val_pool``: the
+    adapters' training and validation points (the C-way probe); ``test_f: (N, d)``, ``test_y: (N,)``:
+    the test points of the C-way probe's TOP-R.
     """
     out = []
     level = config.level
@@ -477,36 +609,18 @@ def _linear_heads(encoder, world, config, seed, means, mean_pool, pool, val_pool
     generator = make_generator(seed, "evaluate", "L_sup")
     tasks = sample_tasks(world.prior, config.probe_tasks, 2, generator)  # (P, 2)
     fit, val, tst = config.sup_samples, config.probe_val, config.test_per_class
-    points = _split_task_points(encoder, world, tasks, (fit, val, tst), generator, block, device)  # (P, 2, s, d)
-    (fit_x, fit_y), (val_x, val_y), (test_x, test_y) = (
+    points, test_ids = _split_task_points(encoder, world, tasks, (fit, val, tst), generator, block, device)  # (P, 2, s, d)
+    (fit_x, fit_y), (val_x, val_y), (test_x, test_y_tasks) = (
         _flatten_tasks(points[:, :, a:b]) for a, b in ((0, fit), (fit, fit + val), (fit + val, fit + val + tst)))
     P, L = len(tasks), len(SUP_PENALTIES)
     start = means[tasks]  # (P, 2, d): W^μ̂
     fitted, _ = fit_linear_heads(fit_x.repeat(L, 1, 1), fit_y.repeat(L, 1), 2, loss,
                                  penalty=torch.tensor(SUP_PENALTIES, dtype=F64).repeat_interleave(P),
                                  init=start.repeat(L, 1, 1), max_iter=PROBE_MAX_ITER, tol=PROBE_TOL)
-    candidates = torch.cat([start.unsqueeze(0), fitted.view(L, P, 2, -1)])  # (L + 1, P, 2, d)
-    val_losses = torch.stack([linear_head_losses(val_x, val_y, w, loss=loss).mean(-1) for w in candidates])
-    best = candidates[val_losses.argmin(0), torch.arange(P)]  # (P, 2, d)
-    per_task = linear_head_losses(test_x, test_y, best, loss=loss).mean(-1)  # (P,)
-    out.append(Measurement("L_sup", mean_estimate(per_task, level),
+    best, _ = keep_best_heads(torch.cat([start.unsqueeze(0), fitted.view(L, P, 2, -1)]), val_x, val_y, loss)
+    losses = linear_head_losses(test_x, test_y_tasks, best, loss=loss)  # (P, 2·t)
+    out.append(Measurement("L_sup", task_mean(losses, _flat_ids(test_ids), level),
                            dict(adapter="linear", task_classes=2, split="test")))
-    # The step L_sup ≤ L^μ_sup in-sample (THEORY.md: a fitted W only upper-bounds inf_W, so W^μ̂ is a
-    # candidate and the better head is kept, and then the step holds in-sample): on each task's
-    # validation points, the kept head against W^μ̂, paired across tasks. On the test points a head
-    # kept on validation may lose to W^μ̂ even where L_sup = L^μ_sup (an optimal W^μ), so there the
-    # comparison could not decide the statement. W^μ̂'s loss carries the error of μ̂.
-    mean_loss = MeanClassifierLoss(means, loss)
-    point_losses = mean_loss.update(val_x.reshape(-1, val_x.shape[-1]), tasks.repeat_interleave(val_y.shape[1], 0),
-                                    val_y.reshape(-1))
-    mean_per_task = point_losses.view(P, -1).mean(-1)  # = val_losses[0]
-    kept = val_losses.min(0).values
-    task_moments = {"L_sup_val": RunningMean(), "L_sup_mean_val": RunningMean(), "sup_gap": RunningMean()}
-    for name, values in zip(task_moments, (kept, mean_per_task, mean_per_task - kept)):
-        task_moments[name].update(values)
-    # the tasks have equal numbers of validation points, so the per-task means' μ̂ gradient is the points'
-    mu_variance = mean_loss.mean_variance(mean_pool)  # the pool behind μ̂
-    variances = {"L_sup_mean_val": mu_variance, "sup_gap": mu_variance}
 
     shots = config.probe_shots
 
@@ -516,27 +630,31 @@ def _linear_heads(encoder, world, config, seed, means, mean_pool, pool, val_pool
     for size in config.task_classes:
         generator = make_generator(seed, "evaluate", "probe", size)
         tasks = sample_tasks(world.prior, config.probe_tasks, size, generator)
-        points = _split_task_points(encoder, world, tasks, (shots, val, tst), generator, block, device)
-        (train_x, train_y), (val_x, val_y), (test_x, test_y) = (
+        points, test_ids = _split_task_points(encoder, world, tasks, (shots, val, tst), generator, block, device)
+        (train_x, train_y), (val_x, val_y), (test_x, test_y_tasks) = (
             _flatten_tasks(points[:, :, a:b]) for a, b in ((0, shots), (shots, shots + val), (shots + val, None)))
         fitted_probe = probe().fit(train_x, train_y, val_x, val_y)
-        correct = margins_from_scores(fitted_probe.decision_function(test_x), test_y).min(-1).values > 0  # ties: errors
-        out.append(Measurement("acc_avg", mean_estimate(correct.double().mean(-1), level).clipped(0, 1),
+        correct = margins_from_scores(fitted_probe.decision_function(test_x), test_y_tasks).min(-1).values > 0  # ties: errors
+        out.append(Measurement("acc_avg", task_mean(correct.double(), _flat_ids(test_ids), level).clipped(0, 1),
                                dict(adapter="linear", task_classes=size, shots=shots, split="test")))
         # The few-shot mean classifier on the same points: μ̂ of each task class from its s training
         # points, scored by inner product ([Arora19]); it needs no validation points.
         scores = few_shot_mean_scores(train_x, train_y, test_x, size)  # (P, K·t, K)
-        correct = margins_from_scores(scores, test_y).min(-1).values > 0  # ties: errors
-        out.append(Measurement("acc_avg", mean_estimate(correct.double().mean(-1), level).clipped(0, 1),
+        correct = margins_from_scores(scores, test_y_tasks).min(-1).values > 0  # ties: errors
+        out.append(Measurement("acc_avg", task_mean(correct.double(), _flat_ids(test_ids), level).clipped(0, 1),
                                dict(adapter="mean", task_classes=size, shots=shots, split="test")))
 
     # TOP-R of one C-way probe trained on the adapters' pool: an interval over test points, given the probe
     train_x, train_y = _flatten_tasks(pool[None, :, :shots])
     val_x, val_y = _flatten_tasks(val_pool[None])
-    test_x, test_y = _flatten_tasks(test[None])
-    scores = probe().fit(train_x, train_y, val_x, val_y).decision_function(test_x)[0]  # (C·t, C)
+    scores = probe().fit(train_x, train_y, val_x, val_y).decision_function(test_f[None])[0]  # (N, C)
     for r in config.top_r:
-        estimate = top_r_estimate(scores, test_y[0], r, prior=world.prior, level=level).clipped(0, 1)
+        estimate = top_r_estimate(scores, test_y, r, prior=world.prior, level=level).clipped(0, 1)
         out.append(Measurement("acc_top", estimate,
                                dict(adapter="linear", top_r=r, shots=shots, split="test")))
-    return out, task_moments, variances
+    return out
+
+
+def _flat_ids(ids: torch.Tensor | None) -> torch.Tensor | None:
+    """(P, K, t) → (P, K·t), the order of ``_flatten_tasks``."""
+    return None if ids is None else ids.reshape(ids.shape[0], -1)

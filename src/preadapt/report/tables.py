@@ -392,7 +392,6 @@ def bound_table(results: pd.DataFrame) -> pd.DataFrame:
 CHECK_STATEMENTS = {
     "lemma_4_3": "L^μ_sup(f) ≤ (L_un(f) − τ)/(1 − τ)",
     "mean_below_diff": "L^μ_sup(f) ≤ L_un^≠(f)",
-    "sup_below_mean": "L_sup(f) ≤ L^μ_sup(f)",
     "jensen_floor": "ℓ(0) = 1 ≤ L_un^=(f)",
     "lemma_4_4": "L_un^=(f) − 1 ≤ c′·s(f)",
     "theorem_4_1": "L^μ_sup(f̂) ≤ (L_un(f) − τ)/(1 − τ) + Gen_M/(1 − τ)",

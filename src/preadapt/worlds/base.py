@@ -6,6 +6,7 @@ distribution D_c over inputs. Sampling always takes an explicit ``torch.Generato
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -26,3 +27,54 @@ class World(Protocol):
 
     def sample(self, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor: ...
 
+
+@runtime_checkable
+class ExampleWorld(World, Protocol):
+    """A world whose D_c are uniform over a finite set of examples: a split of a data set (a
+    ``FiniteWorld``, a topic world's sentence bank). The optional hook of the world protocol: a world
+    without it draws fresh inputs, and ``worlds.sampling.draw_examples`` gives no ids for it.
+
+    ``sample_ids(labels, generator)``: the examples of a draw, as ids (n,) long, or None when this
+    world draws fresh inputs after all; ``take(ids)``: their inputs (n, *input_shape);
+    ``example_ids()``: the ids and classes of every example of the split, grouped by class, or None.
+    With the ids, estimates count distinct examples, the draws of one tuple are distinct examples,
+    and intervals are about the distribution the examples came from (docs/quantities.md).
+    """
+
+    def sample_ids(self, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor | None: ...
+
+    def take(self, ids: torch.Tensor) -> torch.Tensor: ...
+
+    def example_ids(self) -> tuple[torch.Tensor, torch.Tensor] | None: ...
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What one input x of a world looks like, known from the world's *config* alone (no data are
+    loaded, nothing is built), so that validation can check an encoder against it.
+
+    ``shape``: the world's ``input_shape``. ``dtype``: what ``sample`` returns. ``vocabulary``: for
+    token ids, V (ids lie in [0, V), 0 = padding); None otherwise. A world config gives it as
+    ``input_spec`` (``preadapt.registry.ComponentConfig``; None, the default, means unknown).
+
+    >>> print(InputSpec((16,), torch.float32))
+    float32 inputs of shape (16,)
+    >>> print(InputSpec((32,), torch.int64, vocabulary=1000))
+    int64 token ids of shape (32,) in [0, 1000)
+    """
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype = torch.float32
+    vocabulary: int | None = None
+
+    @property
+    def real(self) -> bool:
+        """Real-valued inputs (a floating dtype), as opposed to integer ids."""
+        return self.dtype.is_floating_point
+
+    def __str__(self) -> str:
+        dtype, shape = str(self.dtype).removeprefix("torch."), tuple(self.shape)
+        if self.real:
+            return f"{dtype} inputs of shape {shape}"
+        ids = f"{dtype} token ids of shape {shape}"
+        return ids if self.vocabulary is None else f"{ids} in [0, {self.vocabulary})"

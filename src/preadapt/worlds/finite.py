@@ -23,6 +23,7 @@ import torch
 from pydantic import Field, field_validator
 
 from preadapt.registry import ComponentConfig
+from preadapt.worlds.base import InputSpec
 from preadapt.worlds.prior import as_prior
 
 SPLITS = ("train", "validation", "test")
@@ -185,16 +186,29 @@ class FiniteWorld:
 
     def examples(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Every example of this view's split, grouped by class: inputs (n_split, *X), classes (n_split,)."""
-        index = self._index.order[self.split_name]
-        return self._cast(self.features[index]), self.labels[index]
+        ids, classes = self.example_ids()
+        return self.take(ids), classes
 
     def sample(self, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return self.take(self.sample_ids(labels, generator))  # (n, *X)
+
+    def sample_ids(self, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """For every entry of ``labels: (n,)`` an example of that class drawn uniformly from this view's
+        split, as its index into ``features`` → (n,) long (the ids by which estimates cluster draws)."""
         labels = torch.as_tensor(labels, dtype=torch.long)
         count = self._index.count[self.split_name][labels]  # (n,)
         uniform = torch.rand(labels.shape[0], generator=generator, dtype=torch.float64)
         position = torch.minimum((uniform * count).long(), count - 1)
-        index = self._index.order[self.split_name][self._index.start[self.split_name][labels] + position]
-        return self._cast(self.features[index])  # (n, *X)
+        return self._index.order[self.split_name][self._index.start[self.split_name][labels] + position]
+
+    def take(self, ids: torch.Tensor) -> torch.Tensor:
+        """The inputs of examples ``ids: (n,)`` (indices into ``features``) → (n, *X)."""
+        return self._cast(self.features[torch.as_tensor(ids, dtype=torch.long)])
+
+    def example_ids(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every example of this view's split, grouped by class: ids (n_split,) and classes (n_split,)."""
+        index = self._index.order[self.split_name]
+        return index, self.labels[index]
 
     def _cast(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.dtype is None else x.to(self.dtype)
@@ -248,6 +262,11 @@ class FiniteWorldConfig(ComponentConfig):
     def classes(self) -> int:
         """|C| of the data set (lets run configs check task sizes before loading it)."""
         return DATASET_CLASSES[self.dataset]
+
+    @property
+    def input_spec(self) -> InputSpec:
+        """The data set's inputs, as ``load_dataset`` returns them (without loading it)."""
+        return {"digits": InputSpec((1, 8, 8), torch.float32)}[self.dataset]
 
 
 def build_finite_world(config: FiniteWorldConfig, generator: torch.Generator) -> FiniteWorld:

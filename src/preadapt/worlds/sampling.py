@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from preadapt.worlds.base import World
+from preadapt.worlds.base import ExampleWorld, World
 from preadapt.worlds.prior import collision_prior
 
 
@@ -118,12 +118,59 @@ def sample_per_class(world: World, per_class: int, generator: torch.Generator) -
     return world.sample(labels, generator), labels
 
 
+def draw_examples(world: World, labels: torch.Tensor, generator: torch.Generator
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """x ~ D_label for ``labels: (n,)``, with the ids of the examples drawn when ``world`` samples a
+    finite set of examples (``ExampleWorld``), else None → inputs (n, *X), ids (n,) or None.
+    The same random numbers as ``world.sample``."""
+    if isinstance(world, ExampleWorld):
+        ids = world.sample_ids(labels, generator)
+        if ids is not None:
+            return world.take(ids), ids
+    return world.sample(labels, generator), None
+
+
+def example_ids(world: World) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The ids and classes of every example ``world`` samples (grouped by class), or None for a world
+    that draws fresh inputs."""
+    return world.example_ids() if isinstance(world, ExampleWorld) else None
+
+
+def distinct_within_rows(world: ExampleWorld, ids: torch.Tensor, classes: torch.Tensor,
+                         generator: torch.Generator) -> torch.Tensor:
+    """Redraw examples until the entries of every row of ``ids: (n, r)`` (of ``classes: (n, r)``) are
+    distinct examples, as independent draws from a population are (almost surely). An entry that
+    repeats an earlier one of its row is drawn again from its class; a row that has more entries of a
+    class than the split has examples of it keeps its repeats. Distinct draws make an estimate on a
+    split an unbiased estimate of the population value (a U-statistic), not of the split's own.
+
+    >>> from preadapt.worlds.finite import FiniteWorld
+    >>> world = FiniteWorld(torch.arange(10.0).view(10, 1), [0] * 5 + [1] * 5, [0, 1, 2, 2, 2] * 2)
+    >>> ids = torch.tensor([[2, 2, 3, 7]]); classes = torch.tensor([[0, 0, 0, 1]])  # test examples 2-4 of class 0
+    >>> row = distinct_within_rows(world, ids, classes, torch.Generator().manual_seed(0))
+    >>> sorted(row[0, :3].tolist()), row[0, 3].item()  # three distinct examples of class 0
+    ([2, 3, 4], 7)
+    """
+    ids = ids.clone()
+    same_class = classes[:, :, None] == classes[:, None, :]  # (n, r, r)
+    counts = world.example_ids()[1].bincount(minlength=int(classes.max()) + 1)
+    feasible = same_class.sum(-1) <= counts[classes]  # (n, r): enough examples of the class for the row
+    earlier = torch.ones(ids.shape[1], ids.shape[1], dtype=torch.bool).tril(-1)  # [i, j]: j < i
+    while True:
+        repeat = ((ids[:, :, None] == ids[:, None, :]) & earlier).any(-1) & feasible
+        if not repeat.any():
+            return ids
+        ids[repeat] = world.sample_ids(classes[repeat], generator)
+
+
 @dataclass
 class Tuples:
     """Contrastive tuples: the inputs and their latent classes.
 
     anchor (n, *X); positives (n, b, *X); negatives (n, k, b, *X);
-    anchor_class (n,); negative_class (n, k).
+    anchor_class (n,); negative_class (n, k); ``ids`` (n, 1 + b + k·b): the example ids of the anchor,
+    positives and negatives (in that order, negatives block by block) when the world samples a finite
+    set of examples, else None.
     """
 
     anchor: torch.Tensor
@@ -131,17 +178,31 @@ class Tuples:
     negatives: torch.Tensor
     anchor_class: torch.Tensor
     negative_class: torch.Tensor
+    ids: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.anchor.shape[0]
 
     def __getitem__(self, index) -> "Tuples":
-        return Tuples(*(getattr(self, f.name)[index] for f in fields(self)))
+        return Tuples(*(None if getattr(self, f.name) is None else getattr(self, f.name)[index] for f in fields(self)))
 
     def to(self, device: torch.device | str) -> "Tuples":
         if self.anchor.device == torch.device(device):
             return self
-        return Tuples(*(getattr(self, f.name).to(device) for f in fields(self)))
+        return Tuples(*(None if getattr(self, f.name) is None else getattr(self, f.name).to(device)
+                        for f in fields(self)))
+
+    def example_units(self, negatives: int | None = None, block_size: int | None = None) -> dict | None:
+        """The examples behind each tuple's first ``negatives`` negative blocks and first ``block_size``
+        points of each block (None: all), as ``RunningMean`` units ``{"example": (n, r)}``; None for
+        fresh draws."""
+        if self.ids is None:
+            return None
+        n, k, b = len(self), self.negatives_count, self.block_size
+        k_used, b_used = negatives or k, block_size or b
+        positives = self.ids[:, 1:1 + b][:, :b_used]
+        negatives_ids = self.ids[:, 1 + b:].view(n, k, b)[:, :k_used, :b_used].reshape(n, -1)
+        return {"example": torch.cat([self.ids[:, :1], positives, negatives_ids], dim=1)}
 
     @property
     def negatives_count(self) -> int:
@@ -206,13 +267,25 @@ def draw_tuples(
     else:
         raise ValueError(f"condition must be None, 'same' or 'different'; got {condition!r}")
     shape = world.input_shape
-    anchor = world.sample(anchor_class, generator)
-    positives = world.sample(anchor_class.repeat_interleave(block_size), generator)
-    negs = world.sample(negative_class.reshape(-1).repeat_interleave(block_size), generator)
+    anchor, anchor_ids = draw_examples(world, anchor_class, generator)
+    positives, positive_ids = draw_examples(world, anchor_class.repeat_interleave(block_size), generator)
+    negs, negative_ids = draw_examples(world, negative_class.reshape(-1).repeat_interleave(block_size), generator)
+    ids = None
+    if anchor_ids is not None:  # a finite set of examples: the draws of a tuple are distinct examples
+        ids = torch.cat([anchor_ids.view(n, 1), positive_ids.view(n, block_size),
+                         negative_ids.view(n, negatives * block_size)], dim=1)  # (n, 1 + b + k·b)
+        classes = torch.cat([anchor_class.view(n, 1).expand(n, 1 + block_size),
+                             negative_class.repeat_interleave(block_size, dim=1)], dim=1)
+        redrawn = distinct_within_rows(world, ids, classes, generator)
+        if not torch.equal(redrawn, ids):
+            ids = redrawn
+            inputs = world.take(ids.reshape(-1)).view(n, -1, *shape)
+            anchor, positives, negs = inputs[:, 0], inputs[:, 1:1 + block_size], inputs[:, 1 + block_size:]
     return Tuples(
         anchor=anchor,
-        positives=positives.view(n, block_size, *shape),
-        negatives=negs.view(n, negatives, block_size, *shape),
+        positives=positives.reshape(n, block_size, *shape),
+        negatives=negs.reshape(n, negatives, block_size, *shape),
         anchor_class=anchor_class,
         negative_class=negative_class,
+        ids=ids,
     )

@@ -23,6 +23,7 @@ import torch
 from pydantic import Field, field_validator, model_validator
 
 from preadapt.registry import ComponentConfig
+from preadapt.worlds.base import InputSpec
 from preadapt.worlds.finite import (DEFAULT_SPLIT, FiniteWorld, check_split, check_split_name, split_counts,
                                     stratified_assignment)
 from preadapt.worlds.gaussian import Prior
@@ -66,6 +67,11 @@ class TopicWorldConfig(ComponentConfig):
             raise ValueError(f"sentences_per_class: got {self.sentences_per_class}; too few for a sentence of every "
                              f"class in each part of the split {self.split}")
         return self
+
+    @property
+    def input_spec(self) -> InputSpec:
+        """Sentences of word ids in [0, vocab), padded to max_length (either mode samples int64)."""
+        return InputSpec((self.max_length,), torch.int64, vocabulary=self.vocab)
 
 
 class TopicWorld:
@@ -121,6 +127,20 @@ class TopicWorld:
         if self.bank is not None:
             return self.bank.sample(labels, generator)
         return self._fresh(labels, generator)
+
+    def sample_ids(self, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor | None:
+        """Finite mode: the bank's example ids of a draw (``FiniteWorld.sample_ids``); None for fresh sentences."""
+        return None if self.bank is None else self.bank.sample_ids(labels, generator)
+
+    def take(self, ids: torch.Tensor) -> torch.Tensor:
+        """Finite mode: the sentences of bank examples ``ids: (n,)`` → (n, L) int64."""
+        if self.bank is None:
+            raise ValueError("take() needs finite mode (sentences_per_class); this world draws fresh sentences")
+        return self.bank.take(ids)
+
+    def example_ids(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Finite mode: the ids and classes of every sentence of this split; None for fresh sentences."""
+        return None if self.bank is None else self.bank.example_ids()
 
     def _fresh(self, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         n, length = labels.shape[0], self.max_length
