@@ -116,8 +116,8 @@ def covered(estimate, truth: float) -> bool:
     return estimate.lower <= truth <= estimate.upper
 
 
-def assert_coverage(hits: dict[str, int], replications: int = REPLICATIONS) -> None:
-    low, high = ACCEPT
+def assert_coverage(hits: dict[str, int], replications: int = REPLICATIONS, accept: tuple[int, int] = ACCEPT) -> None:
+    low, high = accept
     rates = {name: count / replications for name, count in hits.items()}
     print(f"coverage over {replications} replications: {rates}")  # the table of docs/quantities.md (pytest -s)
     outside = {name: rate for name, rate in rates.items() if not low <= hits[name] <= high}

@@ -57,7 +57,10 @@ def test_the_deviation_interval_covers_when_the_top_eigenvalues_tie():
         pool = torch.as_tensor(means)[:, None, :] + torch.randn(classes, m, d, generator=generator, dtype=torch.float64)
         estimate = intraclass_deviation(pool, prior, 50, generator, 0.95).reported(0.95)
         hits += covered(estimate, truth)
-    assert_coverage({"s_f (tied eigenvalues)": hits})
+    # Here only the lower side can miss (at its 2.5 %): the upper side, a plug-in biased up by
+    # O(sqrt(d/m)), never does, so the design's coverage is 0.975, and its acceptance region is that of
+    # Binomial(200, 0.975) with the same mass as ACCEPT's: [190, 200] (P(X < 190) = 0.013).
+    assert_coverage({"s_f (tied eigenvalues)": hits}, accept=(190, 200))
 
 
 def test_the_deviation_interval_is_conservative_between_the_two_regimes():

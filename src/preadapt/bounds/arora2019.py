@@ -24,12 +24,14 @@ def lemma_4_3(evaluation: Evaluation, tau: float, level: float = 0.95, verdict_l
     pairs L_un^≠ with L^μ_sup on the same anchors (the finer step L^μ_sup ≤ L_un^≠ is Jensen's
     inequality over x⁺, x⁻), which makes its interval far tighter than that of two independent
     estimates. ``rhs_shift`` moves the right side (a deliberately wrong bound for sensitivity tests).
+    On a world of finite examples the L_un^= and L_un^≠ samples draw on the same held-out examples,
+    so their sum takes the worst-case standard error (``Evaluation.shared_examples``).
     """
     ratio = tau / (1.0 - tau)
 
     def right_side(diff_part: str, lvl: float):
         return combine([(1.0, evaluation.estimate(diff_part, lvl)), (ratio, evaluation.estimate("L_un_same", lvl))],
-                       shift=rhs_shift - ratio, level=lvl)
+                       shift=rhs_shift - ratio, level=lvl, dependent=evaluation.shared_examples)
 
     lhs = evaluation.estimate("L_sup_mean", level)
     rhs = right_side("L_un_diff", level)
@@ -71,10 +73,10 @@ def grows_with_deviation(low_terms: list[tuple[float, Estimate]], high_terms: li
                          shift: float, level: float, dependent: bool = False) -> Estimate:
     """A linear combination in which s(f) enters with a positive coefficient, from both of its sides.
 
-    ``low_terms`` hold s(f)'s lower side (E s̃ ≤ s(f)) and ``high_terms`` its upper side (the plug-in,
-    E ŝ ≥ s(f)), the other terms equal: the lower end comes from the first, the upper end from the
-    second, so "holds" rests on a lower bound of s(f) and "violated" on an upper one. ``dependent``
-    as in ``combine``.
+    ``low_terms`` hold s(f)'s lower side (E s̃ ≤ s(f)) and ``high_terms`` its upper side (the
+    plug-in with a log-scale upper end, ``Deviation.upper_side``), the other terms equal: the lower
+    end comes from the first, the upper end from the second, so "holds" rests on a lower bound of
+    s(f) and "violated" on an upper one. ``dependent`` as in ``combine``.
     """
     low, high = (combine(terms, shift=shift, level=level, dependent=dependent) for terms in (low_terms, high_terms))
     return replace(low, lower=min(low.lower, low.value), upper=max(high.upper, low.value), method="split_half")
@@ -87,9 +89,11 @@ def lemma_4_4(evaluation: Evaluation, loss: str, level: float = 0.95, verdict_le
     ℓ(v) ≤ ℓ(0) + L|v|, and given x the margin v = f(x)ᵀ(f(x⁺) − f(x⁻)) has mean 0 and variance
     2 f(x)ᵀΣf(x) ≤ 2‖Σ‖₂‖f(x)‖², so E|v| ≤ √2·sqrt(‖Σ‖₂)·E‖f(x)‖ class by class (THEORY.md). L is 1
     for hinge and 1/ln 2 for base-2 logistic. The two sides come from independent samples (the
-    L_un^= tuples and the class pool). The right side grows with s(f): the slack's lower end (a
-    "holds") uses s(f)'s held-out lower side, its upper end (a "violated") the plug-in's upper side
-    (``grows_with_deviation``), so neither verdict rests on the plug-in's bias.
+    L_un^= tuples and the class pool; on a world of finite examples both draw on the held-out
+    examples, and their difference takes the worst-case standard error). The right side grows with
+    s(f): the slack's lower end (a "holds") uses s(f)'s held-out lower side, its upper end (a
+    "violated") the upper side (``grows_with_deviation``), so neither verdict rests on the plug-in's
+    bias.
     """
     c_prime = math.sqrt(2.0) * LIPSCHITZ[loss]
     deviation = evaluation.deviation
@@ -98,7 +102,9 @@ def lemma_4_4(evaluation: Evaluation, loss: str, level: float = 0.95, verdict_le
     rhs = s_f.affine(c_prime, rhs_shift)
     same = evaluation.estimate("L_un_same", verdict_level)
     slack = grows_with_deviation([(c_prime, deviation.lower_side), (-1.0, same)],
-                                 [(c_prime, deviation.upper_side), (-1.0, same)], 1.0 + rhs_shift, verdict_level)
+                                 [(c_prime, deviation.upper_side(verdict_level)), (-1.0, same)], 1.0 + rhs_shift,
+                                 verdict_level,
+                                 evaluation.shared_examples)
     terms = {"s_f": s_f, "c_prime": Estimate.exact(c_prime), "L_un_same": evaluation.estimate("L_un_same", level)}
     return BoundCheck("lemma_4_4", "[Arora19] Lemma 4.4", lhs, rhs, slack, verdict(slack), terms)
 
@@ -215,18 +221,20 @@ def theorem_4_1(hat: Evaluation, comparator: Evaluation, tau: float, generalisat
     slack pairs L^μ_sup with L_un^≠ as in Lemma 4.3); ``generalisation`` is Gen_M; ``terms`` are the
     numbers it is made of. The premise (f̂ minimises the empirical loss) is the caller's to check.
     Sides of different encoders come from the same fresh samples, correlated in an unknown way, so
-    their slack takes the worst-case standard error (``combine(..., dependent=True)``).
+    their slack takes the worst-case standard error (``combine(..., dependent=True)``); so do the
+    parts of one encoder on a world of finite examples (``Evaluation.shared_examples``).
     """
     ratio, scale = tau / (1.0 - tau), 1.0 / (1.0 - tau)
+    shared = comparator.shared_examples
 
     def right(lvl: float) -> list[tuple[float, Estimate]]:
         return _decomposed_un(comparator, tau, lvl) + [(scale, generalisation)]
 
     lhs = hat.estimate("L_sup_mean", level)
-    rhs = combine(right(level), shift=rhs_shift - ratio, level=level)
+    rhs = combine(right(level), shift=rhs_shift - ratio, level=level, dependent=shared)
     if same:
         paired = [(1.0, hat.estimate("diff_minus_mean", verdict_level)), *right(verdict_level)[1:]]
-        slack = combine(paired, shift=rhs_shift - ratio, level=verdict_level)
+        slack = combine(paired, shift=rhs_shift - ratio, level=verdict_level, dependent=shared)
     else:
         slack = combine([*right(verdict_level), (-1.0, hat.estimate("L_sup_mean", verdict_level))],
                         shift=rhs_shift - ratio, level=verdict_level, dependent=True)
@@ -244,27 +252,32 @@ def theorem_4_5(hat: Evaluation, comparator: Evaluation, tau: float, loss: str, 
 
     s(f) enters from both sides (``grows_with_deviation``). At the comparator's own step the paired
     L_un^≠ − L^μ_sup carries the error of μ̂, and s(f) comes from the same pool of points as μ̂: the
-    two are combined with the worst-case standard error, then Gen_M (independent) is added.
+    two are combined with the worst-case standard error, then Gen_M (independent) is added. On a
+    world of finite examples every part draws on the same held-out examples: worst case throughout.
     """
     c_prime = math.sqrt(2.0) * LIPSCHITZ[loss]
     beta, eta = c_prime * tau / (1.0 - tau), 1.0 / (1.0 - tau)
     deviation = comparator.deviation
+    shared = comparator.shared_examples
 
     def right(lvl: float, s_side: Estimate) -> list[tuple[float, Estimate]]:
         return [(1.0, comparator.estimate("L_un_diff", lvl)), (beta, s_side), (eta, generalisation)]
 
     def sides(build, dependent: bool = False) -> Estimate:
-        return grows_with_deviation(build(deviation.lower_side), build(deviation.upper_side), rhs_shift, verdict_level,
+        return grows_with_deviation(build(deviation.lower_side), build(deviation.upper_side(verdict_level)), rhs_shift,
+                                    verdict_level,
                                     dependent)
 
     lhs = hat.estimate("L_sup_mean", level)
-    rhs = grows_with_deviation(right(level, deviation.lower_side), right(level, deviation.upper_side), rhs_shift, level)
+    rhs = grows_with_deviation(right(level, deviation.lower_side), right(level, deviation.upper_side(level)), rhs_shift,
+                               level,
+                               shared)
     if same:
         def paired(s_side: Estimate) -> list[tuple[float, Estimate]]:
             pool_part = combine([(1.0, hat.estimate("diff_minus_mean", verdict_level)), (beta, s_side)],
                                 level=verdict_level, dependent=True)  # μ̂ and s(f) share one pool
             return [(1.0, pool_part), (eta, generalisation)]
-        slack = sides(paired)
+        slack = sides(paired, shared)
     else:
         def unpaired(s_side: Estimate) -> list[tuple[float, Estimate]]:
             return right(verdict_level, s_side) + [(-1.0, hat.estimate("L_sup_mean", verdict_level))]

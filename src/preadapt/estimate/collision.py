@@ -25,7 +25,7 @@ from scipy import stats
 from torch import nn
 
 from preadapt.estimate.estimate import PlugIn, RunningMean
-from preadapt.estimate.pool import MeanPool
+from preadapt.estimate.pool import MeanPool, leave_one_out
 from preadapt.objectives.curl import encode_tuples
 from preadapt.worlds.base import World
 from preadapt.worlds.sampling import draw_tuples
@@ -57,16 +57,21 @@ def collision_floor(prior: np.ndarray, negatives: int, loss_name: str) -> float:
     return float((prior[:, None] * pmf * g[None, :]).sum())
 
 
-def task_mean_losses(anchor: torch.Tensor, classes: torch.Tensor, means: torch.Tensor, loss) -> tuple[
-        torch.Tensor, torch.Tensor]:
+def task_mean_losses(anchor: torch.Tensor, classes: torch.Tensor, means: torch.Tensor, loss,
+                     leave_out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Loss of the mean classifier on each tuple's distinct classes, at the anchor's class.
 
     ``anchor: (n, d)`` features; ``classes: (n, 1 + k)`` the anchor's class then the negatives';
     ``means: (C, d)``. Negatives of the anchor's class and repeated classes are left out (their
     margins are +inf), so the loss is over T = the distinct classes. Returns the losses (n,) and the
     losses at zero margins on T (n,): ℓ(0) on |T| classes, the value at which a bound is vacuous.
+    ``leave_out: (C,)``: the anchors are among the examples behind ``means``, this many per class;
+    each is scored against its own class's mean without itself (``pool.leave_one_out``).
     """
     scores = torch.einsum("nd,nkd->nk", anchor, means[classes])  # (n, 1 + k)
+    if leave_out is not None:
+        first = torch.zeros(len(classes), dtype=torch.long)
+        scores = leave_one_out(scores, anchor, first, leave_out[classes[:, 0]])
     k = classes.shape[1] - 1
     repeated = (classes.unsqueeze(2) == classes.unsqueeze(1)).tril(diagonal=-1).any(dim=2)  # (n, 1 + k)
     drop = repeated[:, 1:] | (classes[:, 1:] == classes[:, :1])  # (n, k)
@@ -117,11 +122,11 @@ class CollisionMoments:
     previous: int | None = None
 
 
-def _mean_part(anchor, classes, collided, means, loss):
+def _mean_part(anchor, classes, collided, means, loss, leave_out=None):
     """h·1{m = 0} per tuple with its gradient sum with respect to μ̂, and the vacuity values."""
     mu = means.detach().clone().requires_grad_(True)
     with torch.enable_grad():
-        losses, zero = task_mean_losses(anchor, classes, mu, loss)
+        losses, zero = task_mean_losses(anchor, classes, mu, loss, leave_out)
         part = losses * (~collided)
         (gradient,) = torch.autograd.grad(part.sum(), mu)
     return part.detach(), gradient, zero * (~collided)
@@ -129,8 +134,9 @@ def _mean_part(anchor, classes, collided, means, loss):
 
 def negatives_moments(encoder: nn.Module, world: World, means: torch.Tensor, negatives: list[int], samples: int,
                       generator: torch.Generator, loss, loss_name: str, block: int = 8192,
-                      device="cpu") -> dict[int, CollisionMoments]:
+                      device="cpu", leave_out: torch.Tensor | None = None) -> dict[int, CollisionMoments]:
     """Moments for every k in ``negatives`` from one sample of max(k)-negative tuples (b = 1).
+    ``leave_out``: as in ``task_mean_losses``.
 
     The first k negatives of a tuple are a tuple with k negatives, so every k uses the same anchors.
     """
@@ -152,7 +158,7 @@ def negatives_moments(encoder: nn.Module, world: World, means: torch.Tensor, neg
             units = tuples.example_units(negatives=k)  # the examples a k-negative tuple uses
             losses = loss(margins[:, :k])
             collisions = same[:, :k].sum(dim=1)
-            part, gradient, zero = _mean_part(anchor, classes[:, :k + 1], collisions > 0, means, loss)
+            part, gradient, zero = _mean_part(anchor, classes[:, :k + 1], collisions > 0, means, loss, leave_out)
             lifted = part + collision_penalty(collisions, loss_name)
             moments.loss.update(losses, units)
             moments.lifted.update(lifted, units)
@@ -175,8 +181,10 @@ def _window_losses(margins: torch.Tensor, width: int, loss) -> torch.Tensor:
 
 
 def block_moments(encoder: nn.Module, world: World, means: torch.Tensor, block_sizes: list[int], samples: int,
-                  generator: torch.Generator, loss, block: int = 8192, device="cpu") -> dict[int, CollisionMoments]:
+                  generator: torch.Generator, loss, block: int = 8192, device="cpu",
+                  leave_out: torch.Tensor | None = None) -> dict[int, CollisionMoments]:
     """Moments for every b in ``block_sizes`` (k = 1) from one sample of max(b)-blocks.
+    ``leave_out``: as in ``task_mean_losses``.
 
     The block margin of the first b positives and negatives is the mean of the b single-pair
     margins v_j = f(x)ᵀ(f(x⁺_j) − f(x⁻_j)); a prefix of a block is a block.
@@ -194,7 +202,7 @@ def block_moments(encoder: nn.Module, world: World, means: torch.Tensor, block_s
         single = (anchor.unsqueeze(1) * (encoded.positives.cpu() - encoded.negatives[:, 0].cpu())).sum(-1)  # (n, b)
         classes = torch.cat([tuples.anchor_class.view(-1, 1), tuples.negative_class], dim=1).cpu()
         collided = classes[:, 1] == classes[:, 0]
-        part, gradient, _ = _mean_part(anchor, classes, collided, means, loss)
+        part, gradient, _ = _mean_part(anchor, classes, collided, means, loss, leave_out)
         single_losses = loss(single.reshape(-1, 1)).view(n, b_max)
         for b, moments in out.items():
             units = tuples.example_units(block_size=b)  # the examples of the first b of each block

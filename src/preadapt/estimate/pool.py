@@ -19,6 +19,25 @@ from preadapt.estimate.estimate import PlugIn
 F64 = torch.float64
 
 
+def leave_one_out(scores: torch.Tensor, features: torch.Tensor, own: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Scores f(x)ᵀμ̂ with each point's own class mean taken without the point itself.
+
+    On a finite split the points scored are among the m_c examples behind μ̂_c of their own class c, so
+    f(x)ᵀμ̂_c carries f(x)ᵀf(x)/m_c of x itself: an optimistic bias of order tr Σ_c/m_c. Leaving x out,
+    f(x)ᵀμ̂_c^{(−x)} = (m_c·f(x)ᵀμ̂_c − ‖f(x)‖²)/(m_c − 1), makes the mean independent of the point, as it
+    is for fresh points. ``scores: (n, K)`` with the own class in column ``own: (n,)`` (an index into
+    the K columns), ``features: (n, d)``, ``counts: (n,)`` m_c of each point's class (≥ 2).
+
+    >>> features = torch.tensor([[1.0, 0.0]]); means = torch.tensor([[2.0, 0.0], [0.0, 1.0]])  # μ̂_0 of 3 points
+    >>> leave_one_out(features @ means.T, features, torch.tensor([0]), torch.tensor([3]))  # μ̂_0 without x: (2.5, 0)
+    tensor([[2.5000, 0.0000]])
+    """
+    own = own.view(-1, 1)
+    counts = counts.to(scores.dtype).view(-1, 1)
+    left_out = (counts * scores.gather(1, own) - features.pow(2).sum(-1, keepdim=True)) / (counts - 1.0)
+    return scores.scatter(1, own, left_out)
+
+
 def plug_in_variance(gradient: torch.Tensor, pool: torch.Tensor, counts: torch.Tensor | None = None) -> float:
     """Delta-method variance of a mean that plugs in class means μ̂ taken from ``pool: (C, m, d)``.
 
@@ -34,7 +53,7 @@ def plug_in_variance(gradient: torch.Tensor, pool: torch.Tensor, counts: torch.T
     real = (torch.arange(m)[None, :] < counts[:, None]).to(pool.dtype)  # (C, m)
     means = (pool * real[..., None]).sum(1) / counts[:, None]
     projected = torch.einsum("cmd,cd->cm", pool - means[:, None], gradient) * real  # (C, m)
-    return float((projected.pow(2).sum(dim=1) / (counts - 1) / counts).sum())
+    return float((projected.pow(2).sum(dim=1) / (counts - 1).clamp_min(1) / counts).sum())  # a single point: 0
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ and adding a quantity never changes another.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +22,7 @@ from preadapt.adapt.mean_classifier import MeanClassifier
 from preadapt.estimate.avg_k import avg_k_estimate, top_r_estimate
 from preadapt.estimate.collision import CollisionMoments, block_moments, negatives_moments
 from preadapt.estimate.estimate import Estimate, PlugIn, RunningMean, critical, mean_estimate
-from preadapt.estimate.pool import MeanPool
+from preadapt.estimate.pool import MeanPool, leave_one_out
 from preadapt.estimate.spec import EvaluateConfig
 from preadapt.objectives.curl import curl_loss, encode_tuples
 from preadapt.objectives.losses import LOSSES, margins_from_scores
@@ -58,6 +59,7 @@ class Evaluation:
     blocks: dict[int, CollisionMoments] = field(default_factory=dict)  # the b grid (k = 1)
     collision_plug_ins: dict[tuple[str, int], dict[str, PlugIn]] = field(default_factory=dict)  # μ̂ in lifted, slack
     deviation: Deviation | None = None  # s(f) from both sides (Lemma 4.4, Theorem 4.5)
+    shared_examples: bool = False  # every sample drew on one finite set of examples: not independent
 
     def estimate(self, name: str, level: float) -> Estimate:
         """A running mean's estimate at ``level``, with the error of its plug-in parts (μ̂)."""
@@ -78,13 +80,18 @@ def encode(encoder: nn.Module, inputs: torch.Tensor, block: int, device) -> torc
 
 
 def mean_classifier_losses(features: torch.Tensor, tasks: torch.Tensor, positions: torch.Tensor,
-                           means: torch.Tensor, loss) -> torch.Tensor:
+                           means: torch.Tensor, loss, leave_out: torch.Tensor | None = None) -> torch.Tensor:
     """ℓ of the mean classifier W^μ restricted to each point's task ([Arora19], L^μ_sup).
 
     features (n, d); tasks (n, K) class ids; positions (n,) the index in the task of the point's
-    true class; means (C, d) → (n,).
+    true class; means (C, d) → (n,). ``leave_out: (C,)``: the points are among the examples behind
+    ``means``, this many per class; each is scored against its own class's mean without itself
+    (``pool.leave_one_out``).
     """
     scores = torch.einsum("nd,nkd->nk", features, means[tasks])  # (n, K)
+    if leave_out is not None:
+        own = tasks.gather(1, positions.view(-1, 1)).view(-1)
+        scores = leave_one_out(scores, features, positions, leave_out[own])
     return loss(margins_from_scores(scores, positions))
 
 
@@ -121,12 +128,14 @@ class MeanClassifierLoss:
     error moves the estimate by Σ_a g_aᵀ(μ̂_a − μ_a) to first order, with g_a the gradient of the
     mean loss with respect to μ̂_a. ``plug_in(pool)`` is that term by the delta method
     (``MeanPool.plug_in``), from the pool the means came from. Without it an interval from S ≫ m
-    samples claims precision the plug-in means do not have.
+    samples claims precision the plug-in means do not have. ``leave_out``: as in
+    ``mean_classifier_losses`` (points drawn from the examples behind μ̂).
     """
 
-    def __init__(self, means: torch.Tensor, loss) -> None:
+    def __init__(self, means: torch.Tensor, loss, leave_out: torch.Tensor | None = None) -> None:
         self.means = means.detach().to("cpu", F64).requires_grad_(True)
         self.loss = loss
+        self.leave_out = leave_out
         self.moments = RunningMean()
         self.gradient = torch.zeros_like(self.means)
 
@@ -135,7 +144,7 @@ class MeanClassifierLoss:
         (``RunningMean`` units, on a finite world); returns their losses (n,)."""
         with torch.enable_grad():
             losses = mean_classifier_losses(features.to("cpu", F64), tasks.cpu(), positions.cpu(), self.means,
-                                            self.loss)
+                                            self.loss, self.leave_out)
             (gradient,) = torch.autograd.grad(losses.sum(), self.means)
         self.gradient += gradient
         losses = losses.detach()
@@ -153,10 +162,11 @@ class MeanClassifierLoss:
 
 def mean_classifier_moments(encoder: nn.Module, world: World, means: torch.Tensor, task_classes: int,
                             samples: int, generator: torch.Generator, loss=None, block: int = 8192,
-                            device="cpu") -> MeanClassifierLoss:
+                            device="cpu", leave_out: torch.Tensor | None = None) -> MeanClassifierLoss:
     """The loss of W^μ (rows ``means: (C, d)``) over ``task_classes``-class tasks drawn from ρ, the
-    label uniform on the task and x ~ D_label: L^μ_sup of [Arora19]."""
-    accumulator = MeanClassifierLoss(means, loss or LOSSES["logistic"])
+    label uniform on the task and x ~ D_label: L^μ_sup of [Arora19]. ``leave_out``: as in
+    ``mean_classifier_losses``."""
+    accumulator = MeanClassifierLoss(means, loss or LOSSES["logistic"], leave_out)
     for start in range(0, samples, block):
         n = min(block, samples - start)
         tasks = sample_tasks(world.prior, n, task_classes, generator)  # (n, K)
@@ -195,18 +205,41 @@ def _normalise(z: torch.Tensor) -> torch.Tensor:
 class Deviation:
     """s(f) of [Arora19] estimated from both sides (``intraclass_deviation``).
 
-    ``lower_side``: s̃ from held-out Rayleigh quotients, E s̃ ≤ s(f); ``upper_side``: the plug-in ŝ,
-    E ‖Σ̂‖₂ ≥ ‖Σ‖₂. Each carries its bootstrap standard error (method "normal"), so a statement whose
-    right side grows with s(f) takes its lower end from ``lower_side`` ("holds" needs it) and its
-    upper end from ``upper_side`` ("violated" needs it). ``reported`` is the ``s_f`` row.
+    ``lower_side``: s̃ from held-out Rayleigh quotients, E s̃ ≤ s(f), with its bootstrap standard
+    error (method "normal"). The upper side is the plug-in ŝ = ``plug_in`` (E ‖Σ̂‖₂ ≥ ‖Σ‖₂ on the
+    eigenvalue scale) with its bootstrap standard error ``plug_in_se`` and bootstrap bias
+    ``plug_in_bias`` (mean of the replicates − ŝ); ``upper_side(level)`` turns them into an upper end.
+    A statement whose right side grows with s(f) takes its lower end from ``lower_side`` ("holds"
+    needs it) and its upper end from ``upper_side`` ("violated" needs it). ``reported`` is the
+    ``s_f`` row.
     """
 
     lower_side: Estimate
-    upper_side: Estimate
+    plug_in: float
+    plug_in_se: float
+    plug_in_bias: float
+    n: int
+
+    def upper_side(self, level: float) -> Estimate:
+        """ŝ with the upper end (ŝ + max(0, −bias))·exp(z·se/ŝ) at ``level``.
+
+        sqrt(‖Σ̂‖₂) is skewed to the right and, when one within-class direction dominates, biased
+        down by sqrt's concavity (about −1/(4m) relatively): so the interval is normal on the log
+        scale, and a downward bias the bootstrap sees raises it (an upward one never lowers it).
+        Its ``se`` is the standard error whose normal upper end at ``level`` is that end, so that
+        ``combine`` at the same level keeps it.
+        """
+        z = critical(level, None)
+        value, se = self.plug_in, self.plug_in_se
+        if value <= 0.0:
+            return Estimate(value, value, value, self.n, level, "normal", 0.0)
+        top = (value + max(0.0, -self.plug_in_bias)) * math.exp(z * se / value)
+        se = max((top - value) / z, se)
+        return Estimate(value, value - z * se, value + z * se, self.n, level, "normal", se)
 
     def reported(self, level: float) -> Estimate:
-        """s̃ with the interval [s̃ − t·se(s̃), ŝ + t·se(ŝ)] (method "split_half")."""
-        low, high = self.lower_side.at_level(level), self.upper_side.at_level(level)
+        """s̃ with the interval [s̃ − z·se(s̃), the upper side's end] (method "split_half")."""
+        low, high = self.lower_side.at_level(level), self.upper_side(level)
         value = low.value
         return Estimate(value, min(low.lower, value), max(high.upper, value), low.n, level, "split_half", None)
 
@@ -216,17 +249,18 @@ def intraclass_deviation(pool: torch.Tensor, prior: np.ndarray, replicates: int,
     """s(f) = E_{c~ν}[ sqrt(‖Σ(f,c)‖₂) · E_{x~D_c}‖f(x)‖ ] with ν ∝ ρ² ([Arora19], Lemma 4.4).
 
     ``pool: (C, m, d)`` features of points of each class; ``counts: (C,)`` how many of each class's
-    rows are real (the rest padding; None: all m). The plug-in ‖Σ̂‖₂ is biased upward, by
+    rows are real (the rest padding; None: all m; at least 2). The plug-in ‖Σ̂‖₂ is biased upward, by
     O(sqrt(d/m)) when the top within-class eigenvalues are (nearly) equal, and the bootstrap cannot
     see that bias. So two estimates:
 
     - lower side: each class's points are split in halves A, B; v̂_A, the top eigenvector of Σ̂_A,
       is a fixed direction for B, and v̂_Aᵀ Σ̂_B v̂_A is unbiased for v̂_Aᵀ Σ v̂_A ≤ ‖Σ‖₂ (and the same
-      with A and B swapped; the two are averaged). By the concavity of sqrt, E s̃ ≤ s(f);
+      with A and B swapped; the two are averaged). By the concavity of sqrt, E s̃ ≤ s(f). A class
+      with fewer than 4 points has no two halves of 2: its term is 0, a lower bound;
     - upper side: the plug-in ŝ with ‖Σ̂‖₂ of all the points; the spectral norm is convex and
-      E Σ̂ = Σ, so E ‖Σ̂‖₂ ≥ ‖Σ‖₂.
+      E Σ̂ = Σ, so E ‖Σ̂‖₂ ≥ ‖Σ‖₂; sqrt and the mean norm make this approximate (``Deviation.upper_side``).
 
-    Both standard errors come from one Poisson bootstrap over the points (``replicates`` draws); the
+    The standard errors come from one Poisson bootstrap over the points (``replicates`` draws); the
     lower side keeps its fitted directions in every replicate. When the top eigenvalue is well separated both
     sides agree to O(1/m); when the top eigenvalues tie, s̃ is unbiased and ŝ too high; in between,
     neither is unbiased, and the interval is conservative (coverage measured: docs/quantities.md).
@@ -234,11 +268,12 @@ def intraclass_deviation(pool: torch.Tensor, prior: np.ndarray, replicates: int,
     nu = torch.as_tensor(collision_prior(prior))
     classes, m, d = pool.shape
     counts = torch.full((classes,), m) if counts is None else torch.as_tensor(counts)
+    if int(counts.min()) < 2:
+        raise ValueError(f"s(f) needs at least 2 points of every class; got {int(counts.min())}")
     position = torch.arange(m)
     real = (position[None, :] < counts[:, None]).to(F64)  # (C, m)
     first = (position[None, :] < (counts // 2)[:, None]).to(F64)  # half A; half B is real − first
-    if int((counts // 2).min()) < 2 or int((counts - counts // 2).min()) < 2:
-        raise ValueError(f"s(f) needs at least 4 points of every class; got {int(counts.min())}")
+    halves = (counts >= 4).to(F64)  # classes whose halves hold 2 points each
     norms = pool.norm(dim=-1)  # (C, m)
 
     def moments(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -263,7 +298,7 @@ def intraclass_deviation(pool: torch.Tensor, prior: np.ndarray, replicates: int,
         scatter = scatter_a + scatter_b + (t_a * t_b / total.clamp_min(1e-300))[:, None, None] * gap[:, :, None] * gap[:, None, :]
         spectral = torch.linalg.eigvalsh(scatter / (total - 1.0).clamp_min(1.0)[:, None, None])[..., -1]  # (C,)
         norm = (weights * real * norms).sum(-1) / total.clamp_min(1e-300)  # E‖f(x)‖ per class
-        lower = (nu * held_out.clamp_min(0.0).sqrt() * norm).sum()
+        lower = (nu * halves * held_out.clamp_min(0.0).sqrt() * norm).sum()
         upper = (nu * spectral.clamp_min(0.0).sqrt() * norm).sum()
         return float(lower), float(upper), directions
 
@@ -274,13 +309,10 @@ def intraclass_deviation(pool: torch.Tensor, prior: np.ndarray, replicates: int,
     reps = np.array([statistic(torch.poisson(torch.ones(classes, m, dtype=F64), generator=generator), directions)[:2]
                      for _ in range(replicates)])  # (B, 2)
     n = int(counts.sum())
-    sides = []
-    for side in range(2):
-        se = float(reps[:, side].std(ddof=1))
-        half = critical(level, None) * se
-        value = values[side]
-        sides.append(Estimate(value, value - half, value + half, n, level, "normal", se))
-    return Deviation(*sides)
+    (lower, upper), (lower_se, upper_se) = values, reps.std(axis=0, ddof=1)
+    half = critical(level, None) * lower_se
+    lower_side = Estimate(lower, lower - half, lower + half, n, level, "normal", float(lower_se))
+    return Deviation(lower_side, upper, float(upper_se), float(reps[:, 1].mean() - upper), n)
 
 
 def evaluate_encoder(
@@ -330,6 +362,10 @@ def evaluate_encoder(
         test_f = encode(encoder, world.take(ids), config.block, device)
         pool = MeanPool.from_examples(test_f, test_y, ids, world.classes)
         pool_f = test_f
+        if int(pool.counts.min()) < 2:
+            short = int(pool.counts.argmin())
+            raise ValueError(f"class {short} has {int(pool.counts[short])} held-out example; the class means and s(f) "
+                             f"need at least 2 per class: give the test split more examples")
     else:
         pool_x, _ = sample_per_class(world, config.mean_samples, make_generator(seed, "evaluate", "pool"))
         pool_f = encode(encoder, pool_x, config.block, device)
@@ -337,6 +373,8 @@ def evaluate_encoder(
         test_x, test_y = sample_per_class(world, config.test_per_class, make_generator(seed, "evaluate", "test"))
         test_f = encode(encoder, test_x, config.block, device)
     means = pool.means  # (C, d)
+    # on a finite split the mean classifier's points are among the examples behind μ̂: leave each out
+    leave_out = pool.counts if examples is not None else None
 
     # Norm bound R: by construction, or measured as the largest norm on the evaluation points.
     bound = getattr(encoder, "norm_bound", None)
@@ -383,13 +421,14 @@ def evaluate_encoder(
     if k_grid:
         grids["negatives"] = negatives_moments(encoder, world, means, k_grid, config.samples,
                                                make_generator(seed, "evaluate", "negatives"), loss,
-                                               curl_loss_name, config.block, device)
+                                               curl_loss_name, config.block, device, leave_out)
         for k, part in grids["negatives"].items():
             if k > 1:
                 add("L_un", part.loss.estimate(level), negatives=k, block_size=1, split="fresh")
     if b_grid:
         grids["blocks"] = block_moments(encoder, world, means, b_grid, config.samples,
-                                        make_generator(seed, "evaluate", "blocks"), loss, config.block, device)
+                                        make_generator(seed, "evaluate", "blocks"), loss, config.block, device,
+                                        leave_out)
         for b, part in grids["blocks"].items():
             add("L_un_block", part.loss.estimate(level), negatives=1, block_size=b, split="fresh")
     if negatives > 1 and block_size > 1:  # the objective's own (k, b), outside both grids
@@ -407,7 +446,7 @@ def evaluate_encoder(
     # different-class sample is also a sample of 2-class tasks (T = {c, c⁻}, the anchor's class
     # uniform on T by symmetry), so L^μ_sup is measured on the same anchors: a paired difference.
     l_same = _curl_moments(encoder, world, config, seed, "L_un_same", loss, device, condition="same")
-    mean_loss, gap = MeanClassifierLoss(means, loss), RunningMean()
+    mean_loss, gap = MeanClassifierLoss(means, loss, leave_out), RunningMean()
 
     def paired_mean_classifier(encoded, losses, units) -> None:
         tasks = torch.cat([encoded.anchor_class.view(-1, 1), encoded.negative_class], dim=1)  # (n, 2)
@@ -432,7 +471,7 @@ def evaluate_encoder(
         if size != 2:
             generator = make_generator(seed, "evaluate", "L_sup_mean", size)
             task_loss = mean_classifier_moments(encoder, world, means, size, config.samples, generator, loss,
-                                                config.block, device)
+                                                config.block, device, leave_out)
             add("L_sup_mean", task_loss.estimate(level, pool), adapter="mean", task_classes=size, split="fresh")
 
     deviation = intraclass_deviation(pool.points, prior, config.bootstrap, make_generator(seed, "evaluate", "s_f"),
@@ -453,8 +492,12 @@ def evaluate_encoder(
         add("acc_top", top_r_estimate(mean_scores, test_y, r, prior=prior, level=level).clipped(0, 1),
             adapter="mean", top_r=r, split="test")
 
-    out.extend(_linear_heads(encoder, world, config, seed, means, adapt_pool, val_pool, test_f, test_y, loss, device))
-    return Evaluation(out, means, moments, plug_ins, grids["negatives"], grids["blocks"], collision_plug_ins, deviation)
+    # W^μ̂ of L_sup's heads: the adapters' means (the train split's on a world with splits, never the
+    # held-out examples the heads are scored on)
+    out.extend(_linear_heads(encoder, world, config, seed, adapt_means, adapt_pool, val_pool, test_f, test_y, loss,
+                             device))
+    return Evaluation(out, means, moments, plug_ins, grids["negatives"], grids["blocks"], collision_plug_ins, deviation,
+                      shared_examples=examples is not None)
 
 
 def statement_grids(config: EvaluateConfig, negatives: int = 1, block_size: int = 1) -> tuple[list[int], list[int]]:
@@ -594,7 +637,7 @@ def _linear_heads(encoder, world, config, seed, means, pool, val_pool, test_f, t
     """L_sup (best linear head, 2-class tasks), the linear probe's AVG-k and TOP-R, and the few-shot
     mean classifier's AVG-k on the probe's tasks and points.
 
-    ``means``: the population's μ̂ (W^μ̂, where L_sup's heads start); ``pool``/``val_pool``: the
+    ``means``: the adapters' μ̂ (W^μ̂, where L_sup's heads start); ``pool``/``val_pool``: the
     adapters' training and validation points (the C-way probe); ``test_f: (N, d)``, ``test_y: (N,)``:
     the test points of the C-way probe's TOP-R.
     """
