@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST := $(BIN)/python -m pytest -n 2 --dist loadfile -q
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup chromium demo test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -18,13 +18,23 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev,text,ray]'
 	touch $(STAMP)
 
+# Headless Chromium for the browser test of the reports (tests/report/test_browser.py): Debian's
+# package, installed where apt-get is available and we are root; elsewhere that test skips and says why.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+	    { apt-get update -qq >/dev/null 2>&1; \
+	      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1; } && \
+	    echo "installed chromium (for the browser test of the reports)"; } || \
+	  echo "no chromium (apt-get unavailable or failed): the browser test of the reports will skip"
+
 demo: setup
 	$(BIN)/preadapt run --preset demo --force
 
-test: setup
+test: setup chromium
 	$(PYTEST)
 
-test-fast: setup
+test-fast: setup chromium
 	$(PYTEST) -m "not slow"
 
 bench: setup

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pandas as pd
 import pytest
@@ -164,6 +165,11 @@ def add_theory_checks(check, step, drop):
         previous = block
 
 
+def page_text(html: str) -> str:
+    """The page's text without tags (estimate cells split value, interval and n into spans)."""
+    return re.sub(r"<[^>]+>", "", html)
+
+
 def synthetic_runs() -> pd.DataFrame:
     return pd.DataFrame([{
         "run_id": "demo", "config_hash": "abc123", "config_json": '{"name": "demo-json"}', "status": "finished", "started_at": "2025-01-01T00:00:00",
@@ -283,10 +289,10 @@ def test_write_report(tmp_path, results):
     assert "<script>" not in html
     assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; more" in html
     assert "<title>Demo &lt;run&gt;</title>" in html
-    lemma = html[html.index('id="lemma-4-3"'):html.index('id="losses"')]
+    lemma = html[html.index('id="lemma-4-3"'):html.index('<h2 id="theory">')]
     for status in ("holds", "violated", "inconclusive"):
         assert f'<span class="status status-{status}">{status}</span></td>' in lemma
-    assert "0.2000 [0.1800, 0.2200] n=20000 (99.9%)" in lemma
+    assert "0.2000 [0.1800, 0.2200] n=20000 (99.9%)" in page_text(lemma)
     assert "(99.9%)" in lemma and "entirely below 0" in lemma
     assert "abc123" in html and "deadbeef" in html and "demo-json" not in html
     for name in ("losses", "lemma_4_3", "accuracy"):
@@ -333,7 +339,7 @@ def test_partial_quantities(tmp_path, results):
 
 
 def _theory(html: str) -> str:
-    return html[html.index('<h2 id="theory">Theory</h2>'):html.index('<h2 id="losses">')]
+    return html[html.index('<h2 id="theory">Theory</h2>'):html.index('<h2 id="all-quantities">')]
 
 
 def test_theory_table_lists_every_check_at_its_last_checkpoint(results):
@@ -403,12 +409,12 @@ def test_theory_section(tmp_path, results):
         assert f"<td>{bound}" in theory
     for k in NEGATIVES:
         assert f"lemma_4_3_negatives (negatives={k})" in theory
-    # Every term of the theorems, with its number.
+    # Every term of the theorems, with its number: one row per term, one column per checkpoint.
     for gen_m in GEN_M.values():
-        assert format_estimate(gen_m, gen_m - 0.01, gen_m + 0.01, 20000, "t") in theory
+        assert format_estimate(gen_m, gen_m - 0.01, gen_m + 0.01, 20000, "t") in page_text(theory)
     for term in ("Rad_S_upper", "rademacher_constant", "confidence_constant", "L_hat_un_comparator", "comparator_step"):
-        assert f"<th>{term}</th>" in theory
-    assert "9876.5000 (exact)" in theory and "20000 (exact)" in theory
+        assert f'<th scope="row">{term}' in theory
+    assert "9876.5000 (exact) at every checkpoint" in page_text(theory) and "20000 (exact)" in page_text(theory)
     assert ("rademacher_constant = 1.0000 (exact), confidence_constant = 1.0000 (exact), delta = 0.0500 (exact)"
             in theory)
     assert "1 = the derived values" in theory
@@ -422,8 +428,12 @@ def test_theory_section(tmp_path, results):
         assert f"<th>{header}</th>" in theory
     assert f"The bound is vacuous from k = {VACUOUS_FROM[800]} on." in theory
     assert "L^block_un(b) ≤ L^block_un(b_prev)" in theory
-    for name in ("theory", "negatives", "blocks"):
+    for name in ("negatives", "blocks"):
         assert f'src="figures/{name}.png"' in theory
+    # The theory figure leads, among the key figures.
+    figures = html[html.index('<h2 id="figures">'):html.index('<h2 id="lemma-4-3">')]
+    assert 'src="figures/theory.png"' in figures
+    for name in ("theory", "negatives", "blocks"):
         assert (tmp_path / "figures" / f"{name}.png").read_bytes().startswith(PNG_MAGIC)
     # The Lemma 4.3 section keeps only Lemma 4.3 (k = 1).
     lemma = html[html.index('id="lemma-4-3"'):html.index('<h2 id="theory">')]
@@ -484,3 +494,81 @@ def test_theory_without_term_and_note_columns(tmp_path, results):
     html = write_report(tmp_path, old, synthetic_runs(), "", title="t").read_text(encoding="utf-8")
     assert "The bound is not vacuous for any k measured." in html
     assert "Constants at step 800:\nrademacher_constant = not recorded" in html
+
+
+CONFIG = """name: demo
+world: {kind: gaussian, classes: 16, dim: 8}
+encoder: {kind: mlp, hidden: [32], out_dim: 8, norm_bound: 5.0}
+objective: {kind: curl, loss: logistic, negatives: 1, block_size: 1}
+pretrain: {tuples: 2000, epochs: 4, batch_size: 100}
+"""
+
+
+def test_headline_verdicts_and_numbers(results):
+    from preadapt.report.tables import headline_numbers, headline_verdicts
+
+    verdicts = {v["bound"]: v for v in headline_verdicts(results)}
+    assert list(verdicts) == list(ALL_CHECKS)  # every statement, in the Theory section's order
+    assert {v["step"] for v in verdicts.values()} == {800}
+    assert verdicts["lemma_4_3"]["status"] == STATUSES[800] and verdicts["lemma_4_3"]["groups"] == [("violated", "")]
+    assert verdicts["lemma_4_3"]["slack"] == "-0.1000 [-0.1200, -0.0800] n=20000"
+    assert verdicts["lemma_4_3"]["lhs"].startswith("0.6789 [") and verdicts["lemma_4_3"]["rhs"].startswith("0.5789 [")
+    # Instances: each verdict with the b it was reached at; the tightest instance's slack and its label.
+    below = verdicts["block_below_un"]
+    assert below["groups"] == [("inconclusive", "b = 1"), ("holds", "b = 2, 5, 10")]
+    assert below["status"] == "3 holds, 1 inconclusive" and below["slack_at"] == "b=1"
+    negatives = verdicts["lemma_4_3_negatives"]
+    assert negatives["groups"] == [("holds", "k = " + ", ".join(map(str, NEGATIVES)))]
+    assert negatives["note"] == "k = 16, 32, 64: vacuous"
+    numbers = {n["label"]: n for n in headline_numbers(results)}
+    assert list(numbers) == ["L_un", "AVG-2, mean classifier", "AVG-10, mean classifier", "AVG-2, linear probe",
+                             "AVG-10, linear probe"]
+    assert numbers["L_un"]["cell"] == "0.6000 [0.5900, 0.6100] n=20000"
+    assert numbers["AVG-2, linear probe"]["detail"] == "50 shots"  # the probe's largest number of shots
+    assert numbers["AVG-2, linear probe"]["cell"].startswith("0.9200 [")
+
+
+def test_the_page_leads_with_the_answer_and_folds_the_detail(tmp_path, results):
+    html = write_report(tmp_path, results, synthetic_runs(), CONFIG, title="preadapt run: demo").read_text(
+        encoding="utf-8")
+    headline = html[html.index('<header id="headline">'):html.index("</header>")]
+    text = page_text(headline)
+    assert "<h1>preadapt run: demo</h1>" in headline
+    assert ("Encoder mlp (hidden=[32], out_dim=8, norm_bound=5) pretrained with objective curl (loss=logistic, "
+            "negatives=1, block_size=1) on world gaussian (classes=16, dim=8) for 800 steps (4 epochs over 2000 "
+            "tuples, batches of 100); checked at checkpoints 0, 50 and 800.") in text
+    for title in ("Lemma 4.3", "Jensen floor", "Theorem 4.5", "Lemma 4.3, k negatives", "Blocks: monotone in b"):
+        assert f"<strong>{title}</strong>" in headline
+    assert '<span class="status status-violated">violated</span>' in headline
+    assert "-0.1000 [-0.1200, -0.0800] n=20000" in text and "k = 16, 32, 64: vacuous" in text
+    assert "AVG-10, linear probe (50 shots)" in text and "0.6000 [0.5900, 0.6100] n=20000" in text
+    # Then the key figures, the details, and last, folded: every quantity, the config, the provenance.
+    order = [html.index(mark) for mark in ('<header id="headline">', '<h2 id="figures">', '<h2 id="lemma-4-3">',
+                                           '<h2 id="theory">', '<h2 id="all-quantities">')]
+    assert order == sorted(order)
+    tail = html[html.index('<h2 id="all-quantities">'):]
+    for anchor in ("summary", "per-checkpoint", "config", "provenance"):
+        assert f'<details id="{anchor}">' in tail
+    assert "abc123" in tail and "deadbeef" in tail and "name: demo" in tail
+    assert 'src="figures/losses.png"' in html[order[1]:order[2]] and 'src="figures/theory.png"' in html[order[1]:order[2]]
+
+
+def test_wide_tables_are_transposed_or_split(tmp_path, results):
+    from preadapt.report.html import MAX_STEP_COLUMNS
+    from preadapt.report.tables import term_breakdown
+
+    # A theorem's terms: one row per term, one column per checkpoint; the same cells as term_table.
+    breakdown = term_breakdown(results, "theorem_4_1")
+    assert list(breakdown.columns) == [f"step {s}" for s in STEPS]
+    assert list(breakdown.index[:4]) == ["status", "lhs", "rhs", "slack"] and "Rad_S_upper" in breakdown.index
+    terms = term_table(results, "theorem_4_1").set_index("step")
+    assert all(breakdown.loc[term, f"step {s}"] == terms.loc[s, term] for term in terms.columns if term != "note"
+               for s in STEPS)
+    # Nine checkpoints: no table of the page has more than MAX_STEP_COLUMNS of them.
+    many = pd.concat([results.assign(step=results["step"] + offset) for offset in (0, 1, 2)], ignore_index=True)
+    html = write_report(tmp_path, many, synthetic_runs(), CONFIG, title="t").read_text(encoding="utf-8")
+    for head in re.findall(r"<thead><tr>(.*?)</tr></thead>", html):
+        assert head.count("<th>step ") <= MAX_STEP_COLUMNS
+    assert "<th>step 802</th>" in html and "<th>step 0</th>" in html
+    # Every checkpoint of every quantity is still on the page.
+    assert page_text(html).count("0.0500 (exact)") >= 9

@@ -248,3 +248,48 @@ def test_paired_contrast_is_the_t_interval_of_the_per_replicate_differences():
         assert record["n"] == len(replicates) and record["method"] == PAIRED_METHOD
         assert record["lower"] < 0.3 < record["upper"]  # the true difference 0.1 · (4 − 1)
         assert record["upper"] - record["lower"] < 0.1  # far narrower than the seed spread (sd 1)
+
+
+def test_verdicts_are_counted_per_point_over_the_finished_replicates(tmp_path):
+    from preadapt.report.sweep import VERDICTS, sweep_verdicts
+
+    sweep = make_sweep({NEGATIVES: [1, 4]}, replicates=3, quantities=["L_un"])
+    statuses = {"sweep-p0-r0": "holds", "sweep-p0-r1": "holds", "sweep-p0-r2": "inconclusive",
+                "sweep-p1-r0": "violated", "sweep-p1-r1": "holds", "sweep-p1-r2": "holds"}
+    rows = []
+    for run, status in statuses.items():
+        rows.append(row(run, "L_un", 0.5))
+        for quantity in ("bound_lhs", "bound_rhs", "bound_slack"):
+            rows.append(row(run, quantity, 0.1, step=0, bound="lemma_4_3", status="holds"))  # an earlier checkpoint
+            rows.append(row(run, quantity, 0.1, bound="lemma_4_3", status=status))
+            rows.append(row(run, quantity, 0.1, bound="block_below_un", block_size=4, status="holds"))
+    runs = make_runs(sweep, statuses={"sweep-p1-r0": "failed"})  # its violated verdict does not count
+    table = sweep_verdicts(tidy_frame(rows), runs, sweep)
+    assert list(table.columns) == [NEGATIVES, "check", "title", *VERDICTS, "replicates"]
+    counts = {(r[NEGATIVES], r["check"]): (r["holds"], r["inconclusive"], r["violated"], r["replicates"])
+              for r in table.to_dict("records")}
+    assert counts == {(1, "lemma_4_3"): (2, 1, 0, 3), (1, "block_below_un (b=4)"): (3, 0, 0, 3),
+                      (4, "lemma_4_3"): (2, 0, 0, 2), (4, "block_below_un (b=4)"): (2, 0, 0, 2)}
+    html = write_sweep_report(tmp_path, tidy_frame(rows), runs, sweep, title="t").read_text(encoding="utf-8")
+    verdicts = html[html.index('id="verdicts"'):html.index("</header>")]
+    assert "<th>Lemma 4.3 <code>lemma_4_3</code></th>" in verdicts
+    assert "<th>Proposition 6.2, second step, b=4 <code>block_below_un (b=4)</code></th>" in verdicts
+    assert '<span class="status status-inconclusive">inconclusive</span> <span class="note">1/3</span>' in verdicts
+    assert '<span class="status status-holds">holds</span> <span class="note">2/2</span>' in verdicts
+    assert "violated" not in re.sub(r"<p class=\"note\">.*?</p>", "", verdicts, flags=re.S)
+
+
+@pytest.mark.parametrize("replicates", [1, 2, 3])
+def test_points_with_fewer_than_three_replicates_are_called_out(tmp_path, replicates):
+    sweep = make_sweep({NEGATIVES: [1, 2]}, replicates=replicates, quantities=["L_un"])
+    results = tidy_frame([row(entry["run_id"], "L_un", 0.5 + 0.1 * entry["replicate"]) for entry in sweep["runs"]])
+    html = write_sweep_report(tmp_path, results, make_runs(sweep), sweep, title="t").read_text(encoding="utf-8")
+    warned = '<p class="warning">' in html
+    assert warned == (replicates < 3)
+    if replicates == 2:
+        assert "2 points with only 2 replicates:" in html and "t = 12.71, against 4.30 with 3" in html
+        assert html.count("only 2 replicates: a t-interval with 1 degree of freedom") == 2  # the table's notes
+    if replicates == 1:
+        assert "2 points with one replicate:" in html and "without the variation between seeds" in html
+    if replicates == 3:
+        assert "<th>note</th>" not in html

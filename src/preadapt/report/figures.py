@@ -19,6 +19,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
 
 from preadapt.report.tables import (
+    STATEMENT_TITLES,
     _missing,
     _native,
     _plain,
@@ -28,6 +29,7 @@ from preadapt.report.tables import (
     is_vacuous,
     negatives_checks,
     theory_checks,
+    verdict_counts,
 )
 
 L_UN = r"$L_{\mathrm{un}}$"
@@ -36,6 +38,9 @@ L_SUP = r"$L_{\mathrm{sup}}$"
 L_PRE = r"$L_{\mathrm{pre}}$"
 L_PRE_TRAIN = r"$\hat{L}_{\mathrm{pre}}$"
 LEMMA_4_3_RHS = r"$(L_{\mathrm{un}} - \tau)\,/\,(1 - \tau)$"
+LOSS_UNIT = "bits"
+"""The unit of the loss ℓ on the figures' axes: bits for the base-2 logistic ℓ of [Arora19] (the
+default); the report passes another (``loss_unit``) when the run's ℓ is another loss."""
 
 STATUS_STYLE = {
     "holds": {"color": "#1b9e4b", "marker": "o"},
@@ -72,19 +77,21 @@ def _errors(rows: pd.DataFrame) -> np.ndarray:
     return np.nan_to_num(np.clip(np.stack([below, above]), 0.0, None), nan=0.0, posinf=0.0)
 
 
-def _step_axis(ax: Axes, steps: list[int]) -> None:
+def _step_axis(ax: Axes, steps: list[int], label: str = "pretraining step (checkpoint)") -> None:
     """Checkpoint steps usually grow geometrically from 0: symlog (linear up to the first positive
-    step, so that step 0 shows) when the positive steps span a factor of 10 or more."""
+    step, so that step 0 shows) when the positive steps span a factor of 10 or more, and the axis
+    label says so (equal gaps between ticks are then equal ratios, not equal numbers of steps)."""
     positive = [s for s in steps if s > 0]
     if positive and max(positive) / min(positive) >= 10:
         ax.set_xscale("symlog", linthresh=min(positive), linscale=0.5)
+        label = f"{label}, log scale (linear from 0 to {min(positive)})"
     if 0 < len(steps) <= 10:
         ax.xaxis.set_major_locator(FixedLocator(steps))
         ax.xaxis.set_minor_locator(NullLocator())
         formatter = ScalarFormatter()
         formatter.set_scientific(False)
         ax.xaxis.set_major_formatter(formatter)
-    ax.set_xlabel("pretraining step (checkpoint)")
+    ax.set_xlabel(label)
 
 
 def _series(ax: Axes, rows: pd.DataFrame, label: str, color: Any, marker: str = "o", linestyle: str = "-") -> None:
@@ -113,7 +120,7 @@ def _by_context(rows: pd.DataFrame, name: str) -> list[tuple[str, pd.DataFrame]]
     return [(f"{name}: {label}", group) for label, group in groups]
 
 
-def plot_losses(results: pd.DataFrame, path: str | Path) -> Path | None:
+def plot_losses(results: pd.DataFrame, path: str | Path, loss_unit: str = LOSS_UNIT) -> Path | None:
     """L_un (negatives = 1), L^μ_sup and L_sup on 2-class tasks, and L_pre / L̂_pre against the step.
 
     Each curve carries its CI as error bars and a band. Returns None when none was measured.
@@ -133,21 +140,21 @@ def plot_losses(results: pd.DataFrame, path: str | Path) -> Path | None:
     curves = [(label, rows) for name, selected in curves if len(selected) for label, rows in _by_context(selected, name)]
     if not curves:
         return None
-    fig = Figure(figsize=(7.5, 4.8), layout="constrained")
+    fig = Figure(figsize=(7.5, 5.4), layout="constrained")
     ax = fig.add_subplot()
     colors = [f"C{i}" for i in range(10)]
     markers = ["o", "s", "^", "D", "v", "P", "X"]
     for i, (label, rows) in enumerate(curves):
         _series(ax, rows.sort_values("step"), label, colors[i % 10], markers[i % len(markers)])
     _step_axis(ax, sorted(int(s) for s in pd.concat([rows for _, rows in curves])["step"].unique()))
-    ax.set_ylabel("loss (population estimate, with CI)")
+    ax.set_ylabel(f"loss ({loss_unit}), population estimate with CI")
     ax.set_title("Losses across pretraining")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=9, loc="best")
+    fig.legend(fontsize=9, loc="outside lower center", ncols=2)
     return _save(fig, path)
 
 
-def plot_lemma_4_3(results: pd.DataFrame, path: str | Path) -> Path | None:
+def plot_lemma_4_3(results: pd.DataFrame, path: str | Path, loss_unit: str = LOSS_UNIT) -> Path | None:
     """Lemma 4.3 of [Arora19], L^μ_sup(f) ≤ (L_un(f) − τ)/(1 − τ), one point per checkpoint.
 
     x is the right side (``bound_rhs``), y the left (``bound_lhs``), each with its CI as an error
@@ -188,8 +195,8 @@ def plot_lemma_4_3(results: pd.DataFrame, path: str | Path) -> Path | None:
     ax.set_xlim(low, high)
     ax.set_ylim(low, high)
     ax.set_aspect("equal", adjustable="box")
-    ax.set_xlabel(f"{LEMMA_4_3_RHS}   (right side, with CI)")
-    ax.set_ylabel(f"{L_SUP_MEAN} on 2-class tasks   (left side, with CI)")
+    ax.set_xlabel(f"{LEMMA_4_3_RHS}   (right side, {loss_unit}, with CI)")
+    ax.set_ylabel(f"{L_SUP_MEAN} on 2-class tasks   (left side, {loss_unit}, with CI)")
     ax.set_title(f"Lemma 4.3: {L_SUP_MEAN} ≤ {LEMMA_4_3_RHS}")
     ax.grid(alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
@@ -219,7 +226,7 @@ def plot_accuracy(results: pd.DataFrame, path: str | Path) -> Path | None:
     rows = _select(results, "acc_avg")
     if len(rows) == 0:
         return None
-    fig = Figure(figsize=(7.5, 4.8), layout="constrained")
+    fig = Figure(figsize=(7.5, 5.6), layout="constrained")
     ax = fig.add_subplot()
     records = rows.to_dict("records")
     labels = [context_label(row) for row in records]
@@ -260,11 +267,11 @@ def plot_accuracy(results: pd.DataFrame, path: str | Path) -> Path | None:
     if sizes:
         ax.plot([], [], color="grey", linestyle=":", label="chance: 1 / task_classes")
     _step_axis(ax, sorted(int(s) for s in rows["step"].unique()))
-    ax.set_ylabel("average accuracy over tasks (AVG), with CI")
+    ax.set_ylabel("average accuracy over tasks (AVG, fraction correct), with CI")
     ax.set_ylim(top=min(1.02, ax.get_ylim()[1]))
     ax.set_title("Downstream accuracy across pretraining")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=9, loc="best")
+    fig.legend(fontsize=9, loc="outside lower center", ncols=2)
     return _save(fig, path)
 
 
@@ -288,11 +295,27 @@ def _status_rug(ax: Axes, steps: list[float], statuses: list[str]) -> None:
                 linestyle="none", clip_on=False)
 
 
-def plot_theory(results: pd.DataFrame, path: str | Path) -> Path | None:
+LOG_RATIO = 100.0
+"""A panel whose sides differ by this factor or more gets a log y axis (the theorems' right sides are
+often hundreds of times their left sides; on a linear axis the left side would be a flat line at 0)."""
+
+
+def _log_y_if_wide(ax: Axes, checks: list[dict[str, Any]]) -> bool:
+    """A log y axis when every value of both sides is positive and they span LOG_RATIO or more."""
+    values = np.array([float(check[side]["value"]) for check in checks for side in ("lhs", "rhs")])
+    if len(values) and np.isfinite(values).all() and values.min() > 0 and values.max() / values.min() >= LOG_RATIO:
+        ax.set_yscale("log", nonpositive="clip")
+        return True
+    return False
+
+
+def plot_theory(results: pd.DataFrame, path: str | Path, loss_unit: str = LOSS_UNIT) -> Path | None:
     """Every checked statement across checkpoints: one panel each, lhs and rhs with their CIs
     (bands and error bars) against the step, the verdict of each checkpoint as a marker along the
-    bottom. A statement checked in several instances (k, b) shows its last (the largest k or b; the
-    tables list all); at most ``MAX_THEORY_PANELS`` panels. Returns None when no check has both sides.
+    bottom, and the title counting the verdicts over the checkpoints (``verdict_counts``). A
+    statement checked in several instances (k, b) shows its last (the largest k or b; the tables
+    list all); at most ``MAX_THEORY_PANELS`` panels. A panel whose sides differ a hundredfold gets a
+    log y axis, labelled so. Returns None when no check has both sides.
     """
     instances: dict[str, dict[tuple, list[dict[str, Any]]]] = {}
     for check in theory_checks(results):
@@ -304,12 +327,12 @@ def plot_theory(results: pd.DataFrame, path: str | Path) -> Path | None:
         first_run = min(run for run, _ in by_instance)
         key = max(key for run, key in by_instance if run == first_run)
         checks = by_instance[(first_run, key)]
-        panels.append({"name": checks[-1]["name"], "checks": checks})
+        panels.append({"name": checks[-1]["name"], "bound": checks[-1]["bound"], "checks": checks})
     if not panels:
         return None
     columns = min(3, len(panels))
     rows = -(-len(panels) // columns)
-    fig = Figure(figsize=(4.2 * columns, 3.0 * rows + 0.6), layout="constrained")
+    fig = Figure(figsize=(4.4 * columns, 3.3 * rows + 0.7), layout="constrained")
     axes = fig.subplots(rows, columns, squeeze=False)
     seen: set[str] = set()
     for ax, panel in zip(axes.flat, panels):
@@ -317,13 +340,17 @@ def plot_theory(results: pd.DataFrame, path: str | Path) -> Path | None:
         for side, style, label in (("lhs", LHS_STYLE, "lhs"), ("rhs", RHS_STYLE, "rhs")):
             _series(ax, _rows([dict(check[side], step=check["step"]) for check in checks]), label, style["color"],
                     style["marker"])
+        log = _log_y_if_wide(ax, checks)
         ax.margins(y=0.18)  # room for the verdict markers along the bottom
-        _status_rug(ax, [check["step"] for check in checks], [check["status"] or "no verdict" for check in checks])
-        seen.update(check["status"] or "no verdict" for check in checks)
-        _step_axis(ax, [check["step"] for check in checks])
-        ax.set_xlabel("step", fontsize=8)
+        statuses = [check["status"] or "no verdict" for check in checks]
+        _status_rug(ax, [check["step"] for check in checks], statuses)
+        seen.update(statuses)
+        _step_axis(ax, [check["step"] for check in checks], label="step")
+        ax.xaxis.label.set_fontsize(8)
+        ax.set_ylabel(f"lhs, rhs ({loss_unit}{', log scale' if log else ''})", fontsize=8)
         ax.tick_params(labelsize=8)
-        ax.set_title(f"{panel['name']}: {checks[-1]['status'] or 'no verdict'}", fontsize=9)
+        title = STATEMENT_TITLES.get(panel["bound"], panel["bound"])
+        ax.set_title(f"{title}: {panel['name']}\n{verdict_counts(statuses)}", fontsize=9)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
@@ -335,7 +362,8 @@ def plot_theory(results: pd.DataFrame, path: str | Path) -> Path | None:
             handles.append(Line2D([], [], color=style["color"], marker=style["marker"], linestyle="none"))
             labels.append(status)
     fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize=9)
-    fig.suptitle("Bound checks across pretraining: lhs ≤ rhs, verdict per checkpoint along the bottom", fontsize=11)
+    fig.suptitle("Bound checks across pretraining: lhs ≤ rhs; each checkpoint's verdict as a marker along the bottom",
+                 fontsize=11)
     return _save(fig, path)
 
 
@@ -349,6 +377,11 @@ def _side_rows(checks: list[dict[str, Any]], x: str, side: str) -> pd.DataFrame:
     return _rows(records).sort_values("step")
 
 
+def _legend_below(ax: Axes) -> None:
+    """The axes' legend under its x label, outside the data (constrained layout makes room for it)."""
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncols=2, frameon=False)
+
+
 def _discrete_axis(ax: Axes, values: list[int], label: str, log2: bool) -> None:
     if log2:
         ax.set_xscale("log", base=2)
@@ -357,10 +390,10 @@ def _discrete_axis(ax: Axes, values: list[int], label: str, log2: bool) -> None:
     formatter = ScalarFormatter()
     formatter.set_scientific(False)
     ax.xaxis.set_major_formatter(formatter)
-    ax.set_xlabel(label)
+    ax.set_xlabel(f"{label} (log scale)" if log2 and "log" not in label else label)
 
 
-def plot_negatives(results: pd.DataFrame, path: str | Path) -> Path | None:
+def plot_negatives(results: pd.DataFrame, path: str | Path, loss_unit: str = LOSS_UNIT) -> Path | None:
     """The k-negative form of Lemma 4.3 against k (log2 axis) at its last checkpoint.
 
     Left: both sides with CIs, the vacuity threshold (the loss at zero margins on T's distinct
@@ -372,7 +405,7 @@ def plot_negatives(results: pd.DataFrame, path: str | Path) -> Path | None:
     if not checks:
         return None
     ks = sorted({int(check["k"]) for check in checks})
-    fig = Figure(figsize=(11.0, 4.6), layout="constrained")
+    fig = Figure(figsize=(11.0, 5.4), layout="constrained")
     sides, coefficients = fig.subplots(1, 2)
     for side, style, label in (("lhs", LHS_STYLE, r"lhs: $L^{\mu}_{\mathrm{sup},D}$"),
                                ("rhs", RHS_STYLE, r"rhs: $(L_{\mathrm{un}} - \mathrm{floor})\,/\,(1 - \tau_k)$")):
@@ -394,10 +427,11 @@ def plot_negatives(results: pd.DataFrame, path: str | Path) -> Path | None:
         sides.axvspan(start / 2 ** 0.25, max(ks) * 2 ** 0.25, color="#d62728", alpha=0.07, linewidth=0,
                       label=f"vacuous from k = {start}")
     _discrete_axis(sides, ks, "negatives k (log2 axis)", log2=True)
-    sides.set_ylabel("loss (bits), with CI")
+    log = _log_y_if_wide(sides, [c for c in checks if "lhs" in c and "rhs" in c])
+    sides.set_ylabel(f"loss ({loss_unit}{', log scale' if log else ''}), with CI")
     sides.set_title(f"Lemma 4.3 with k negatives, step {checks[0]['step']}", fontsize=10)
     sides.grid(alpha=0.3)
-    sides.legend(fontsize=8, loc="best")
+    _legend_below(sides)
     drawn = False
     for term, style, label in (("coef_un", LHS_STYLE, r"$1/(1 - \tau_k)$ (on $L_{\mathrm{un}}$)"),
                                ("coef_tau", RHS_STYLE, r"$\tau_k/(1 - \tau_k)$")):
@@ -410,17 +444,17 @@ def plot_negatives(results: pd.DataFrame, path: str | Path) -> Path | None:
         values = values[np.isfinite(values)]
         if len(values) and values.min() > 0 and values.max() / values.min() > 20:
             coefficients.set_yscale("log")
-        coefficients.legend(fontsize=8, loc="best")
+        _legend_below(coefficients)
     else:
         coefficients.text(0.5, 0.5, "coefficients not recorded", transform=coefficients.transAxes, ha="center")
     _discrete_axis(coefficients, ks, "negatives k (log2 axis)", log2=True)
-    coefficients.set_ylabel("coefficient")
+    coefficients.set_ylabel("coefficient (dimensionless)")
     coefficients.set_title(r"Coefficients of the bound: growth with $\tau_k$", fontsize=10)
     coefficients.grid(alpha=0.3)
     return _save(fig, path)
 
 
-def plot_blocks(results: pd.DataFrame, path: str | Path) -> Path | None:
+def plot_blocks(results: pd.DataFrame, path: str | Path, loss_unit: str = LOSS_UNIT) -> Path | None:
     """Blocks (Proposition 6.2 of [Arora19]) against the block size b at the last checkpoint.
 
     Left: L^block_un(b) with CIs (the ``L_un_block`` rows with a block size at that step, else the
@@ -435,7 +469,7 @@ def plot_blocks(results: pd.DataFrame, path: str | Path) -> Path | None:
     step = next(iter(next(iter(by_b.values())).values()))["step"]
     bs = list(by_b)
     checks = [dict(check, b=b) for b, statements in by_b.items() for check in statements.values()]
-    fig = Figure(figsize=(11.0, 4.6), layout="constrained")
+    fig = Figure(figsize=(11.0, 5.4), layout="constrained")
     losses, sides = fig.subplots(1, 2)
     measured = results[(results["quantity"] == "L_un_block") & (results["step"] == step)] if len(results) else results
     if len(measured) and "block_size" in measured.columns:
@@ -468,10 +502,10 @@ def plot_blocks(results: pd.DataFrame, path: str | Path) -> Path | None:
                                 fontsize=8, color=style["color"])
     shown = sorted(set(bs) | ({int(b) for b in block["step"]} if len(block) else set()))  # b = 1 has no check
     _discrete_axis(losses, shown, "block size b", log2=False)
-    losses.set_ylabel("loss (bits), with CI")
+    losses.set_ylabel(f"loss ({loss_unit}), with CI")
     losses.set_title(rf"$L^{{\mathrm{{block}}}}_{{\mathrm{{un}}}}$ non-increasing in b, step {step}", fontsize=10)
     losses.grid(alpha=0.3)
-    losses.legend(fontsize=8, loc="best")
+    _legend_below(losses)
     proposition = [c for c in checks if c["bound"] == "proposition_6_2" and "lhs" in c and "rhs" in c]
     if proposition:
         for side, style, label in (("lhs", LHS_STYLE, rf"lhs: {L_SUP_MEAN}"),
@@ -488,11 +522,11 @@ def plot_blocks(results: pd.DataFrame, path: str | Path) -> Path | None:
             style = STATUS_STYLE.get(check["status"], _OTHER_STATUS)
             sides.plot([check["b"]], [0.04], transform=sides.get_xaxis_transform(), color=style["color"],
                        marker=style["marker"], linestyle="none", clip_on=False)
-        sides.legend(fontsize=8, loc="best")
+        _legend_below(sides)
     else:
         sides.text(0.5, 0.5, "Proposition 6.2 not checked", transform=sides.transAxes, ha="center")
     _discrete_axis(sides, bs, "block size b", log2=False)
-    sides.set_ylabel("loss (bits), with CI")
+    sides.set_ylabel(f"loss ({loss_unit}), with CI")
     sides.set_title("Proposition 6.2: lhs ≤ rhs (verdict along the bottom)", fontsize=10)
     sides.grid(alpha=0.3)
     return _save(fig, path)

@@ -1,19 +1,28 @@
-"""The HTML report of one run: provenance, config, summary, Lemma 4.3, Theory, figures, every quantity.
+"""The HTML report of one run, answer first: what was run, every statement's verdict and the headline
+numbers (the first screen), the key figures, the detail sections, then (collapsed) every quantity,
+the config and the provenance.
 
 The page is self-contained (inline CSS, figures as relative PNG paths, no external resources) and
-rendered with jinja2 autoescaping, so a config or an error message can never inject markup.
+rendered with jinja2 autoescaping, so a config or an error message can never inject markup. It is
+laid out for a 1280 px window: wide tables are transposed (a theorem's terms, the provenance) or
+split (at most MAX_STEP_COLUMNS checkpoints per table), and estimate cells wrap between value,
+interval and n, so every table, and its verdict column, fits (``preadapt.report.browser`` measures it).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import jinja2
+import markupsafe
 import pandas as pd
+import yaml
 
 from preadapt.report.figures import (
+    LOSS_UNIT,
     plot_accuracy,
     plot_blocks,
     plot_lemma_4_3,
@@ -22,16 +31,19 @@ from preadapt.report.figures import (
     plot_theory,
 )
 from preadapt.report.tables import (
+    TERM_MEANINGS,
     blocks_table,
     bound_table,
     checkpoint_table,
     dominant_level,
     format_level,
     format_term,
+    headline_numbers,
+    headline_verdicts,
     negatives_table,
     summary_table,
+    term_breakdown,
     term_notes,
-    term_table,
     theory_checks,
     theory_table,
     vacuous_from,
@@ -47,8 +59,30 @@ FIGURES = {
 }
 """Figure name (``figures/NAME.png``) and the function that draws it."""
 
+LOSS_FIGURES = ("losses", "lemma_4_3", "theory", "negatives", "blocks")
+"""The figures whose axes show a loss ℓ (they take ``loss_unit``)."""
+
 HIDDEN_RUN_COLUMNS = ("config_json",)
 """Provenance columns left out of the page (the config is shown once, as YAML)."""
+
+MAX_STEP_COLUMNS = 5
+"""At most this many checkpoint columns in one table; more are split into several tables."""
+
+
+def _estimate(cell: Any) -> markupsafe.Markup:
+    """An estimate cell (``format_estimate``'s ``value [lower, upper] n=N (level)``) as HTML whose
+    parts never break inside but may wrap between each other, so that a narrow column still fits.
+
+    >>> str(_estimate("0.8123 [0.8050, 0.8196] n=20000 (99.9%)"))
+    '<span class="v">0.8123</span> <span>[0.8050, 0.8196]</span> <span>n=20000</span> <span>(99.9%)</span>'
+    >>> str(_estimate("<b>"))
+    '<span class="v">&lt;b&gt;</span>'
+    """
+    parts = re.findall(r"\[[^\]]*\]|\([^)]*\)|\S+", str(cell))
+    return markupsafe.Markup(" ").join(
+        markupsafe.Markup('<span class="v">{}</span>' if i == 0 else "<span>{}</span>").format(part)
+        for i, part in enumerate(parts))
+
 
 _ENVIRONMENT = jinja2.Environment(
     loader=jinja2.PackageLoader("preadapt.report", "templates"),
@@ -57,6 +91,7 @@ _ENVIRONMENT = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
+_ENVIRONMENT.filters["estimate"] = _estimate
 
 
 def _text(value: Any) -> str:
@@ -78,10 +113,10 @@ def _records(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
 
 
 def _verdict_level(results: pd.DataFrame) -> str:
-    """The level of the Lemma 4.3 slack intervals (the verdict level), as a percentage."""
+    """The level of the slack intervals (the verdict level), as a percentage."""
     if len(results) == 0 or "bound" not in results.columns:
         return ""
-    slack = results[(results["quantity"] == "bound_slack") & (results["bound"] == "lemma_4_3").fillna(False)]
+    slack = results[(results["quantity"] == "bound_slack") & results["bound"].notna()]
     levels = slack["level"].dropna().unique()
     return ", ".join(format_level(level) for level in sorted(levels))
 
@@ -117,36 +152,168 @@ def _table(table: pd.DataFrame, headers: dict[str, str] | None = None) -> dict[s
             "rows": [{str(k): _text(v) for k, v in row.items()} for row in table.to_dict("records")]}
 
 
+def _without_empty_notes(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` without its ``note`` column when no row has a note (a column of blanks only costs width)."""
+    return table.drop(columns=["note"]) if "note" in table.columns and (table["note"] == "").all() else table
+
+
+def _chunks(items: list[Any], size: int = MAX_STEP_COLUMNS) -> list[list[Any]]:
+    """``items`` in consecutive groups of at most ``size``, as even as possible.
+
+    >>> _chunks(list(range(7)), 5)
+    [[0, 1, 2, 3], [4, 5, 6]]
+    """
+    if not items:
+        return []
+    count = -(-len(items) // size)
+    per = -(-len(items) // count)
+    return [items[i:i + per] for i in range(0, len(items), per)]
+
+
+def _transposed(frame: pd.DataFrame, kinds: Mapping[str, str] | None = None, default: str = "num",
+                details: Mapping[str, str] | None = None, merge: bool = False) -> list[dict[str, Any]]:
+    """A frame whose columns are checkpoints (or runs) as tables for the ``row_table`` macro, split
+    so that none has more than MAX_STEP_COLUMNS of them. Each row: label, detail (small text under
+    it), kind (num | status | text) and cells; with ``merge``, a row whose cells are all equal is
+    one cell spanning the table (``span``)."""
+    tables = []
+    for columns in _chunks([str(c) for c in frame.columns]):
+        rows = []
+        for label, values in zip(frame.index, frame[[c for c in frame.columns if str(c) in columns]].to_numpy()):
+            cells = [_text(v) for v in values]
+            same = merge and len(cells) > 1 and len(set(cells)) == 1 and cells[0] != ""
+            rows.append({"label": str(label), "detail": (details or {}).get(str(label), ""),
+                         "kind": (kinds or {}).get(str(label), default), "cells": cells[:1] if same else cells,
+                         "span": len(cells) if same else 1})
+        tables.append({"columns": columns, "rows": rows})
+    return tables
+
+
 def _theorems(results: pd.DataFrame) -> list[dict[str, Any]]:
-    """Per theorem checked: its terms table, the notes on its terms, and the constants at its last step."""
+    """Per theorem checked: its term-by-term breakdown (checkpoints as columns), the premise notes of
+    its checkpoints, the labels of its terms, and the constants at its last step."""
     table_level = dominant_level(results) if len(results) else None
     theorems = []
     for bound, title in THEOREMS.items():
-        terms = term_table(results, bound)
-        if terms.empty:
+        breakdown = term_breakdown(results, bound)
+        if breakdown.empty or len(breakdown.columns) == 0:
             continue
+        checks = [check for check in theory_checks(results) if check["bound"] == bound]
         last = [check for check in theory_checks(results, last=True) if check["bound"] == bound][-1]
         constants = [(name, format_term(last["terms"][name], table_level) if name in last["terms"] else "not recorded")
                      for name in CONSTANT_TERMS]
-        theorems.append({"bound": bound, "title": title, "table": _table(terms), "notes": term_notes(results, bound),
-                         "constants": constants, "step": last["step"]})
+        premises = {}
+        for check in checks:
+            if check["note"]:
+                premises.setdefault(check["note"], []).append(str(check["step"]))
+        theorems.append({
+            "bound": bound, "title": title, "step": last["step"], "status": last["status"], "constants": constants,
+            "tables": _transposed(breakdown, kinds={"status": "status"}, details=TERM_MEANINGS, merge=True),
+            "notes": term_notes(results, bound),
+            "premises": [(", ".join(steps), note) for note, steps in premises.items()],
+        })
     return theorems
+
+
+def _provenance(runs: pd.DataFrame | None) -> list[dict[str, Any]]:
+    """The provenance rows transposed (one row per field, one column per run), so they fit the page."""
+    if runs is None or len(runs) == 0:
+        return []
+    shown = runs.drop(columns=[c for c in HIDDEN_RUN_COLUMNS if c in runs.columns])
+    label = shown["run_id"].astype(str) if "run_id" in shown.columns else pd.Series(range(len(shown))).astype(str)
+    frame = pd.DataFrame(shown.to_numpy().T, index=shown.columns, columns=label.tolist())
+    return _transposed(frame, default="text")
+
+
+RUN_FIELDS = {
+    "world": ("classes", "dim", "noise", "separation", "prior", "warp", "vocabulary", "length", "dataset", "split"),
+    "encoder": ("hidden", "out_dim", "norm_bound", "channels", "embedding_dim"),
+    "objective": ("loss", "negatives", "block_size", "temperature"),
+}
+"""The config fields the headline sentence names for each component (those present and set)."""
+
+
+def _component(config: Mapping[str, Any], section: str) -> str:
+    part = config.get(section)
+    if not isinstance(part, Mapping):
+        return ""
+    fields = [f"{name}={_value(part[name])}" for name in RUN_FIELDS[section] if part.get(name) not in (None, "")]
+    return f"{part.get('kind', section)}" + (f" ({', '.join(fields)})" if fields else "")
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_value(v) for v in value) + "]"
+    return "true" if value is True else "false" if value is False else _text(value)
+
+
+def run_sentence(config: Mapping[str, Any], steps: list[int]) -> str:
+    """What was run, in one sentence: encoder, objective, world, training length and checkpoints.
+
+    >>> run_sentence({"world": {"kind": "gaussian", "classes": 20, "dim": 16}, "encoder": {"kind": "mlp",
+    ...     "hidden": [64]}, "objective": {"kind": "curl", "loss": "logistic", "negatives": 1},
+    ...     "pretrain": {"tuples": 20000, "epochs": 10, "batch_size": 256}}, [0, 50, 790])
+    'Encoder mlp (hidden=[64]) pretrained with objective curl (loss=logistic, negatives=1) on world gaussian (classes=20, dim=16) for 790 steps (10 epochs over 20000 tuples, batches of 256); checked at checkpoints 0, 50 and 790.'
+    """
+    encoder, objective, world = (_component(config, section) for section in ("encoder", "objective", "world"))
+    parts = []
+    if encoder:
+        parts.append(f"Encoder {encoder}")
+    if objective:
+        parts.append(f"pretrained with objective {objective}" if parts else f"Objective {objective}")
+    if world:
+        parts.append(f"on world {world}")
+    pretrain = config.get("pretrain") if isinstance(config.get("pretrain"), Mapping) else {}
+    if steps:
+        length = [f"{pretrain['epochs']} epochs" if pretrain.get("epochs") else "",
+                  f"over {pretrain['tuples']} tuples" if pretrain.get("tuples") else "",
+                  f"batches of {pretrain['batch_size']}" if pretrain.get("batch_size") else ""]
+        detail = " ".join(p for p in length[:2] if p) + (", " if any(length[:2]) and length[2] else "") + length[2]
+        parts.append(f"for {steps[-1]} steps" + (f" ({detail.strip()})" if detail.strip() else ""))
+    listed = (", ".join(str(s) for s in steps[:-1]) + " and " if len(steps) > 1 else "") + (str(steps[-1]) if steps else "")
+    sentence = " ".join(parts) or "A run"
+    return sentence + (f"; checked at checkpoint{'s' if len(steps) > 1 else ''} {listed}." if steps else ".")
+
+
+def loss_unit(config: Mapping[str, Any]) -> str:
+    """The unit of the loss ℓ on the figures: bits for the base-2 logistic loss, else ℓ's name
+    (docs/quantities.md: ℓ is ``evaluate.loss``, else the CURL objective's loss, else logistic).
+
+    >>> loss_unit({"objective": {"kind": "curl", "loss": "hinge"}}), loss_unit({})
+    ('ℓ = hinge', 'bits')
+    """
+    evaluate = config.get("evaluate") if isinstance(config.get("evaluate"), Mapping) else {}
+    objective = config.get("objective") if isinstance(config.get("objective"), Mapping) else {}
+    loss = evaluate.get("loss") or (objective.get("loss") if objective.get("kind") == "curl" else None) or "logistic"
+    return LOSS_UNIT if loss == "logistic" else f"ℓ = {loss}"
+
+
+def _parse_config(config_yaml: str) -> dict[str, Any]:
+    try:
+        config = yaml.safe_load(config_yaml) if config_yaml else None
+    except yaml.YAMLError:
+        return {}
+    return config if isinstance(config, dict) else {}
 
 
 def write_report(out_dir: str | Path, results: pd.DataFrame, runs: pd.DataFrame, config_yaml: str, title: str) -> Path:
     """Write ``out_dir/figures/*.png`` and ``out_dir/report.html``; return the HTML's path.
 
     ``results`` is the tidy results frame, ``runs`` the store's provenance rows (any columns),
-    ``config_yaml`` the resolved config as text (``config_json`` of ``runs`` is not repeated). Figures whose quantities were not measured are
-    left out (and any stale PNG of that name removed); the page says so in their place.
+    ``config_yaml`` the resolved config as text (``config_json`` of ``runs`` is not repeated; the
+    headline sentence and the figures' loss unit are read from it). Figures whose quantities were
+    not measured are left out (and any stale PNG of that name removed); the page says so in their place.
     """
     out_dir = Path(out_dir)
     figures_dir = out_dir / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
+    config = _parse_config(config_yaml)
+    unit = loss_unit(config)
     figures = {}
     for name, plot in FIGURES.items():
         target = figures_dir / f"{name}.png"
-        if plot(results, target) is not None:
+        drawn = plot(results, target, loss_unit=unit) if name in LOSS_FIGURES else plot(results, target)
+        if drawn is not None:
             figures[name] = f"figures/{name}.png"
         elif target.exists():
             target.unlink()
@@ -156,20 +323,21 @@ def write_report(out_dir: str | Path, results: pd.DataFrame, runs: pd.DataFrame,
     all_bounds = bound_table(results)
     lemma = all_bounds[all_bounds["bound"].str.match(r"lemma_4_3( \(|$)")] if len(all_bounds) else all_bounds
     per_checkpoint = checkpoint_table(results)
-    provenance = runs if runs is not None else pd.DataFrame()
-    runs_columns, runs_rows = _records(provenance.drop(columns=[c for c in HIDDEN_RUN_COLUMNS if c in provenance]))
     summary_columns, summary_rows = _records(summary_table(results))
 
     html = _ENVIRONMENT.get_template("report.html").render(
         title=title,
-        runs_columns=runs_columns,
-        runs_rows=runs_rows,
+        sentence=run_sentence(config, steps),
+        verdicts=headline_verdicts(results),
+        numbers=headline_numbers(results),
+        provenance=_provenance(runs),
         config_yaml=config_yaml,
         last_step=steps[-1] if steps else None,
         summary_columns=summary_columns,
         summary_rows=summary_rows,
         lemma_rows=lemma.to_dict("records"),
-        theory_last=_table(theory_table(results, last=True), THEORY_HEADERS),
+        theory_last=_table(_without_empty_notes(theory_table(results, last=True).drop(columns=["step"])),
+                           THEORY_HEADERS),
         theory_all=_table(theory_table(results), THEORY_HEADERS),
         theorems=_theorems(results),
         negatives=_table(negatives_table(results), NEGATIVES_HEADERS),
@@ -178,8 +346,7 @@ def write_report(out_dir: str | Path, results: pd.DataFrame, runs: pd.DataFrame,
         verdict_level=_verdict_level(results),
         figures=figures,
         table_level=format_level(table_level) if table_level is not None and math.isfinite(table_level) else "",
-        checkpoint_steps=[str(s) for s in per_checkpoint.columns],
-        checkpoint_rows=[(label, list(cells)) for label, cells in zip(per_checkpoint.index, per_checkpoint.values)],
+        checkpoints=_transposed(per_checkpoint.rename(columns=lambda step: f"step {step}")),
     )
     path = out_dir / "report.html"
     path.write_text(html, encoding="utf-8")

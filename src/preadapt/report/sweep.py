@@ -27,6 +27,7 @@ from preadapt.report.figures import _discrete_axis, _errors, _save, _select, _se
 from preadapt.report.html import _ENVIRONMENT, _text
 from preadapt.report.tables import (
     CONTEXT_COLUMNS,
+    STATEMENT_TITLES,
     _cell,
     _context_key,
     _missing,
@@ -34,6 +35,8 @@ from preadapt.report.tables import (
     _plain,
     dominant_level,
     format_level,
+    instance_label,
+    theory_checks,
 )
 
 REPLICATES_METHOD = "replicates-t"
@@ -50,7 +53,7 @@ MAX_HEATMAP_PANELS = 12
 
 RUN_STATUSES = ("finished", "failed", "running", "not started")
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X")
-_FIGSIZE = (7.5, 4.8)
+_FIGSIZE = (7.5, 5.2)
 
 
 def axis_names(sweep: Mapping[str, Any]) -> list[str]:
@@ -357,8 +360,9 @@ def plot_sweep_lines(aggregated: pd.DataFrame, sweep: Mapping[str, Any], selecto
     ax.set_ylabel(ylabel or f"{selector.quantity}: {_what(aggregated)}, with CI")
     ax.set_title(str(selector))
     ax.grid(alpha=0.3)
+    # Outside the axes, where it cannot cover a band: below for a few lines, to the right for many.
     if len(lines) <= 6:
-        ax.legend(fontsize=8, loc="best")
+        fig.legend(fontsize=8, loc="outside lower center", ncols=min(3, len(lines)))
     else:
         fig.legend(fontsize=8, loc="outside right upper")
     return _save(fig, path)
@@ -451,6 +455,105 @@ def sweep_table(aggregated: pd.DataFrame, sweep: Mapping[str, Any], selector: Se
     return pd.DataFrame(rows, columns=[*axes, "quantity", "estimate", "method", "replicates"])
 
 
+VERDICTS = ("holds", "inconclusive", "violated", "premise not met")
+"""The verdicts a check can reach, in the order the sweep's verdict table counts them."""
+
+
+def sweep_verdicts(results: pd.DataFrame, runs: pd.DataFrame | None, sweep: Mapping[str, Any]) -> pd.DataFrame:
+    """Every checked statement's verdicts per grid point: each finished run's verdict at its last
+    checkpoint, counted over the point's replicates.
+
+    Columns: one per axis, ``check`` (the statement, with its k or b), ``title`` (a reader's name for
+    it), one count per verdict (VERDICTS) and ``replicates`` (the finished runs that checked it
+    there); rows by point (as the grid lists them), then by statement in the Theory section's order.
+
+    >>> from preadapt.experiment.store import tidy_frame
+    >>> sweep = {"axes": [{"name": "k", "fields": ["k"]}],
+    ...          "runs": [{"run_id": f"r{i}", "replicate": i, "point": {"k": 1}} for i in range(3)]}
+    >>> runs = pd.DataFrame({"run_id": ["r0", "r1", "r2"], "status": ["finished", "finished", "failed"]})
+    >>> results = tidy_frame([{"run": f"r{i}", "step": 10, "quantity": "bound_slack", "value": 0.1, "lower": 0.0,
+    ...     "upper": 0.2, "n": 100, "level": 0.999, "method": "t", "bound": "lemma_4_3", "status": status}
+    ...     for i, status in enumerate(["holds", "inconclusive", "holds"])])
+    >>> sweep_verdicts(results, runs, sweep)[["k", "check", "holds", "inconclusive", "replicates"]].to_dict("records")
+    [{'k': 1, 'check': 'lemma_4_3', 'holds': 1, 'inconclusive': 1, 'replicates': 2}]
+    """
+    axes = axis_names(sweep)
+    columns = [*axes, "check", "title", *VERDICTS, "replicates"]
+    statuses = _statuses(runs)
+    point_of = {str(entry["run_id"]): tuple(entry.get("point", {}).get(axis) for axis in axes)
+                for entry in sweep.get("runs", []) if statuses.get(str(entry["run_id"])) == "finished"}
+    if results is None or len(results) == 0 or "bound" not in results.columns or not point_of:
+        return pd.DataFrame(columns=columns)
+    bound_rows = results[results["run"].astype(str).isin(point_of)]
+    counts: dict[tuple, dict[str, Any]] = {}
+    order: dict[str, int] = {}
+    for check in theory_checks(bound_rows, last=True):
+        label = instance_label(check)
+        name = check["bound"] + (f" ({label})" if label else "")
+        order.setdefault(name, len(order))
+        entry = counts.setdefault((point_of[check["run"]], name), {
+            "check": name,
+            "title": STATEMENT_TITLES.get(check["bound"], check["bound"]) + (f", {label}" if label else ""),
+            **{verdict: 0 for verdict in VERDICTS}, "replicates": 0})
+        if check["status"] in VERDICTS:
+            entry[check["status"]] += 1
+        entry["replicates"] += 1
+    ranks = [_axis_rank(sweep, axis) for axis in axes]
+    keys = sorted(counts, key=lambda key: (tuple(rank.get(v, len(rank)) for rank, v in zip(ranks, key[0])),
+                                           order[key[1]]))
+    return pd.DataFrame([{**dict(zip(axes, key[0])), **counts[key]} for key in keys], columns=columns)
+
+
+def _verdict_tables(verdicts: pd.DataFrame, axes: list[str], per_table: int = 6) -> list[dict[str, Any]]:
+    """The verdict counts as page tables: one row per grid point (a column per axis), one column per statement (at most
+    ``per_table`` to a table, so that each fits the page); each cell the verdicts reached there with
+    their counts over the replicates."""
+    if len(verdicts) == 0:
+        return []
+    checks = list(dict.fromkeys(verdicts["check"]))
+    titles = dict(zip(verdicts["check"], verdicts["title"]))
+    points = list(dict.fromkeys(tuple(row[axis] for axis in axes) for row in verdicts.to_dict("records")))
+    cells = {(tuple(row[axis] for axis in axes), row["check"]): row for row in verdicts.to_dict("records")}
+    tables = []
+    count = -(-len(checks) // per_table)
+    size = -(-len(checks) // count)
+    for start in range(0, len(checks), size):
+        chosen = checks[start:start + size]
+        rows = []
+        for point in points:
+            row_cells = []
+            for check in chosen:
+                found = cells.get((point, check))
+                row_cells.append([] if found is None else [
+                    (verdict, f"{found[verdict]}/{found['replicates']}") for verdict in VERDICTS if found[verdict]])
+            rows.append({"point": [_plain(value) for value in point], "cells": row_cells})
+        tables.append({"axes": axes, "columns": [{"check": check, "title": titles[check]} for check in chosen],
+                       "rows": rows})
+    return tables
+
+
+def replicate_notes(replicates: int, level: float) -> str:
+    """Why the interval of a point with fewer than 3 replicates reads as it does ("" from 3 on).
+
+    >>> replicate_notes(2, 0.95)
+    'only 2 replicates: a t-interval with 1 degree of freedom (t = 12.71, against 4.30 with 3), wide for that reason'
+    >>> replicate_notes(3, 0.95)
+    ''
+    """
+    if replicates >= 3:
+        return ""
+    if replicates == 1:
+        return "one replicate: that run's own CI, without the variation between seeds"
+    return (f"only 2 replicates: a t-interval with 1 degree of freedom (t = {_t_quantile(level, 1):.2f}, "
+            f"against {_t_quantile(level, 2):.2f} with 3), wide for that reason")
+
+
+def _t_quantile(level: float, df: int) -> float:
+    from scipy import stats
+
+    return float(stats.t.ppf(0.5 + level / 2, df))
+
+
 def figure_name(selector: Selector | str, axis: str | None = None) -> str:
     """The file stem of a sweep figure: ``sweep_SELECTOR_AXIS`` (``_heatmap`` without an axis),
     every run of characters outside [A-Za-z0-9_-] replaced by one ``_``.
@@ -473,6 +576,25 @@ def _page_table(table: pd.DataFrame, numeric: tuple[str, ...]) -> dict[str, Any]
     return {"columns": [{"key": str(c), "header": str(c), "kind": "num" if c in numeric else "text"}
                         for c in table.columns],
             "rows": [{str(k): _text(v) for k, v in row.items()} for row in table.to_dict("records")]}
+
+
+def _level(aggregated: pd.DataFrame) -> float:
+    """The level of the replicate intervals of an aggregate (DEFAULT_LEVEL when it has none)."""
+    levels = aggregated.loc[aggregated["replicates"] >= 2, "level"] if len(aggregated) else []
+    return float(pd.Series(levels).mode().iloc[0]) if len(levels) else DEFAULT_LEVEL
+
+
+def _noted_table(aggregated: pd.DataFrame, sweep: Mapping[str, Any], selector: Selector,
+                 table_level: float | None) -> dict[str, Any]:
+    """``sweep_table`` as a page table, with a ``note`` column on the points whose interval rests on
+    fewer than 3 replicates (``replicate_notes``) when there are any."""
+    table = sweep_table(aggregated, sweep, selector, table_level)
+    across = (REPLICATES_METHOD, PAIRED_METHOD)
+    notes = [replicate_notes(int(row["replicates"]), float(row["level"]))
+             if row["method"] in across or int(row["replicates"]) == 1 else "" for row in aggregated.to_dict("records")]
+    if any(notes):
+        table["note"] = notes
+    return _page_table(table, numeric=("estimate",))
 
 
 def _runs_summary(results: pd.DataFrame, runs: pd.DataFrame | None, sweep: Mapping[str, Any]) -> dict[str, Any]:
@@ -565,23 +687,27 @@ def write_sweep_report(out_dir: str | Path, results: pd.DataFrame, runs: pd.Data
                         "src": f"figures/{target.name}", "alt": f"{selector} minus the baseline, against {axis}",
                         "caption": f"{selector} minus its value at the baseline ({_point_text(baseline)}) of the same "
                                    f"replicate, against {axis}: mean paired difference with its t-interval."})
-            contrast = {"figures": contrast_figures,
-                        "table": _page_table(sweep_table(paired, sweep, selector, table_level), numeric=("estimate",))}
+            contrast = {"figures": contrast_figures, "table": _noted_table(paired, sweep, selector, table_level),
+                        "two": int((paired["replicates"] == 2).sum())}
         replicated = aggregated["replicates"]
         sections.append({
             "contrast": contrast,
             "selector": str(selector),
             "anchor": figure_name(selector, "section"),
             "figures": figures,
-            "table": _page_table(sweep_table(aggregated, sweep, selector, table_level), numeric=("estimate",)),
+            "table": _noted_table(aggregated, sweep, selector, table_level),
             "replicated": int((replicated >= 2).sum()),
             "single": int((replicated == 1).sum()),
+            "two": int((replicated == 2).sum()),
+            "t_two": f"{_t_quantile(_level(aggregated), 1):.2f}",
+            "t_three": f"{_t_quantile(_level(aggregated), 2):.2f}",
             "levels": ", ".join(format_level(v) for v in
                                 sorted(set(aggregated.loc[replicated >= 2, "level"]))),
         })
 
     html = _ENVIRONMENT.get_template("sweep.html").render(
         title=title,
+        verdicts=_verdict_tables(sweep_verdicts(results, runs, sweep), axes),
         name=str(sweep.get("name", "")),
         runs=_runs_summary(results, runs, sweep),
         axes=_axes_rows(sweep),

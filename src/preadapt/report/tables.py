@@ -693,3 +693,244 @@ def blocks_table(results: pd.DataFrame) -> pd.DataFrame:
             **{bound: checks[bound]["status"] if bound in checks else "" for bound in BLOCK_BOUNDS},
         })
     return pd.DataFrame(rows, columns=list(BLOCKS_COLUMNS))
+
+
+# The headline of the report: every statement's verdict and the few numbers a reader looks for first.
+
+STATEMENT_TITLES = {
+    "lemma_4_3": "Lemma 4.3",
+    "mean_below_diff": "Lemma 4.3, second step",
+    "jensen_floor": "Jensen floor",
+    "lemma_4_4": "Lemma 4.4",
+    "theorem_4_1": "Theorem 4.1",
+    "theorem_4_5": "Theorem 4.5",
+    "lemma_4_3_negatives": "Lemma 4.3, k negatives",
+    "proposition_6_2": "Proposition 6.2",
+    "block_below_un": "Proposition 6.2, second step",
+    "block_monotone": "Blocks: monotone in b",
+}
+"""A reader's name for each checked statement (docs/theory.md section 2)."""
+
+STATUS_ORDER = ("violated", "inconclusive", "premise not met", "holds")
+"""Verdicts from the most to the least alarming: the order in which counts of them are listed."""
+
+_INSTANCE_LETTER = {"negatives": "k", "block_size": "b"}
+
+
+def verdict_counts(statuses: list[str], unit: str = "checkpoints") -> str:
+    """The verdicts of one statement across checkpoints (or instances), counted honestly.
+
+    >>> verdict_counts(["premise not met", "premise not met", "premise not met", "holds"])
+    '3 premise not met, 1 holds'
+    >>> verdict_counts(["holds"] * 4)
+    'holds at all 4 checkpoints'
+    >>> verdict_counts(["holds"])
+    'holds'
+    """
+    statuses = [status or "no verdict" for status in statuses]
+    if len(set(statuses)) == 1:
+        return statuses[0] if len(statuses) == 1 else f"{statuses[0]} at all {len(statuses)} {unit}"
+    counts = {status: statuses.count(status) for status in dict.fromkeys(statuses)}
+    rank = {status: i for i, status in enumerate(STATUS_ORDER)}
+    ranked = sorted(counts, key=lambda s: (-counts[s], rank.get(s, len(rank))))
+    return ", ".join(f"{counts[status]} {status}" for status in ranked)
+
+
+def instance_label(check: Mapping[str, Any]) -> str:
+    """``k=4`` or ``b=5`` for an instanced check (INSTANCED_BY), "" otherwise."""
+    column = INSTANCED_BY.get(check["bound"])
+    value = _context_value(check, column) if column is not None else None
+    return f"{_INSTANCE_LETTER[column]}={_plain(value)}" if value is not None else ""
+
+
+def instances_text(labels: list[str]) -> str:
+    """Instance labels gathered by their letter.
+
+    >>> instances_text(["k=4", "k=8", "k=16"]), instances_text([""])
+    ('k = 4, 8, 16', '')
+    """
+    groups: dict[str, list[str]] = {}
+    for label in labels:
+        if label:
+            letter, _, value = label.partition("=")
+            groups.setdefault(letter, []).append(value)
+    return "; ".join(f"{letter} = {', '.join(values)}" for letter, values in groups.items())
+
+
+def headline_verdicts(results: pd.DataFrame) -> list[dict[str, Any]]:
+    """Every checked statement at its last checkpoint, one entry per statement (``bound``):
+    ``{"bound", "title", "statement", "step", "status", "groups", "lhs", "rhs", "slack", "slack_at", "note"}``.
+
+    ``groups`` lists ``(status, instances)`` per distinct verdict, with the k or b it was reached at
+    (``instances_text``; "" for a statement checked once); ``status`` is the verdict, or
+    ``verdict_counts`` of the instances' verdicts when they differ. ``lhs``, ``rhs`` and ``slack``
+    are the cells (``format_estimate``; the slack's at the verdict level, which the page states once)
+    of the tightest instance (the lowest slack interval), ``slack_at`` that instance's label; ``note``
+    the checks' notes (why a premise is not met, that a bound is vacuous), each after the instances it
+    applies to.
+
+    >>> row = {"run": "r", "quantity": "bound_slack", "lower": 0.0, "upper": 0.2, "n": 10, "level": 0.999,
+    ...        "method": "t", "status": "holds", "bound": "lemma_4_3_negatives"}
+    >>> results = pd.DataFrame([dict(row, step=5, value=0.1 * k, negatives=k, lower=0.05 * k,
+    ...                              note="vacuous" if k > 2 else "") for k in (2, 4)])
+    >>> [(v["title"], v["status"], v["groups"], v["slack"], v["slack_at"], v["note"])
+    ...  for v in headline_verdicts(results)]  # doctest: +NORMALIZE_WHITESPACE
+    [('Lemma 4.3, k negatives', 'holds', [('holds', 'k = 2, 4')], '0.2000 [0.1000, 0.2000] n=10', 'k=2',
+      'k = 4: vacuous')]
+    """
+    checks = theory_checks(results, last=True)
+    verdicts: dict[str, dict[str, Any]] = {}
+    for check in (c for c in checks if c["run"] == checks[0]["run"]):  # one run's report
+        if check["bound"] not in verdicts:
+            verdicts[check["bound"]] = {"bound": check["bound"],
+                                        "title": STATEMENT_TITLES.get(check["bound"], check["bound"]),
+                                        "statement": CHECK_STATEMENTS.get(check["bound"], ""), "checks": []}
+        verdicts[check["bound"]]["checks"].append(check)
+    table = []
+    for entry in verdicts.values():
+        checks = entry.pop("checks")
+        with_slack = [check for check in checks if "slack" in check]
+        tightest = min(with_slack, key=lambda c: (float(c["slack"]["lower"]), float(c["slack"]["value"])),
+                       default=checks[0])
+        statuses = [check["status"] for check in checks]
+        by_status: dict[str, list[str]] = {}
+        by_note: dict[str, list[str]] = {}
+        for check in checks:
+            by_status.setdefault(check["status"], []).append(instance_label(check))
+            if check["note"]:
+                by_note.setdefault(check["note"], []).append(instance_label(check))
+        sides = _side_cells(tightest)
+        slack = tightest.get("slack")
+        notes = [f"{instances_text(labels)}: {note}" if len(checks) > 1 and instances_text(labels) else note
+                 for note, labels in by_note.items()]
+        table.append(dict(
+            entry,
+            step=max(check["step"] for check in checks),
+            status=verdict_counts(statuses, unit="instances") if len(set(statuses)) > 1 else statuses[0],
+            groups=[(status, instances_text(labels) if len(checks) > 1 else "")
+                    for status, labels in by_status.items()],
+            lhs=sides["lhs"], rhs=sides["rhs"],
+            slack=format_estimate(slack["value"], slack["lower"], slack["upper"], slack.get("n"), slack["method"])
+            if slack is not None else "",
+            slack_at=instance_label(tightest) if len(checks) > 1 else "",
+            note="; ".join(notes),
+        ))
+    return table
+
+
+def _pick(results: pd.DataFrame, quantity: str, step: int, **context: Any) -> dict[str, Any] | None:
+    """The row of ``quantity`` at ``step`` whose context columns equal ``context`` (None: unset),
+    preferring the ``test`` split, then ``fresh``; None when there is none."""
+    if len(results) == 0:
+        return None
+    chosen = (results["quantity"] == quantity) & (results["step"] == step)
+    for column, value in context.items():
+        if column not in results.columns:
+            if value is not None:
+                return None
+            continue
+        chosen &= results[column].isna() if value is None else (results[column] == value).fillna(False).astype(bool)
+    rows = results[chosen].to_dict("records")
+    if not rows:
+        return None
+    order = {"test": 0, "fresh": 1}
+    return min(rows, key=lambda row: order.get(row.get("split"), 2))
+
+
+def headline_numbers(results: pd.DataFrame) -> list[dict[str, str]]:
+    """The few numbers a reader looks for first, at the last checkpoint: L_un (negatives = 1), the
+    mean classifier's AVG-K and the linear probe's (at its largest number of shots) for the smallest
+    and the largest task size K measured. Each ``{"label", "detail", "cell"}`` with ``cell`` a
+    ``format_estimate`` string (value, CI and n); quantities not measured are left out.
+
+    >>> row = {"run": "r", "step": 9, "lower": 0.7, "upper": 0.9, "n": 100, "level": 0.95, "method": "t"}
+    >>> results = pd.DataFrame([dict(row, quantity="L_un", value=0.8, negatives=1),
+    ...     dict(row, quantity="acc_avg", value=0.8, adapter="mean", task_classes=2)])
+    >>> [(number["label"], number["cell"]) for number in headline_numbers(results)]
+    [('L_un', '0.8000 [0.7000, 0.9000] n=100'), ('AVG-2, mean classifier', '0.8000 [0.7000, 0.9000] n=100')]
+    """
+    if len(results) == 0:
+        return []
+    step = int(results["step"].max())
+    table_level = dominant_level(results)
+    numbers = []
+    l_un = _pick(results, "L_un", step, negatives=1) or _pick(results, "L_un", step)
+    if l_un is not None:
+        numbers.append({"label": "L_un", "detail": "1 negative", "cell": _cell(l_un, table_level)})
+    averages = results[(results["quantity"] == "acc_avg") & (results["step"] == step)]
+    sizes = sorted({int(v) for v in averages["task_classes"].dropna()}) if "task_classes" in averages else []
+    sizes = sorted({sizes[0], sizes[-1]}) if sizes else []
+    shots = averages["shots"].dropna() if "shots" in averages else pd.Series(dtype=float)
+    probe_shots = int(shots.max()) if len(shots) else None
+    for adapter, name in (("mean", "mean classifier"), ("linear", "linear probe")):
+        for size in sizes:
+            row = (_pick(results, "acc_avg", step, adapter=adapter, task_classes=size, shots=None)
+                   if adapter == "mean" else None)
+            detail = ""
+            if row is None and probe_shots is not None:
+                row = _pick(results, "acc_avg", step, adapter=adapter, task_classes=size, shots=probe_shots)
+                detail = f"{probe_shots} shots"
+            if row is not None:
+                numbers.append({"label": f"AVG-{size}, {name}", "detail": detail, "cell": _cell(row, table_level)})
+    return numbers
+
+
+TERM_MEANINGS = {
+    "tau": "τ: a negative shares the anchor's class",
+    "L_un": "L_un(f) of the comparator f",
+    "L_un_same": "L_un^=(f), same-class part",
+    "L_un_diff": "L_un^≠(f), different-class part",
+    "s_f": "s(f): spread within classes",
+    "c_prime": "c′ of Lemma 4.4",
+    "beta": "β = c′τ/(1 − τ)",
+    "eta": "η = 1/(1 − τ)",
+    "Gen_M": "generalisation term",
+    "rademacher_part": "4√3·L·R·Rad_S/M",
+    "confidence_part": "2√2·Δ_ℓ(R)·sqrt(ln(1/δ)/M)",
+    "Rad_S": "Rademacher complexity on the M tuples",
+    "Rad_S_upper": "upper bound on Rad_S",
+    "R": "norm bound on f(x)",
+    "M": "training tuples",
+    "delta": "δ: failure probability",
+    "rademacher_constant": "multiplies the Rademacher part (1 = derived)",
+    "confidence_constant": "multiplies the confidence part (1 = derived)",
+    "loss_range": "Δ_ℓ(R): range of ℓ on the ball of radius R",
+    "comparator_step": "the checkpoint used as f",
+    "L_hat_un": "empirical L_un of f̂ on the M tuples",
+    "L_hat_un_comparator": "empirical L_un of f on the M tuples",
+}
+"""What each term of a theorem is, in a few words (docs/theory.md sections 4 and 5)."""
+
+BREAKDOWN_SIDES = {"lhs": "lhs", "rhs": "rhs", "slack": "slack = rhs − lhs"}
+
+
+def term_breakdown(results: pd.DataFrame, bound: str) -> pd.DataFrame:
+    """One statement (``bound``) term by term, one column per checkpoint (``step N``, with the check's
+    name when it was checked in several instances): the status, lhs, rhs, slack, then every term
+    (``format_term`` cells, "" where one was not recorded). The transpose of ``term_table``, which
+    stays narrow however many terms a theorem has.
+
+    >>> results = pd.DataFrame({
+    ...     "run": "r", "step": [0, 0, 0, 0], "quantity": ["bound_lhs", "bound_rhs", "bound_slack", "bound_term"],
+    ...     "value": [0.3, 0.5, 0.2, 0.05], "lower": [0.3, 0.5, 0.2, 0.05], "upper": [0.3, 0.5, 0.2, 0.05],
+    ...     "n": None, "level": 1.0, "method": "exact", "bound": "theorem_4_5", "status": "holds",
+    ...     "term": [None, None, None, "tau"], "note": ""})
+    >>> term_breakdown(results, "theorem_4_5").to_dict("index")  # doctest: +NORMALIZE_WHITESPACE
+    {'status': {'step 0': 'holds'}, 'lhs': {'step 0': '0.3000 (exact)'}, 'rhs': {'step 0': '0.5000 (exact)'},
+     'slack': {'step 0': '0.2000 (exact)'}, 'tau': {'step 0': '0.0500 (exact)'}}
+    """
+    checks = sorted((check for check in theory_checks(results) if check["bound"] == bound),
+                    key=lambda c: (c["run"], c["step"], c["key"]))
+    names = _ordered_terms([name for check in checks for name in check["terms"]])
+    instanced = any(check["instance"] for check in checks)
+    table_level = dominant_level(results) if len(results) else None
+    columns = {}
+    for check in checks:
+        sides = _side_cells(check)
+        header = f"step {check['step']}" + (f", {instance_label(check) or check['name']}" if instanced else "")
+        columns[header] = {"status": check["status"], **{side: sides[side] for side in BREAKDOWN_SIDES},
+                           **{name: format_term(check["terms"][name], table_level) if name in check["terms"] else ""
+                              for name in names}}
+    index = ["status", *BREAKDOWN_SIDES, *names]
+    return pd.DataFrame(columns, index=pd.Index(index, name="term"), columns=list(columns)) if columns else \
+        pd.DataFrame(index=pd.Index([], name="term"))
