@@ -1,7 +1,8 @@
 """The ``preadapt`` command line: parses, calls experiment/ and report/, prints.
 
 Exit codes: 0 success; 2 invalid config or arguments (one line, nothing written); 1 a run failed
-(recorded in the store); 130 a sweep stopped by Ctrl-C (or SIGTERM), resumable.
+(recorded in the store); 130 a run or sweep stopped by Ctrl-C (or SIGTERM), with one line saying
+what was kept and the command that resumes it (a sweep) or starts it again (a run).
 """
 
 from __future__ import annotations
@@ -54,8 +55,10 @@ def run_command(
     dry_run: bool = typer.Option(False, "--dry-run", help="validate and print the resolved config; write nothing"),
 ) -> None:
     """Pretrain, evaluate every checkpoint, check the bounds, write the results and a report."""
+    import signal
+
     from preadapt.experiment.config import ConfigError, load_config
-    from preadapt.experiment.run import prepare_output, resolve_device, run
+    from preadapt.experiment.run import RunInterrupted, prepare_output, resolve_device, run, run_id_of
 
     try:
         resolved = load_config(config, overrides, preset)
@@ -66,9 +69,13 @@ def run_command(
                 console.print(f"# defaults resolved: {line}", markup=False, highlight=False, soft_wrap=True)
             console.print(resolved.to_yaml(), markup=False, highlight=False, end="")
             return
-        prepare_output(target, force)
+        prepare_output(target, force, run_id_of(resolved))
     except ConfigError as error:
         _fail(str(error))
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a scheduler's stop: the same clean stop as Ctrl-C
+    options = [str(config)] if config is not None else (["--preset", preset] if preset is not None else [])
+    rerun = shlex.join(["preadapt", "run", *options, *(part for item in overrides for part in ("--set", item)),
+                        "--out", str(target)])
     for line in resolved.defaults_resolved():
         console.print(f"defaults resolved: {line}", markup=False, highlight=False, soft_wrap=True)
 
@@ -82,13 +89,37 @@ def run_command(
                 tasks[stage] = bar.add_task(stage, total=total)
             bar.update(tasks[stage], completed=done)
 
-        result = run(resolved, out=target, force=True, progress=progress)
+        try:
+            result = run(resolved, out=target, force=True, progress=progress)
+        except RunInterrupted as stop:
+            _fail(_interrupted_line(stop, target, rerun), code=130)
+        except KeyboardInterrupt:  # a second Ctrl-C while the first was being recorded
+            _fail(f"interrupted; {target} may hold a partly recorded run; start it again with: {rerun} --force",
+                  code=130)
 
     if len(result.results):
         _print_summary(result.results, result.run_id)
     if result.status != "finished":
         _fail(f"run {result.run_id} failed: {result.error} (recorded in {target / 'results.sqlite'})", code=1)
     console.print(f"wrote {target}/ (report: {target / 'report.html'})", markup=False, highlight=False)
+
+
+def _steps(steps: list[int]) -> str:
+    return f"step{'s' if len(steps) > 1 else ''} {', '.join(map(str, steps))}"
+
+
+def _interrupted_line(stop, target: Path, rerun: str) -> str:
+    """The one line of a run stopped by Ctrl-C: where it stopped, what was kept, how to start it again."""
+    if stop.status is None:
+        return f"interrupted while starting run {stop.run_id}: nothing kept in {target}/; start it with: {rerun}"
+    if stop.status != "interrupted":  # the outcome was recorded; only the report was left
+        return (f"interrupted while writing the report: run {stop.run_id} {stop.status} and is recorded in "
+                f"{target / 'results.sqlite'}; write the report with: {shlex.join(['preadapt', 'report', str(target)])}")
+    saved = sorted(int(path.stem[len("step_"):]) for path in (target / "checkpoints").glob("step_*.pt"))
+    rows = f"the rows of {_steps(stop.evaluated)}" if stop.evaluated else "no rows: no checkpoint was evaluated"
+    return (f"interrupted at step {stop.step} of {stop.total_steps} while {stop.stage}; kept {target / 'config.yaml'}, "
+            f"{target / 'checkpoints'}/ ({_steps(saved) if saved else 'empty'}) and {target / 'results.sqlite'} "
+            f"(run {stop.run_id} marked interrupted, with {rows}); start it again, no --force needed: {rerun}")
 
 
 @app.command("presets")
@@ -143,8 +174,13 @@ def sweep_command(
                TextColumn("{task.fields[counts]}"), TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn())
     with Progress(*columns, console=errors, transient=True, disable=not errors.is_terminal) as bar:
         task = bar.add_task(f"sweep {sweep.name}", total=1, counts="")
+        said: list[bool] = []
 
         def progress(counts) -> None:
+            if not said:  # the first report, before any run: what a resumed sweep keeps
+                said.append(True)
+                if counts.resumed():
+                    console.print(f"sweep {sweep.name}: {counts.resumed()}", markup=False, highlight=False)
             if counts.stage == "report":
                 bar.update(task, description=f"sweep {sweep.name}: writing the report")
             bar.update(task, total=max(counts.to_run, 1), completed=counts.finished + counts.failed,
@@ -210,7 +246,11 @@ def _open_store(directory: Path):
 
 
 @app.command("report")
-def report_command(directory: Path = typer.Argument(..., help="a run or sweep directory")) -> None:
+def report_command(
+    directory: Path = typer.Argument(..., help="a run or sweep directory"),
+    screenshot: bool = typer.Option(False, "--screenshot",
+                                    help="also write report.png: the page's first screen at 1280 x 900 (needs chromium)"),
+) -> None:
     """Rebuild report.html and figures/ of a run or sweep directory from its store."""
     from preadapt.report.html import write_report
 
@@ -226,10 +266,25 @@ def report_command(directory: Path = typer.Argument(..., help="a run or sweep di
         path = write_sweep_report(directory, sweep_results(results, sweep), runs, sweep,
                                   title=f"preadapt sweep: {sweep['name']}")
     else:
+        import yaml
+
         config_file = directory / "config.yaml"
         config_yaml = config_file.read_text() if config_file.is_file() else ""
-        path = write_report(directory, results, runs, config_yaml, title=f"preadapt run: {directory.name}")
+        try:
+            config = yaml.safe_load(config_yaml) if config_yaml else None
+        except yaml.YAMLError:
+            config = None
+        name = config.get("name") if isinstance(config, dict) and config.get("name") else directory.name
+        path = write_report(directory, results, runs, config_yaml, title=f"preadapt run: {name}")
     console.print(f"wrote {path}", markup=False, highlight=False)
+    if screenshot:
+        from preadapt.report.browser import BrowserError, screenshot_report
+
+        try:
+            image = screenshot_report(path)
+        except BrowserError as error:
+            _fail(f"--screenshot: {error}", code=1)
+        console.print(f"wrote {image}", markup=False, highlight=False)
 
 
 @app.command("results")
@@ -250,6 +305,12 @@ def results_command(
         from preadapt.experiment.sweep import sweep_results, with_run_status
 
         results = with_run_status(sweep_results(results, sweep), runs)
+    else:  # a single run's table has no status column: say when its rows are not a finished run's
+        for row in runs[runs["status"] != "finished"].itertuples():
+            steps = sorted(set(results.loc[results["run"] == row.run_id, "step"].tolist()))
+            reason = row.error if isinstance(row.error, str) and row.error else f"marked {row.status}"
+            errors.print(f"preadapt: note: run {row.run_id} did not finish ({reason}); its rows are those of "
+                         f"{_steps(steps) if steps else 'no checkpoint'}", markup=False, highlight=False, soft_wrap=True)
     text = results.to_csv(index=False) if format == "csv" else results.to_json(orient="records", indent=1)
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
 

@@ -1,4 +1,5 @@
 import os
+import subprocess
 import time
 
 import pytest
@@ -120,3 +121,12 @@ def wait_until(condition, what: str, process=None, log=None, seconds: float = 30
         if time.monotonic() > end:
             pytest.fail(f"the test hung: still waiting for {what} after {seconds:.0f} s")
         time.sleep(0.05)
+
+
+def signal_and_wait(process, sig: int, what: str, seconds: float = 300.0) -> None:
+    """Send ``sig`` to ``process`` and wait for it to exit; the deadline only guards against a hang."""
+    process.send_signal(sig)
+    try:
+        process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the test hung: {what} did not stop within {seconds:.0f} s of the signal")

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import preadapt
-from preadapt.experiment.run import run
+from preadapt.experiment.config import ConfigError
+from preadapt.experiment.run import RunInterrupted, run
 from preadapt.experiment.store import RESULT_COLUMNS, Store
 from preadapt.objectives import OBJECTIVES, CURL, register_objective
 
@@ -26,7 +27,7 @@ def test_a_run_writes_every_file_and_the_store_matches_the_csv(tmp_path, tiny):
     runs = store.runs()
     assert runs.loc[0, "status"] == "finished" and runs.loc[0, "seed"] == 3
     assert runs.loc[0, "torch_version"] == torch.__version__ and runs.loc[0, "device"] == "cpu"
-    assert store.schema_version() == 2
+    assert store.schema_version() == 3
     store.close()
     # every number carries an interval and (unless exact) a sample count
     rows = result.results
@@ -120,6 +121,107 @@ def test_an_injected_fault_is_recorded_not_raised(tmp_path, tiny):
     finally:
         OBJECTIVES._entries.pop("faulty")
     assert result.status == "failed" and result.error == "RuntimeError: injected fault (at step 0, evaluating the checkpoint)"
+
+
+def _store_state(path):
+    store = Store(path)
+    try:
+        return store.runs(), store.results()
+    finally:
+        store.close()
+
+
+def test_ctrl_c_records_the_run_interrupted_and_the_same_run_starts_over_to_identical_results(tmp_path, tiny):
+    def ctrl_c_after_the_first_checkpoint(stage, done, total):
+        if stage == "evaluate" and done == 1:  # step 0 evaluated and its rows kept: the signal lands here
+            raise KeyboardInterrupt
+
+    out = tmp_path / "run"
+    with pytest.raises(RunInterrupted) as info:
+        run(tiny, out=out, progress=ctrl_c_after_the_first_checkpoint)
+    stop = info.value
+    assert (stop.step, stop.total_steps, stop.stage, stop.evaluated, stop.status, stop.out) == (
+        1, 8, "training", [0], "interrupted", out)
+    runs, results = _store_state(out / "results.sqlite")
+    assert runs[["run_id", "status", "error"]].values.tolist() == [
+        [stop.run_id, "interrupted", "interrupted at step 1 of 8 while training"]]
+    assert set(results["step"]) == {0} and "bound_slack" in set(results["quantity"])
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "config.yaml", "results.sqlite"]
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step_000000.pt"]
+
+    with pytest.raises(ConfigError, match="is not empty; pass --force"):  # another config: never overwritten
+        run({**tiny, "seed": 4}, out=out)
+    again = run(tiny, out=out)  # the same config: it starts over, no force needed
+    reference = run(tiny, out=tmp_path / "uninterrupted")
+    assert again.status == "finished" and again.run_id == stop.run_id
+    pd.testing.assert_frame_equal(again.results, reference.results, check_exact=True)
+    runs, results = _store_state(out / "results.sqlite")
+    assert runs["status"].tolist() == ["finished"]
+    pd.testing.assert_frame_equal(results, _store_state(tmp_path / "uninterrupted" / "results.sqlite")[1],
+                                  check_exact=True)
+    assert (out / "results.csv").read_bytes() == (tmp_path / "uninterrupted" / "results.csv").read_bytes()
+
+
+def test_ctrl_c_before_the_run_is_recorded_leaves_none_of_its_files(tmp_path, tiny, monkeypatch):
+    def ctrl_c(self, provenance):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Store, "start_run", ctrl_c)
+    with pytest.raises(RunInterrupted) as info:
+        run(tiny, out=tmp_path / "run")
+    assert (info.value.status, info.value.stage) == (None, "starting")
+    assert not any((tmp_path / "run").iterdir())
+
+
+def test_ctrl_c_while_the_report_is_written_keeps_the_recorded_outcome(tmp_path, tiny, monkeypatch):
+    import preadapt.report.html
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(preadapt.report.html, "write_report", ctrl_c)
+    with pytest.raises(RunInterrupted) as info:
+        run(tiny, out=tmp_path / "run")
+    assert (info.value.status, info.value.stage) == ("finished", "writing the report")
+    runs, results = _store_state(tmp_path / "run" / "results.sqlite")
+    assert runs["status"].tolist() == ["finished"] and set(results["step"]) == {0, 3, 8}
+    assert len(pd.read_csv(tmp_path / "run" / "results.csv")) == len(results)
+
+
+def test_a_store_of_schema_version_2_is_migrated_and_keeps_its_runs(tmp_path):
+    path = tmp_path / "results.sqlite"
+    with sqlite3.connect(path) as db:  # the version 2 schema, as written before `interrupted` existed
+        db.executescript("""
+            CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+            CREATE TABLE runs (run_id TEXT PRIMARY KEY, config_hash TEXT NOT NULL, config_json TEXT NOT NULL,
+                status TEXT NOT NULL CHECK (status IN ('finished', 'failed', 'running')), started_at TEXT,
+                finished_at TEXT, error TEXT, preadapt_version TEXT, git_revision TEXT, torch_version TEXT,
+                threads INTEGER, device TEXT, seed INTEGER);
+            CREATE TABLE results (run TEXT NOT NULL REFERENCES runs(run_id), step INTEGER NOT NULL,
+                quantity TEXT NOT NULL, value REAL NOT NULL, lower REAL NOT NULL, upper REAL NOT NULL, n INTEGER,
+                level REAL NOT NULL, method TEXT NOT NULL, negatives INTEGER, block_size INTEGER,
+                task_classes INTEGER, top_r INTEGER, adapter TEXT, shots INTEGER, split TEXT, bound TEXT,
+                status TEXT, term TEXT, note TEXT);
+            INSERT INTO meta VALUES ('schema_version', '2');
+            INSERT INTO runs (run_id, config_hash, config_json, status, seed) VALUES ('old', 'h', '{}', 'finished', 3);
+            INSERT INTO results (run, step, quantity, value, lower, upper, level, method)
+                VALUES ('old', 0, 'tau', 0.5, 0.5, 0.5, 1.0, 'exact');
+        """)
+    db.close()
+    store = Store(path)
+    try:
+        assert store.schema_version() == 3 and store.integrity() == "ok"
+        assert store.statuses() == {"old": "finished"} and store.runs().loc[0, "seed"] == 3
+        assert store.results()["quantity"].tolist() == ["tau"]
+        store.start_run({"run_id": "new", "config_hash": "h2", "config_json": "{}"})
+        store.finish_run("new", store.results().assign(run="new"), "interrupted", "now", "interrupted at step 1")
+        assert store.statuses() == {"old": "finished", "new": "interrupted"}
+        with pytest.raises(sqlite3.IntegrityError):  # the foreign key still holds after the rebuild
+            with store.connection:
+                store.connection.execute("INSERT INTO results (run, step, quantity, value, lower, upper, level, "
+                                         "method) VALUES ('nobody', 0, 'tau', 0, 0, 0, 1, 'exact')")
+    finally:
+        store.close()
 
 
 def test_a_user_world_registered_by_name_is_usable_in_configs(tiny):

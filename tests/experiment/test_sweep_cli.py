@@ -13,15 +13,17 @@ from contextlib import closing
 import pandas as pd
 import pytest
 
-from conftest import TWELVE, Gates, wait_until, write_sweep
+from conftest import TWELVE, Gates, signal_and_wait, wait_until, write_sweep
 from preadapt.experiment.sweep import load_sweep
-from test_cli import preadapt
+from test_cli import TERMINAL_CTRL_C, preadapt
 
 FOUR = {**TWELVE, "name": "four", "grid": {"objective.negatives": [1, 2]}, "replicates": 2}
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"grid": {"objective.negativs": [1, 2]}}, "grid.objective.negativs: unknown field"),
+    ({"grid": {"objective.negativs": [1, 2]}},
+     "grid.objective.negativs: unknown field; did you mean `negatives`? (see docs/config.md for the allowed fields)"),
+    ({"gird": {"objective.negatives": [1, 2]}}, "sweep.yaml: gird: unknown field; did you mean `grid`?"),
     ({"grid": {"objective.negatives": []}}, "grid.objective.negatives: an empty list; give at least one value"),
     ({"grid": {}, "zip": {"world.classes": [4, 5], "objective.negatives": [1, 2, 3]}},
      "zip: the lists differ in length (world.classes has 2, objective.negatives has 3)"),
@@ -67,6 +69,11 @@ def test_failed_runs_exit_1_naming_them_and_the_rest_finish(tmp_path):
     assert len(records) == len(exported)
     rebuilt = preadapt("report", "out", cwd=tmp_path)
     assert rebuilt.returncode == 0 and "diverged at step" in (tmp_path / "out" / "report.html").read_text()
+    # resumed: it says what it keeps, runs nothing, and still names the failed run
+    resumed = preadapt("sweep", str(path), "--out", "out", cwd=tmp_path)
+    assert resumed.returncode == 1 and "1 of 2 runs failed" in resumed.stderr, resumed.stderr
+    assert resumed.stdout.splitlines()[0] == (
+        "sweep four: 1 finished run kept, 1 failed run skipped (--retry-failed runs it again), 0 to run")
 
 
 def _statuses(db_path) -> list[str]:
@@ -77,12 +84,6 @@ def _statuses(db_path) -> list[str]:
             return [row[0] for row in db.execute("SELECT status FROM runs")]
         except sqlite3.OperationalError:  # the schema is not written yet
             return []
-
-
-TERMINAL_CTRL_C = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); sys.argv[0] = 'preadapt'; "
-                   "from preadapt.cli import main; main()")
-"""``preadapt`` with SIGINT handled as at a terminal, even where this test's process inherited it
-ignored (a background job of a non-interactive shell): Python keeps an ignored SIGINT ignored."""
 
 
 @pytest.mark.slow
@@ -101,11 +102,7 @@ def test_ctrl_c_stops_cleanly_says_how_to_resume_and_resume_finishes(tmp_path, w
     drivers.append(process)
     wait_until(lambda: gates.pass_runs(1) and _statuses(tmp_path / "out" / "results.sqlite").count("finished") == 1
                and len(gates.held("run")) == workers, f"1 run finished and {workers} held", process, log)
-    process.send_signal(signal.SIGINT)
-    try:
-        process.wait(timeout=300)
-    except subprocess.TimeoutExpired:
-        pytest.fail("the test hung: the driver did not stop within 300 s of Ctrl-C")
+    signal_and_wait(process, signal.SIGINT, "the driver")
     stderr = log.read_text()
     assert process.returncode == 130, stderr
     assert f"resume with: preadapt sweep {path} --out out --workers {workers}" in stderr
@@ -113,4 +110,5 @@ def test_ctrl_c_stops_cleanly_says_how_to_resume_and_resume_finishes(tmp_path, w
     assert (tmp_path / "out" / "report.html").is_file()  # the report of what finished
     resumed = preadapt("sweep", str(path), "--out", "out", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.splitlines()[0] == "sweep twelve: 1 finished run kept, 5 to run"
     assert _statuses(tmp_path / "out" / "results.sqlite") == ["finished"] * 6

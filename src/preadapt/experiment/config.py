@@ -12,8 +12,10 @@ validated: pydantic's ``model_fields_set`` tells the two apart.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -70,7 +72,7 @@ class Config(BaseModel):
             try:
                 data[key] = registry.parse(value)
             except ValidationError as error:
-                raise ValueError(format_validation_error(error, prefix=key)) from None
+                raise ValueError(format_validation_error(error, prefix=key, model=registry.entry(kind).params)) from None
         return data
 
     @model_validator(mode="after")
@@ -154,8 +156,53 @@ def _loc(parts) -> str:
     return text
 
 
-def format_validation_error(error: ValidationError, prefix: str = "") -> str:
-    """The first error of a pydantic ValidationError as one line: field, value given, what is allowed."""
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model an annotation holds (``PretrainConfig``, ``list[Model]``, ``Model | None``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in typing.get_args(annotation):
+        found = _model_in(argument)
+        if found is not None:
+            return found
+    return None
+
+
+def _fields_at(model: type[BaseModel] | None, parts: tuple) -> list[str]:
+    """The field names of the model reached from ``model`` along the path ``parts`` (empty when the
+    path leaves the models: a mapping, a component parsed by its own model)."""
+    for part in parts:
+        if model is None:
+            return []
+        if isinstance(part, int):
+            continue
+        field_info = model.model_fields.get(part)
+        if model is Config and part in COMPONENTS:  # a component section: its default kind's model
+            model = COMPONENTS[part].entry(field_info.default_factory().kind).params
+        else:
+            model = _model_in(field_info.annotation) if field_info is not None else None
+    return list(model.model_fields) if model is not None else []
+
+
+def suggest_field(unknown: str, model: type[BaseModel] | None, parents: tuple = ()) -> str | None:
+    """A known field close to ``unknown`` in the same model, or the section one level down that has
+    a field of exactly that name (``epochs`` at the top level: ``pretrain.epochs``).
+
+    >>> suggest_field("epoch", Config, ("pretrain",)), suggest_field("epochs", Config), suggest_field("colour", Config)
+    ('epochs', 'pretrain.epochs', None)
+    """
+    fields = _fields_at(model, parents)
+    close = difflib.get_close_matches(unknown, fields, n=1, cutoff=0.75)
+    if close:
+        return close[0]
+    for section in fields:
+        if unknown in _fields_at(model, (*parents, section)):
+            return f"{section}.{unknown}"
+    return None
+
+
+def format_validation_error(error: ValidationError, prefix: str = "", model: type[BaseModel] | None = None) -> str:
+    """The first error of a pydantic ValidationError as one line: field, value given, what is allowed.
+    ``model``: the model validated, for a suggestion when a field is unknown."""
     first = error.errors(include_url=False)[0]
     message = first["msg"]
     if message.startswith("Value error, "):
@@ -164,7 +211,10 @@ def format_validation_error(error: ValidationError, prefix: str = "") -> str:
             return message if not prefix else f"{prefix}.{message}"
     loc = _loc(((prefix,) if prefix else ()) + tuple(first["loc"]))
     if first["type"] == "extra_forbidden":
-        return f"{loc}: unknown field (see docs/config.md for the allowed fields)"
+        parents, unknown = tuple(first["loc"][:-1]), first["loc"][-1]
+        close = suggest_field(str(unknown), model, parents) if model is not None else None
+        hint = f"; did you mean `{close}`?" if close else ""
+        return f"{loc}: unknown field{hint} (see docs/config.md for the allowed fields)"
     if first["type"] == "missing":
         return f"{loc}: missing; this field is required"
     return f"{loc}: got {first['input']!r}; {message[0].lower() + message[1:]}"
@@ -177,7 +227,7 @@ def parse_config(data: dict[str, Any]) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(format_validation_error(error)) from None
+        raise ConfigError(format_validation_error(error, model=Config)) from None
 
 
 def set_field(data: dict[str, Any], field: str, value: Any, where: str) -> None:
@@ -219,17 +269,40 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
     return data
 
 
+def yaml_problem(error: yaml.YAMLError) -> str:
+    r"""A YAML error in one line: what is wrong and where (line and column, counted from 1).
+
+    >>> try:
+    ...     yaml.safe_load("name: demo\nworld: {classes: 5\n")
+    ... except yaml.YAMLError as error:
+    ...     print(yaml_problem(error))
+    line 3, column 1: expected ',' or '}', but got '<stream end>' (in the flow mapping that starts at line 2, column 8)
+    """
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    mark = getattr(error, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    context, context_mark = getattr(error, "context", None), getattr(error, "context_mark", None)
+    started = ""
+    if context and context_mark is not None and (mark is None or context_mark.line != mark.line):
+        what = context.removeprefix("while parsing ").removeprefix("while scanning ")
+        what = f"the {what[2:]}" if what.startswith("a ") else what
+        started = f" (in {what} that starts at line {context_mark.line + 1}, column {context_mark.column + 1})"
+    return f"{where}{problem}{started}"
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """A YAML mapping read with the safe loader."""
+    """A YAML mapping read with the safe loader. An empty file (or one of comments only) is refused:
+    it would mean every default silently; ``{}`` says so on purpose."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+        raise ConfigError(f"{path}: not valid YAML at {yaml_problem(error)}") from None
     if data is None:
-        return {}
+        raise ConfigError(f"{path}: the file is empty (no fields); write the fields to change, or `{{}}` to take "
+                          f"every default")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a mapping of fields; got {type(data).__name__}")
     return data

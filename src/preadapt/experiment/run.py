@@ -23,13 +23,17 @@ from preadapt.estimate.quantities import Evaluation, Measurement, evaluate_encod
 from preadapt.estimate.spec import EvaluateConfig
 from preadapt.experiment.config import Config, ConfigError, load_config, parse_config
 from preadapt.experiment.store import Store, tidy_frame
+from preadapt.experiment.testing import gate
 from preadapt.objectives import OBJECTIVES
 from preadapt.pretrain import DivergenceError, pretrain
 from preadapt.worlds import WORLDS, World, tau
 from preadapt.worlds.finite import split_of
 from preadapt.worlds.sampling import draw_tuples, make_generator
 
-OUTPUT_FILES = ["config.yaml", "results.sqlite", "results.csv", "report.html", "figures", "checkpoints"]
+OUTPUT_FILES = ["config.yaml", "results.sqlite", "results.sqlite-wal", "results.sqlite-shm", "results.csv",
+                "report.html", "report.png", "figures", "checkpoints"]
+"""What a run writes into its directory (the store's write-ahead journal included: a stale one must
+never meet a new database)."""
 
 
 @dataclass
@@ -62,22 +66,58 @@ def _coerce_config(config: Config | dict | str | Path) -> Config:
     return load_config(config)
 
 
-def prepare_output(out: Path, force: bool) -> None:
-    """Refuse a non-empty directory unless ``force``; with ``force`` remove preadapt's own outputs."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out: {out} exists and is not a directory")
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise ConfigError(f"--out: {out} is not empty; pass --force to overwrite it")
-        for name in OUTPUT_FILES:
-            target = out / name
-            if target.is_dir():
-                for child in sorted(target.rglob("*"), reverse=True):
-                    child.rmdir() if child.is_dir() else child.unlink()
-                target.rmdir()
-            elif target.exists():
-                target.unlink()
-    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+def interrupted_here(out: Path, run_id: str) -> bool:
+    """Whether ``out`` holds the run ``run_id`` stopped by Ctrl-C: the store of a single run (not a
+    sweep's) that records this run, and only it, as interrupted. Such a directory is run again
+    without ``force``: same config, same id, nothing of another run's to lose."""
+    import sqlite3
+
+    if not (out / "results.sqlite").is_file():
+        return False
+    try:
+        store = Store(out / "results.sqlite")
+        try:
+            return store.get_meta("sweep") is None and store.statuses() == {run_id: "interrupted"}
+        finally:
+            store.close()
+    except sqlite3.Error:  # not a store of ours: never overwritten without --force
+        return False
+
+
+def _remove_outputs(out: Path) -> None:
+    """Remove preadapt's own files from ``out`` (OUTPUT_FILES); anything else stays."""
+    for name in OUTPUT_FILES:
+        target = out / name
+        if target.is_dir():
+            for child in sorted(target.rglob("*"), reverse=True):
+                child.rmdir() if child.is_dir() else child.unlink()
+            target.rmdir()
+        elif target.exists():
+            target.unlink()
+
+
+def prepare_output(out: Path, force: bool, run_id: str | None = None) -> None:
+    """Refuse a non-empty directory unless ``force`` or it holds the run ``run_id`` interrupted
+    (``interrupted_here``); then remove preadapt's own outputs and create ``checkpoints/``. A
+    directory that cannot be written is refused in one line (ConfigError) with nothing created."""
+    created: list[Path] = []
+    try:
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"--out: {out} exists and is not a directory")
+        if out.exists() and any(out.iterdir()):
+            if not force and not (run_id is not None and interrupted_here(out, run_id)):
+                raise ConfigError(f"--out: {out} is not empty; pass --force to overwrite it")
+            _remove_outputs(out)
+        created = [folder for folder in (out / "checkpoints", out, *out.parents) if not folder.exists()]
+        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        for folder in created:  # nothing half-made: the folders this call made go again
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+        raise ConfigError(f"--out: cannot write {out} ({error.strerror or error}: {error.filename or out}); "
+                          f"choose a directory you can write to") from None
 
 
 def _git_revision() -> str | None:
@@ -138,6 +178,26 @@ def _attach(objective: nn.Module, encoder: nn.Module, world: World, seed: int, d
     objective.attach(world.classes, dim, make_generator(seed, "objective"))
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or, under the command line, SIGTERM) inside a run: where it stopped and what was kept.
+
+    A KeyboardInterrupt, so that code which stops on Ctrl-C still stops. ``step`` and ``stage``:
+    where the run was (the step being trained, or the checkpoint being evaluated); ``evaluated``:
+    the checkpoint steps whose rows were kept; ``status``: what the store records for the run
+    (``interrupted``, or ``finished``/``failed`` when the run was recorded and only the report was
+    left to write; None without a store); ``out``: the run's directory (None without files).
+    """
+
+    def __init__(self, run_id: str, step: int, stage: str, evaluated: list[int], total_steps: int,
+                 status: str | None = None, out: Path | None = None) -> None:
+        super().__init__(run_id)
+        self.run_id, self.step, self.stage, self.evaluated, self.total_steps = run_id, step, stage, evaluated, total_steps
+        self.status, self.out = status, out
+
+    def __str__(self) -> str:
+        return f"run {self.run_id} interrupted at step {self.step} of {self.total_steps} while {self.stage}"
+
+
 class RunFailure(RuntimeError):
     """An error raised inside a run, with where it arose: the training step and the stage."""
 
@@ -160,23 +220,53 @@ def describe_failure(failure: Exception) -> str:
     return " ".join(text.split())
 
 
+def run_id_of(config: Config) -> str:
+    """A run's id: its name and the first 8 hex digits of its config hash."""
+    return f"{config.name}-{config.config_hash()[:8]}"
+
+
 def run_provenance(config: Config, device: torch.device) -> dict[str, Any]:
     """The ``runs`` row of a run about to start (DESIGN.md section 3): its id, the config and where it runs."""
     config_hash = config.config_hash()
-    return dict(run_id=f"{config.name}-{config_hash[:8]}", config_hash=config_hash,
+    return dict(run_id=run_id_of(config), config_hash=config_hash,
                 config_json=config.model_dump_json(), started_at=utc_now(), preadapt_version=metadata.version("preadapt"),
                 git_revision=_git_revision(), torch_version=torch.__version__, threads=torch.get_num_threads(),
                 device=str(device), seed=config.seed)
 
 
+def _save_checkpoint(model: nn.Module, path: Path) -> None:
+    """The encoder's state_dict, whole or absent: written beside and renamed (Ctrl-C never leaves half a file)."""
+    partial = path.with_name(f".{path.name}.partial")
+    torch.save(model.state_dict(), partial)
+    partial.replace(path)
+
+
 def pipeline(config: Config, device: torch.device, run_id: str, rows: list[dict[str, Any]],
              checks: dict[int, list[BoundCheck]], checkpoint_dir: Path | None = None,
-             progress: Callable[[str, int, int], None] | None = None) -> tuple[str, str | None]:
+             progress: Callable[[str, int, int], None] | None = None,
+             before_checkpoint: Callable[[int], None] | None = None) -> tuple[str, str | None]:
     """The computation of one run, no files but the checkpoints: world, tuples, encoder, pretraining,
     and per checkpoint the estimates and bound checks, appended to ``rows`` (tidy records) and
     ``checks`` as they come. Returns (status, error): a divergence is ("failed", "diverged at step
     ...") with the checkpoints before it kept; any other error raised while training or evaluating
-    propagates as a RunFailure naming the step and stage (the rows so far stay)."""
+    propagates as a RunFailure naming the step and stage (the rows so far stay). Ctrl-C raises
+    RunInterrupted (``status`` None) with ``rows`` holding whole checkpoints only, without the
+    theorems. ``before_checkpoint(step)`` is called as each checkpoint is reached, before it is
+    saved and evaluated (``run`` holds a test gate there)."""
+    where = {"step": 0, "stage": "building the world and the training tuples"}
+    try:
+        return _pipeline(config, device, run_id, rows, checks, checkpoint_dir, progress, before_checkpoint, where)
+    except RunInterrupted:
+        raise
+    except KeyboardInterrupt:
+        evaluated = sorted({row["step"] for row in rows})
+        raise RunInterrupted(run_id, where["step"], where["stage"], evaluated, config.pretrain.total_steps) from None
+
+
+def _pipeline(config: Config, device: torch.device, run_id: str, rows: list[dict[str, Any]],
+              checks: dict[int, list[BoundCheck]], checkpoint_dir: Path | None,
+              progress: Callable[[str, int, int], None] | None, before_checkpoint: Callable[[int], None] | None,
+              where: dict[str, Any]) -> tuple[str, str | None]:
     evaluations: dict[int, Evaluation] = {}
     states: list[dict[str, torch.Tensor]] = []
     status, error = "finished", None
@@ -191,22 +281,24 @@ def pipeline(config: Config, device: torch.device, run_id: str, rows: list[dict[
                                true_negatives=getattr(objective, "true_negatives", False))
     steps = config.pretrain.checkpoint_steps
     loss_name = _curl_loss_name(config)
-
-    where = {"step": 0, "stage": "training"}
+    where.update(step=0, stage="training")
 
     def on_checkpoint(step: int, model: nn.Module) -> None:
         where.update(step=step, stage="evaluating the checkpoint")
+        if before_checkpoint is not None:
+            before_checkpoint(step)
         if checkpoint_dir is not None:
-            torch.save(model.state_dict(), checkpoint_dir / f"step_{step:06d}.pt")
+            _save_checkpoint(model, checkpoint_dir / f"step_{step:06d}.pt")
         evaluation = evaluate_encoder(
             model, world, config.evaluate, seed, curl_loss_name=loss_name,
             negatives=objective.negatives, block_size=objective.block_size, objective=objective,
             train_tuples=train_tuples, device=device)
         evaluations[step] = evaluation
         states.append({name: value.detach().to("cpu", copy=True) for name, value in model.state_dict().items()})
-        checks[step] = check_bounds(evaluation, world, config.evaluate, loss_name)
-        measured = evaluation.measurements + [m for c in checks[step] for m in c.measurements()]
-        rows.extend(measurement_rows(measured, run_id, step))
+        checked = check_bounds(evaluation, world, config.evaluate, loss_name)
+        measured = evaluation.measurements + [m for c in checked for m in c.measurements()]
+        rows.extend(measurement_rows(measured, run_id, step))  # one operation: Ctrl-C keeps a checkpoint whole or not
+        checks[step] = checked
         where.update(step=step + 1, stage="training")
         if progress is not None:
             progress("evaluate", len(checks), len(steps))
@@ -217,10 +309,12 @@ def pipeline(config: Config, device: torch.device, run_id: str, rows: list[dict[
             progress("pretrain", step, total)
 
     def add_theorems() -> None:  # once every checkpoint is known: the comparator is one of them
-        for step, theorems in _theorems(config, encoder, objective, evaluations, states, train_tuples, world,
-                                        loss_name).items():
-            checks[step].extend(theorems)
-            rows.extend(measurement_rows([m for c in theorems for m in c.measurements()], run_id, step))
+        where.update(step=config.pretrain.total_steps, stage="checking the theorems")
+        theorems = _theorems(config, encoder, objective, evaluations, states, train_tuples, world, loss_name)
+        rows.extend([row for step, found in theorems.items()  # one operation, as above
+                     for row in measurement_rows([m for c in found for m in c.measurements()], run_id, step)])
+        for step, found in theorems.items():
+            checks[step].extend(found)
 
     try:
         pretrain(encoder, objective, train_tuples, config.pretrain, make_generator(seed, "shuffle"),
@@ -236,13 +330,19 @@ def pipeline(config: Config, device: torch.device, run_id: str, rows: list[dict[
 
 def run(config: Config | dict | str | Path, out: str | Path | None = None, force: bool = False,
         progress: Callable[[str, int, int], None] | None = None) -> RunResult:
-    """Pretrain, evaluate every checkpoint and (when ``out`` is given) write the run's files.
+    """Pretrain, evaluate every checkpoint and (when ``out`` is given) write the run's files; without
+    ``out`` nothing is written.
 
     ``progress(stage, done, total)`` reports training steps (stage ``"pretrain"``) and evaluated
     checkpoints (stage ``"evaluate"``). A run that diverges is returned with status ``failed`` and
     the step and reason; with ``out``, any other error is caught the same way and recorded in the
     store (without ``out`` it propagates, traceback and all). Results of the checkpoints evaluated
     before a failure are kept.
+
+    ``out`` must be empty unless ``force``, or hold this very run (same config) interrupted: then it
+    starts over. Ctrl-C raises RunInterrupted (a KeyboardInterrupt) after recording the run as
+    ``interrupted`` with the rows of the checkpoints evaluated so far; ``config.yaml`` and the
+    checkpoints stay.
 
     >>> result = run({"name": "tiny", "world": {"kind": "gaussian", "classes": 4, "dim": 4},
     ...               "encoder": {"kind": "linear", "out_dim": 4},
@@ -256,37 +356,87 @@ def run(config: Config | dict | str | Path, out: str | Path | None = None, force
     config = _coerce_config(config)
     device = resolve_device(config.device)
     out = Path(out) if out is not None else None
-    if out is not None:
-        prepare_output(out, force)
-        (out / "config.yaml").write_text(config.to_yaml())
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
     provenance = run_provenance(config, device)
     run_id = provenance["run_id"]
-    store = Store(out / "results.sqlite") if out is not None else None
-    if store is not None:
-        store.start_run(provenance)
+    if out is not None:
+        prepare_output(out, force, run_id)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
 
     rows: list[dict[str, Any]] = []
     checks: dict[int, list[BoundCheck]] = {}
+    store: Store | None = None
+    phase = "starting"  # then "running" (the store says running), then "recorded" (it holds the outcome)
     try:
-        status, error = pipeline(config, device, run_id, rows, checks,
-                                 out / "checkpoints" if out is not None else None, progress)
-    except Exception as failure:  # recorded, never lost: the store says why the run failed
-        status, error = "failed", describe_failure(failure)
-        if store is None:
-            raise
+        if out is not None:
+            store = Store(out / "results.sqlite")
+            store.start_run(provenance)
+        phase = "running"
+        if out is not None:
+            _write_text(out / "config.yaml", config.to_yaml())
+        try:
+            status, error = pipeline(config, device, run_id, rows, checks,
+                                     out / "checkpoints" if out is not None else None, progress,
+                                     before_checkpoint=lambda step: gate(f"checkpoint-{step}"))
+        except Exception as failure:  # recorded, never lost: the store says why the run failed
+            status, error = "failed", describe_failure(failure)
+            if store is None:
+                raise
+        results = tidy_frame(rows)
+        if store is not None:
+            store.finish_run(run_id, results, status, utc_now(), error)
+            phase = "recorded"
+            runs = store.runs()
+            _write_text(out / "results.csv", results.to_csv(index=False))
+            from preadapt.report.html import write_report
 
-    results = tidy_frame(rows)
-    if store is not None:
-        store.finish_run(run_id, results, status, utc_now(), error)
-        runs = store.runs()
-        store.close()
-        results.to_csv(out / "results.csv", index=False)
-        from preadapt.report.html import write_report
-
-        write_report(out, results, runs, config.to_yaml(), title=f"preadapt run: {config.name}")
+            write_report(out, results, runs, config.to_yaml(), title=f"preadapt run: {config.name}")
+    except KeyboardInterrupt as stop:
+        raise _interrupted(stop, config, run_id, rows, store, out, phase,
+                           status if phase == "recorded" else None) from None
+    finally:
+        if store is not None:
+            store.close()
     return RunResult(config, run_id, status, results, checks, out, error)
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write a file whole or not at all (beside, then renamed)."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text)
+    partial.replace(path)
+
+
+def _interrupted(stop: KeyboardInterrupt, config: Config, run_id: str, rows: list[dict[str, Any]],
+                 store: Store | None, out: Path | None, phase: str, recorded: str | None) -> RunInterrupted:
+    """What Ctrl-C leaves, by ``phase``: before the store recorded the run, none of its files; while
+    it runs, the run recorded ``interrupted`` with the rows of its whole checkpoints (the outcome's
+    own transaction, if the signal came inside it, left nothing); once the outcome is recorded, the
+    outcome (only results.csv or the report was left to write)."""
+    total = config.pretrain.total_steps
+    if not isinstance(stop, RunInterrupted):  # outside the pipeline
+        stage = {"starting": "starting", "running": "recording the results", "recorded": "writing the report"}[phase]
+        stop = RunInterrupted(run_id, total if rows else 0, stage, sorted({row["step"] for row in rows}), total)
+    stop.out = out
+    if out is None:
+        return stop
+    if phase == "starting":
+        if store is not None:
+            store.close()
+        _remove_outputs(out)
+        stop.evaluated = []
+    elif phase == "running" and store is not None and store.statuses().get(run_id) == "running":
+        kept = tidy_frame([row for row in rows if row["step"] in stop.evaluated])
+        store.finish_run(run_id, kept, "interrupted", utc_now(),
+                         f"interrupted at step {stop.step} of {total} while {stop.stage}")
+        stop.status = "interrupted"
+    else:  # the outcome was recorded (perhaps just before phase said so): only files were left to write
+        stop.status = recorded or (store.statuses().get(run_id) if store is not None else None)
+        stop.stage = "writing the report"
+    for folder in (out, out / "checkpoints"):  # a file being written when the signal came
+        for partial in folder.glob(".*.partial"):
+            partial.unlink(missing_ok=True)
+    return stop
 
 
 def evaluate(encoder: nn.Module, world: World | dict, evaluate_config: EvaluateConfig | dict | None = None, *,

@@ -6,6 +6,14 @@ transaction and the journal is write-ahead (WAL), so a process killed at any mom
 database whole: a run is finished or failed with all its rows (a failed run's are those of its
 checkpoints before the failure), or marked running with none. Only one
 process writes (a sweep's driver); workers hand their results to it.
+
+A run's ``status`` is one of ``RUN_STATUSES``: ``running`` (recorded when it starts; a run still
+marked running after its process is gone was killed, e.g. by SIGKILL), ``finished``, ``failed``
+(``error`` says why and where), or ``interrupted`` (stopped by Ctrl-C or SIGTERM; ``error`` says at
+which step and stage; its rows are those of the checkpoints evaluated before, without the
+theorems' checks, which need every checkpoint). ``interrupted`` came with schema version 3, and a
+store of version 2 is migrated when opened. A sweep never records ``interrupted``: it forgets the
+runs it stops, and runs every run not finished (nor failed, unless asked) when it resumes.
 """
 
 from __future__ import annotations
@@ -17,7 +25,9 @@ from typing import Any
 
 import pandas as pd
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+
+RUN_STATUSES = ("running", "finished", "failed", "interrupted")
 
 ESTIMATE_COLUMNS = ["run", "step", "quantity", "value", "lower", "upper", "n", "level", "method"]
 CONTEXT_COLUMNS = ["negatives", "block_size", "task_classes", "top_r", "adapter", "shots", "split", "bound", "status",
@@ -29,14 +39,19 @@ TEXT_COLUMNS = ["run", "quantity", "method", "adapter", "split", "bound", "statu
 RUN_COLUMNS = ["run_id", "config_hash", "config_json", "status", "started_at", "finished_at", "error",
                "preadapt_version", "git_revision", "torch_version", "threads", "device", "seed"]
 
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS runs (
+
+def _runs_table(name: str) -> str:
+    return f"""CREATE TABLE IF NOT EXISTS {name} (
     run_id TEXT PRIMARY KEY, config_hash TEXT NOT NULL, config_json TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('finished', 'failed', 'running')),
+    status TEXT NOT NULL CHECK (status IN ({", ".join(f"'{status}'" for status in RUN_STATUSES)})),
     started_at TEXT, finished_at TEXT, error TEXT, preadapt_version TEXT, git_revision TEXT,
     torch_version TEXT, threads INTEGER, device TEXT, seed INTEGER
-);
+);"""
+
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+{_runs_table("runs")}
 CREATE TABLE IF NOT EXISTS results (
     run TEXT NOT NULL REFERENCES runs(run_id), step INTEGER NOT NULL, quantity TEXT NOT NULL,
     value REAL NOT NULL, lower REAL NOT NULL, upper REAL NOT NULL, n INTEGER, level REAL NOT NULL,
@@ -64,17 +79,37 @@ class Store:
     >>> import tempfile, os
     >>> store = Store(os.path.join(tempfile.mkdtemp(), "results.sqlite"))
     >>> store.schema_version()
-    2
+    3
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.connection = sqlite3.connect(self.path, timeout=30)
         self.connection.execute("PRAGMA journal_mode = WAL")
-        self.connection.execute("PRAGMA foreign_keys = ON")
         with self.connection:
             self.connection.executescript(_SCHEMA)
             self.connection.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        if self.schema_version() == 2:
+            self._migrate_from_2()
+        self.connection.execute("PRAGMA foreign_keys = ON")  # after the migration: it drops the parent table
+
+    def _migrate_from_2(self) -> None:
+        """Version 2 → 3: the runs table's CHECK gains ``interrupted``. SQLite cannot alter a CHECK,
+        so the table is rebuilt (SQLite's documented procedure, foreign keys off), in one transaction."""
+        connection = self.connection
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            if int(connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]) == 2:
+                connection.execute(_runs_table("runs_v3"))
+                columns = ", ".join(RUN_COLUMNS)
+                connection.execute(f"INSERT INTO runs_v3 ({columns}) SELECT {columns} FROM runs")
+                connection.execute("DROP TABLE runs")
+                connection.execute("ALTER TABLE runs_v3 RENAME TO runs")
+                connection.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+        except BaseException:
+            connection.rollback()
+            raise
+        connection.commit()
 
     def schema_version(self) -> int:
         return int(self.connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])

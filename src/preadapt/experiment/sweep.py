@@ -350,7 +350,7 @@ def load_sweep(path: str | Path | None = None, preset: str | None = None) -> Swe
     try:
         spec = SweepSpec.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(f"{path.name}: {format_validation_error(error)}") from None
+        raise ConfigError(f"{path.name}: {format_validation_error(error, model=SweepSpec)}") from None
     return expand(spec, source if preset is None else preset, path.parent)
 
 
@@ -370,6 +370,21 @@ class SweepProgress:
     failed: int = 0
     running: int = 0
     stage: str = "running"  # then "report": the runs are done, the report is being written
+
+    def resumed(self) -> str | None:
+        """What a resumed sweep keeps from its earlier invocations, in words (None for a fresh start).
+
+        >>> SweepProgress(total=12, earlier=4, to_run=6).resumed()
+        '4 finished runs kept, 2 failed runs skipped (--retry-failed runs them again), 6 to run'
+        """
+        skipped = self.total - self.earlier - self.to_run  # failed before, and not retried
+        if not self.earlier and not skipped:
+            return None
+        parts = [f"{self.earlier} finished run{'s' if self.earlier != 1 else ''} kept"]
+        if skipped:
+            parts.append(f"{skipped} failed run{'s' if skipped != 1 else ''} skipped (--retry-failed runs "
+                         f"{'them' if skipped != 1 else 'it'} again)")
+        return ", ".join(parts) + f", {self.to_run} to run"
 
 
 @dataclass
@@ -470,10 +485,21 @@ def _lock(out: Path):
     """An exclusive lock on ``out/.lock`` held for the driver's lifetime: one driver per sweep directory."""
     import fcntl
 
-    if out.exists() and not out.is_dir():
-        raise SweepDirectoryError(f"--out: {out} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
-    handle = open(out / ".lock", "w")
+    created: list[Path] = []
+    try:
+        if out.exists() and not out.is_dir():
+            raise SweepDirectoryError(f"--out: {out} exists and is not a directory")
+        created = [folder for folder in (out, *out.parents) if not folder.exists()]
+        out.mkdir(parents=True, exist_ok=True)
+        handle = open(out / ".lock", "w")
+    except OSError as error:
+        for folder in created:  # nothing half-made: the folders made here go again
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+        raise SweepDirectoryError(f"--out: cannot write {out} ({error.strerror or error}: {error.filename or out}); "
+                                  f"choose a directory you can write to") from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -568,8 +594,9 @@ def sweep_results(results: pd.DataFrame, described: dict[str, Any]) -> pd.DataFr
 
 
 def with_run_status(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
-    """``table`` with a ``run_status`` column (finished, failed, running) after ``run``: a failed run
-    keeps the rows of its checkpoints before the failure, and the export says so."""
+    """``table`` with a ``run_status`` column (a status of ``store.RUN_STATUSES``: finished, failed,
+    running, interrupted) after ``run``: a failed run keeps the rows of its checkpoints before the
+    failure, and the export says so."""
     status = dict(zip(runs["run_id"], runs["status"]))
     table = table.copy()
     table.insert(table.columns.get_loc("replicate"), "run_status", [status.get(run) for run in table["run"]])

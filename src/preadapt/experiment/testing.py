@@ -1,6 +1,6 @@
-"""A test hook, not a feature: gates that hold a sweep's driver or worker at a named point until a
-test releases it, so that a test acts (kills the driver, sends Ctrl-C) at a state it reached by
-construction rather than by timing.
+"""A test hook, not a feature: gates that hold a sweep's driver or worker, or a single run, at a
+named point until a test releases it, so that a test acts (kills the driver, sends Ctrl-C) at a
+state it reached by construction rather than by timing.
 
 With the environment variable ``PREADAPT_TEST_GATE`` set to a directory, a process reaching point
 ``P`` writes its pid to ``<dir>/P.reached`` and waits until ``<dir>/P.go`` exists. Unset (always,
@@ -12,7 +12,10 @@ outside the tests), every gate does nothing. The points:
 - ``start-<run_id>``: the driver inside the transaction that marks the run running, its earlier row
   (of a run left running) deleted and the new one not yet written;
 - ``finish-<run_id>``: the driver inside the transaction that records the run's outcome, its rows
-  written and its status not yet.
+  written and its status not yet;
+- ``checkpoint-<step>``: a single run (``preadapt run``, ``preadapt.run``; not a sweep's runs) as it
+  reaches the checkpoint at training step ``step``, before saving and evaluating it; the store says
+  running and holds nothing of this checkpoint.
 
 >>> import tempfile
 >>> from unittest import mock
