@@ -252,7 +252,7 @@ def report_command(
                                     help="also write report.png: the page's first screen at 1280 x 900 (needs chromium)"),
 ) -> None:
     """Rebuild report.html and figures/ of a run or sweep directory from its store."""
-    from preadapt.report.html import write_report
+    from preadapt.report.html import parse_config_yaml, write_report
 
     store = _open_store(directory)
     try:
@@ -266,15 +266,9 @@ def report_command(
         path = write_sweep_report(directory, sweep_results(results, sweep), runs, sweep,
                                   title=f"preadapt sweep: {sweep['name']}")
     else:
-        import yaml
-
         config_file = directory / "config.yaml"
         config_yaml = config_file.read_text() if config_file.is_file() else ""
-        try:
-            config = yaml.safe_load(config_yaml) if config_yaml else None
-        except yaml.YAMLError:
-            config = None
-        name = config.get("name") if isinstance(config, dict) and config.get("name") else directory.name
+        name = parse_config_yaml(config_yaml).get("name") or directory.name
         path = write_report(directory, results, runs, config_yaml, title=f"preadapt run: {name}")
     console.print(f"wrote {path}", markup=False, highlight=False)
     if screenshot:

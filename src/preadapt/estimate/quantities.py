@@ -151,9 +151,10 @@ class MeanClassifierLoss:
         self.moments.update(losses, units)
         return losses
 
-    def plug_in(self, pool: MeanPool) -> PlugIn:
-        """The error of the estimate due to μ̂, from ``pool``, the points behind μ̂."""
-        return pool.plug_in(self.gradient / max(self.moments.count, 1))
+    def plug_in(self, pool: MeanPool, sign: float = 1.0) -> PlugIn:
+        """The error of the estimate due to μ̂, from ``pool``, the points behind μ̂ (``sign`` −1: of a
+        mean that subtracts this loss)."""
+        return pool.plug_in(sign * self.gradient / max(self.moments.count, 1))
 
     def estimate(self, level: float, pool: MeanPool | None = None) -> Estimate:
         """The estimate, with the error of μ̂ when the pool is given."""
@@ -460,8 +461,7 @@ def evaluate_encoder(
     add("L_un_same", l_same.estimate(level), negatives=1, split="fresh")
     add("L_un_diff", l_diff.estimate(level), negatives=1, split="fresh")
     # μ̂ enters L^μ_sup and the paired gap L_un^≠ − L^μ_sup with opposite gradients
-    plug_ins = {"L_sup_mean": mean_loss.plug_in(pool), "diff_minus_mean": pool.plug_in(-mean_loss.gradient /
-                                                                                       max(mean_loss.moments.count, 1))}
+    plug_ins = {"L_sup_mean": mean_loss.plug_in(pool), "diff_minus_mean": mean_loss.plug_in(pool, sign=-1.0)}
     add("L_sup_mean", plug_ins["L_sup_mean"].apply(mean_loss.moments, level), adapter="mean", task_classes=2,
         split="fresh")
     moments.update(L_un=l_un, L_un_same=l_same, L_un_diff=l_diff, L_sup_mean=mean_loss.moments,

@@ -4,11 +4,14 @@ bound checks → store → report (DESIGN.md section 1)."""
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 import subprocess
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -70,8 +73,6 @@ def interrupted_here(out: Path, run_id: str) -> bool:
     """Whether ``out`` holds the run ``run_id`` stopped by Ctrl-C: the store of a single run (not a
     sweep's) that records this run, and only it, as interrupted. Such a directory is run again
     without ``force``: same config, same id, nothing of another run's to lose."""
-    import sqlite3
-
     if not (out / "results.sqlite").is_file():
         return False
     try:
@@ -96,28 +97,37 @@ def _remove_outputs(out: Path) -> None:
             target.unlink()
 
 
-def prepare_output(out: Path, force: bool, run_id: str | None = None) -> None:
-    """Refuse a non-empty directory unless ``force`` or it holds the run ``run_id`` interrupted
-    (``interrupted_here``); then remove preadapt's own outputs and create ``checkpoints/``. A
-    directory that cannot be written is refused in one line (ConfigError) with nothing created."""
-    created: list[Path] = []
+@contextmanager
+def output_folder(out: Path, deepest: Path | None = None, error: type[ConfigError] = ConfigError) -> Iterator[None]:
+    """Where the block writes into ``out``: if it fails (OSError), the folders missing on entry
+    along ``deepest`` (default ``out``) and its parents are removed again, and one line naming ``out``
+    is raised (``error``): nothing half-made."""
+    deepest = out if deepest is None else deepest
+    missing = [folder for folder in (deepest, *deepest.parents) if not folder.exists()]  # deepest first
     try:
-        if out.exists() and not out.is_dir():
-            raise ConfigError(f"--out: {out} exists and is not a directory")
-        if out.exists() and any(out.iterdir()):
-            if not force and not (run_id is not None and interrupted_here(out, run_id)):
-                raise ConfigError(f"--out: {out} is not empty; pass --force to overwrite it")
-            _remove_outputs(out)
-        created = [folder for folder in (out / "checkpoints", out, *out.parents) if not folder.exists()]
-        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        for folder in created:  # nothing half-made: the folders this call made go again
+        yield
+    except OSError as failure:
+        for folder in missing:
             try:
                 folder.rmdir()
             except OSError:
                 pass
-        raise ConfigError(f"--out: cannot write {out} ({error.strerror or error}: {error.filename or out}); "
-                          f"choose a directory you can write to") from None
+        raise error(f"--out: cannot write {out} ({failure.strerror or failure}: {failure.filename or out}); "
+                    f"choose a directory you can write to") from None
+
+
+def prepare_output(out: Path, force: bool, run_id: str | None = None) -> None:
+    """Refuse a non-empty directory unless ``force`` or it holds the run ``run_id`` interrupted
+    (``interrupted_here``); then remove preadapt's own outputs and create ``checkpoints/``. A
+    directory that cannot be written is refused in one line (ConfigError) with nothing created."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out: {out} exists and is not a directory")
+    with output_folder(out, out / "checkpoints"):
+        if out.exists() and any(out.iterdir()):
+            if not force and not (run_id is not None and interrupted_here(out, run_id)):
+                raise ConfigError(f"--out: {out} is not empty; pass --force to overwrite it")
+            _remove_outputs(out)
+        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
 
 
 def _git_revision() -> str | None:
@@ -234,13 +244,6 @@ def run_provenance(config: Config, device: torch.device) -> dict[str, Any]:
                 device=str(device), seed=config.seed)
 
 
-def _save_checkpoint(model: nn.Module, path: Path) -> None:
-    """The encoder's state_dict, whole or absent: written beside and renamed (Ctrl-C never leaves half a file)."""
-    partial = path.with_name(f".{path.name}.partial")
-    torch.save(model.state_dict(), partial)
-    partial.replace(path)
-
-
 def pipeline(config: Config, device: torch.device, run_id: str, rows: list[dict[str, Any]],
              checks: dict[int, list[BoundCheck]], checkpoint_dir: Path | None = None,
              progress: Callable[[str, int, int], None] | None = None,
@@ -288,7 +291,7 @@ def _pipeline(config: Config, device: torch.device, run_id: str, rows: list[dict
         if before_checkpoint is not None:
             before_checkpoint(step)
         if checkpoint_dir is not None:
-            _save_checkpoint(model, checkpoint_dir / f"step_{step:06d}.pt")
+            _write_whole(checkpoint_dir / f"step_{step:06d}.pt", partial(torch.save, model.state_dict()))
         evaluation = evaluate_encoder(
             model, world, config.evaluate, seed, curl_loss_name=loss_name,
             negatives=objective.negatives, block_size=objective.block_size, objective=objective,
@@ -373,7 +376,7 @@ def run(config: Config | dict | str | Path, out: str | Path | None = None, force
             store.start_run(provenance)
         phase = "running"
         if out is not None:
-            _write_text(out / "config.yaml", config.to_yaml())
+            _write_whole(out / "config.yaml", lambda path: path.write_text(config.to_yaml()))
         try:
             status, error = pipeline(config, device, run_id, rows, checks,
                                      out / "checkpoints" if out is not None else None, progress,
@@ -387,7 +390,7 @@ def run(config: Config | dict | str | Path, out: str | Path | None = None, force
             store.finish_run(run_id, results, status, utc_now(), error)
             phase = "recorded"
             runs = store.runs()
-            _write_text(out / "results.csv", results.to_csv(index=False))
+            _write_whole(out / "results.csv", lambda path: results.to_csv(path, index=False))
             from preadapt.report.html import write_report
 
             write_report(out, results, runs, config.to_yaml(), title=f"preadapt run: {config.name}")
@@ -400,11 +403,12 @@ def run(config: Config | dict | str | Path, out: str | Path | None = None, force
     return RunResult(config, run_id, status, results, checks, out, error)
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Write a file whole or not at all (beside, then renamed)."""
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text)
-    partial.replace(path)
+def _write_whole(path: Path, write: Callable[[Path], None]) -> None:
+    """``write(beside)`` to a file beside ``path``, then renamed onto it: the file is whole or absent
+    (Ctrl-C never leaves half of one)."""
+    beside = path.with_name(f".{path.name}.partial")
+    write(beside)
+    beside.replace(path)
 
 
 def _interrupted(stop: KeyboardInterrupt, config: Config, run_id: str, rows: list[dict[str, Any]],
@@ -434,8 +438,8 @@ def _interrupted(stop: KeyboardInterrupt, config: Config, run_id: str, rows: lis
         stop.status = recorded or (store.statuses().get(run_id) if store is not None else None)
         stop.stage = "writing the report"
     for folder in (out, out / "checkpoints"):  # a file being written when the signal came
-        for partial in folder.glob(".*.partial"):
-            partial.unlink(missing_ok=True)
+        for leftover in folder.glob(".*.partial"):
+            leftover.unlink(missing_ok=True)
     return stop
 
 

@@ -42,7 +42,7 @@ from preadapt.experiment.config import (
     set_field,
 )
 from preadapt.experiment.executors import LOST, Executor, RunTask
-from preadapt.experiment.run import utc_now
+from preadapt.experiment.run import output_folder, utc_now
 from preadapt.experiment.store import Store, tidy_frame
 from preadapt.experiment.testing import gate, gate_run_row_writes
 
@@ -485,21 +485,11 @@ def _lock(out: Path):
     """An exclusive lock on ``out/.lock`` held for the driver's lifetime: one driver per sweep directory."""
     import fcntl
 
-    created: list[Path] = []
-    try:
-        if out.exists() and not out.is_dir():
-            raise SweepDirectoryError(f"--out: {out} exists and is not a directory")
-        created = [folder for folder in (out, *out.parents) if not folder.exists()]
+    if out.exists() and not out.is_dir():
+        raise SweepDirectoryError(f"--out: {out} exists and is not a directory")
+    with output_folder(out, error=SweepDirectoryError):  # nothing half-made
         out.mkdir(parents=True, exist_ok=True)
         handle = open(out / ".lock", "w")
-    except OSError as error:
-        for folder in created:  # nothing half-made: the folders made here go again
-            try:
-                folder.rmdir()
-            except OSError:
-                pass
-        raise SweepDirectoryError(f"--out: cannot write {out} ({error.strerror or error}: {error.filename or out}); "
-                                  f"choose a directory you can write to") from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

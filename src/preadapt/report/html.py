@@ -288,7 +288,8 @@ def loss_unit(config: Mapping[str, Any]) -> str:
     return LOSS_UNIT if loss == "logistic" else f"ℓ = {loss}"
 
 
-def _parse_config(config_yaml: str) -> dict[str, Any]:
+def parse_config_yaml(config_yaml: str) -> dict[str, Any]:
+    """A run's ``config.yaml`` text as a mapping; {} when it is empty or not a YAML mapping."""
     try:
         config = yaml.safe_load(config_yaml) if config_yaml else None
     except yaml.YAMLError:
@@ -307,7 +308,7 @@ def write_report(out_dir: str | Path, results: pd.DataFrame, runs: pd.DataFrame,
     out_dir = Path(out_dir)
     figures_dir = out_dir / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
-    config = _parse_config(config_yaml)
+    config = parse_config_yaml(config_yaml)
     unit = loss_unit(config)
     figures = {}
     for name, plot in FIGURES.items():
