@@ -30,7 +30,7 @@ from preadapt.worlds.sampling import make_generator
 GOAL = 2.0
 CONFIGS = {
     "small": EvaluateConfig(samples=4000, mean_samples=500, test_per_class=100, task_classes=[2], top_r=[1],
-                            probe_tasks=20, probe_shots=20, probe_val=50, sup_samples=300, bootstrap=10),
+                            probe_tasks=20, probe_shots=20, probe_val=50, star_samples=300, bootstrap=10),
     "default": EvaluateConfig(probe_tasks=20),
 }
 

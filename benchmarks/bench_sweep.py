@@ -32,7 +32,7 @@ BASE = {
     "objective": {"kind": "curl", "loss": "logistic", "negatives": 1, "block_size": 1},
     "pretrain": {"tuples": 2000, "epochs": 3, "batch_size": 128, "checkpoints": [0]},
     "evaluate": {"samples": 2000, "mean_samples": 100, "test_per_class": 50, "task_classes": [2, 8], "top_r": [1],
-                 "probe_tasks": 20, "probe_shots": 20, "probe_val": 20, "sup_samples": 50, "bootstrap": 20},
+                 "probe_tasks": 20, "probe_shots": 20, "probe_val": 20, "star_samples": 50, "bootstrap": 20},
 }
 
 

@@ -12,7 +12,7 @@ from preadapt.worlds import WORLDS, GaussianWorld, tau
 from preadapt.worlds.sampling import make_generator
 
 SMALL = EvaluateConfig(samples=4000, mean_samples=400, test_per_class=20, task_classes=[2], top_r=[1],
-                       probe_tasks=4, probe_shots=10, probe_val=10, sup_samples=50, bootstrap=10)
+                       probe_tasks=4, probe_shots=10, probe_val=10, star_samples=50, bootstrap=10)
 
 
 class Scaled(torch.nn.Module):

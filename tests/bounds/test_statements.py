@@ -38,7 +38,7 @@ from preadapt.worlds.sampling import make_generator
 SHIFT = -0.05  # a deliberately wrong right side: rhs − 0.05
 
 SMALL = EvaluateConfig(samples=3000, mean_samples=400, test_per_class=20, task_classes=[2], top_r=[1],
-                       probe_tasks=2, probe_shots=5, probe_val=10, probe_penalties=[1e-2], sup_samples=20,
+                       probe_tasks=2, probe_shots=5, probe_val=10, probe_penalties=[1e-2], star_samples=20,
                        bootstrap=10, negatives=[1, 2, 4], block_sizes=[2, 5])
 
 

@@ -29,7 +29,7 @@ NOISE = 1.0
 SCALE = torch.tensor([2.0, 1.0, 1.0], dtype=torch.float64)
 
 CONFIG = EvaluateConfig(samples=2000, mean_samples=300, test_per_class=100, task_classes=[2], top_r=[1],
-                        probe_tasks=20, probe_shots=20, probe_val=20, sup_samples=50, bootstrap=50, level=LEVEL)
+                        probe_tasks=20, probe_shots=20, probe_val=20, star_samples=50, bootstrap=50, level=LEVEL)
 
 
 class Anisotropic(torch.nn.Module):

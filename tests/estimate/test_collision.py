@@ -418,7 +418,7 @@ class Constant(torch.nn.Module):
 
 
 CONSTANT_CONFIG = EvaluateConfig(samples=3000, mean_samples=50, test_per_class=10, task_classes=[2], top_r=[1],
-                                 probe_tasks=4, probe_shots=10, probe_val=10, sup_samples=20, bootstrap=10,
+                                 probe_tasks=4, probe_shots=10, probe_val=10, star_samples=20, bootstrap=10,
                                  negatives=[1, 2, 4], block_sizes=[2, 5])
 
 

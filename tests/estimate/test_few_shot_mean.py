@@ -10,8 +10,9 @@ from scipy import stats
 
 from preadapt.encoders import IdentityEncoder
 from preadapt.estimate import EvaluateConfig, evaluate_encoder
-from preadapt.estimate import quantities
-from preadapt.estimate.quantities import few_shot_mean_scores, task_mean
+from preadapt.adapt import AdaptTask, MeanAdapter, TaskPoints
+from preadapt.estimate import adaptation
+from preadapt.estimate.adaptation import task_mean
 from preadapt.worlds import WORLDS, FiniteWorld
 from preadapt.worlds.sampling import make_generator
 
@@ -48,16 +49,17 @@ def test_few_shot_mean_rows_equal_a_loop_over_the_probes_tasks(monkeypatch):
     world = _tie_world()
     shots, val, tst, tasks = 3, 2, 6, 25
     config = EvaluateConfig(samples=200, mean_samples=10, test_per_class=tst, task_classes=[2, 3], top_r=[1],
-                            probe_tasks=tasks, probe_shots=shots, probe_val=val, sup_samples=5, bootstrap=10)
+                            probe_tasks=tasks, probe_shots=shots, probe_val=val, star_samples=5, bootstrap=10)
     drawn = []  # the task points the pipeline drew: the probe's are those with sizes (shots, val, tst)
 
-    def spy(encoder, world, tasks, sizes, generator, block, device):
-        points, ids = split_task_points(encoder, world, tasks, sizes, generator, block, device)
-        drawn.append((sizes, tasks.shape[1], points, ids))
-        return points, ids
+    def spy(encoder, views, tasks, sizes, generator, block, device, keep_inputs=False):
+        train, validation, tests = split_task_points(encoder, views, tasks, sizes, generator, block, device, keep_inputs)
+        points = torch.cat([train.features, validation.features, tests["test"].features], dim=2)
+        drawn.append((sizes, tasks.shape[1], points, tests["test"].ids))
+        return train, validation, tests
 
-    split_task_points = quantities._split_task_points
-    monkeypatch.setattr(quantities, "_split_task_points", spy)
+    split_task_points = adaptation.draw_split_points
+    monkeypatch.setattr(adaptation, "draw_split_points", spy)
     evaluation = evaluate_encoder(IdentityEncoder(), world, config, seed=4)
     rows = {m.context["task_classes"]: m for m in evaluation.measurements
             if m.quantity == "acc_avg" and m.context.get("adapter") == "mean" and m.context.get("shots") is not None}
@@ -81,6 +83,13 @@ def test_few_shot_mean_rows_equal_a_loop_over_the_probes_tasks(monkeypatch):
         # the probe's row comes from the same tasks and test points
         assert evaluation.get("acc_avg", adapter="linear", task_classes=size).n == len(ids.unique())
     assert total_ties > 0  # the tie rule was exercised
+
+
+def few_shot_mean_scores(train_x, train_y, test_x, classes):
+    """The mean adapter's scores of test_x (P, m, d) after fitting on train_x (P, n, d), train_y (P, n)."""
+    points = TaskPoints(train_x, train_y)
+    task = AdaptTask(points, points, classes, None, None, None, False, torch.Generator())
+    return MeanAdapter().fit(task).scores(TaskPoints(test_x, torch.zeros(test_x.shape[:2], dtype=torch.long)))
 
 
 def test_few_shot_mean_scores_are_the_mean_classifier_of_each_task():
@@ -109,7 +118,7 @@ def test_many_shots_agree_with_the_population_mean_classifier(shots):
     world = WORLDS.build(WORLDS.parse({"kind": "gaussian", "classes": 6, "dim": 5, "separation": 2.5,
                                        "warp": False}), make_generator(0, "world"))
     config = EvaluateConfig(samples=200, mean_samples=2000, test_per_class=100, task_classes=[2], top_r=[1],
-                            probe_tasks=200, probe_shots=shots, probe_val=10, sup_samples=20, bootstrap=10)
+                            probe_tasks=200, probe_shots=shots, probe_val=10, star_samples=20, bootstrap=10)
     evaluation = evaluate_encoder(IdentityEncoder(), world, config, seed=2)
     population = evaluation.get("acc_avg", adapter="mean", task_classes=2, shots=None)
     few_shot = evaluation.get("acc_avg", adapter="mean", task_classes=2, shots=shots)

@@ -20,7 +20,7 @@ from preadapt.worlds.prior import tau
 
 F64 = torch.float64
 SMALL = EvaluateConfig(samples=600, mean_samples=50, test_per_class=10, task_classes=[2, 3], top_r=[1],
-                       probe_tasks=4, probe_shots=3, probe_val=3, sup_samples=5, bootstrap=10, negatives=[2],
+                       probe_tasks=4, probe_shots=3, probe_val=3, star_samples=5, bootstrap=10, negatives=[2],
                        block_sizes=[2])
 
 

@@ -70,7 +70,7 @@ def test_mean_classifier_loss_matches_the_closed_form(loss, samples):
 @pytest.mark.parametrize("loss", ["hinge", "logistic"])
 def test_pipeline_quantities_match_references_and_the_decomposition_holds(loss):
     config = EvaluateConfig(samples=40_000, mean_samples=500, test_per_class=50, task_classes=[2, 3], top_r=[1],
-                            probe_tasks=8, probe_shots=20, probe_val=20, sup_samples=100, bootstrap=20)
+                            probe_tasks=8, probe_shots=20, probe_val=20, star_samples=100, bootstrap=20)
     evaluation = evaluate_encoder(IdentityEncoder(), _world(), config, seed=5, curl_loss_name=loss)
     # L^μ_sup uses the plug-in means μ̂: the reference is exact given them
     mu_hat = evaluation.means.numpy()

@@ -814,3 +814,16 @@ def _check_tasks(features: torch.Tensor, labels: torch.Tensor, num_classes: int)
     if low < 0 or high >= num_classes:
         raise ValueError(f"labels must lie in [0, {num_classes}); got range [{low}, {high}]")
     return features, labels
+
+
+def keep_best_heads(candidates: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor, loss) -> tuple[
+        torch.Tensor, torch.Tensor]:
+    """For each task the candidate head with the lowest mean loss on its validation points.
+
+    ``candidates: (L, P, K, d)`` heads (the first is W^μ̂ for L_sup), ``val_x: (P, n, d)``, ``val_y: (P, n)``
+    → the kept heads (P, K, d) and every candidate's validation loss (L, P). A fitted W only
+    upper-bounds inf_W; keeping W^μ̂ among the candidates makes L_sup ≤ L^μ_sup hold on validation,
+    task by task (THEORY.md section 3).
+    """
+    val_losses = torch.stack([linear_head_losses(val_x, val_y, w, loss=loss).mean(-1) for w in candidates])  # (L, P)
+    return candidates[val_losses.argmin(0), torch.arange(candidates.shape[1])], val_losses

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from preadapt.adapt.linear import LinearProbe, fit_linear_heads, linear_head_losses
+from preadapt.adapt import ADAPTERS
+from preadapt.adapt.linear import keep_best_heads
 from preadapt.adapt.mean_classifier import MeanClassifier
+from preadapt.estimate.adaptation import (AdapterSpec, Drawn, Measurement, Views, adapt_measurements,
+                                         chain_measurements, encode, full_problem_measurements, task_mean)
 from preadapt.estimate.avg_k import avg_k_estimate, top_r_estimate
 from preadapt.estimate.collision import CollisionMoments, block_moments, negatives_moments
 from preadapt.estimate.estimate import Estimate, PlugIn, RunningMean, critical, mean_estimate
@@ -33,17 +35,7 @@ from preadapt.worlds.sampling import (Tuples, draw_examples, draw_tuples, exampl
                                      sample_tasks)
 
 F64 = torch.float64
-PROBE_TOL = 1e-4  # gradient tolerance of the fitted heads: scikit-learn's default for LogisticRegression
-PROBE_MAX_ITER = 200
-
-
-@dataclass(frozen=True)
-class Measurement:
-    """One measured quantity: its name (docs/quantities.md), estimate and context columns."""
-
-    quantity: str
-    estimate: Estimate
-    context: dict[str, Any] = field(default_factory=dict)
+__all__ = ["Evaluation", "Measurement", "evaluate_encoder", "task_mean", "keep_best_heads", "encode"]
 
 
 @dataclass
@@ -70,13 +62,6 @@ class Evaluation:
             if m.quantity == quantity and all(m.context.get(k) == v for k, v in context.items()):
                 return m.estimate
         raise KeyError(f"no measurement {quantity} {context}")
-
-
-@torch.no_grad()
-def encode(encoder: nn.Module, inputs: torch.Tensor, block: int, device) -> torch.Tensor:
-    """f(x) for ``inputs: (N, *X)`` in blocks, as float64 on the CPU → (N, d)."""
-    parts = [encoder(inputs[i:i + block].to(device)).to("cpu", F64) for i in range(0, len(inputs), block)]
-    return torch.cat(parts)
 
 
 def mean_classifier_losses(features: torch.Tensor, tasks: torch.Tensor, positions: torch.Tensor,
@@ -328,13 +313,18 @@ def evaluate_encoder(
     objective: nn.Module | None = None,
     train_tuples: Tuples | None = None,
     device: torch.device | str = "cpu",
+    adapters: list[AdapterSpec] | None = None,
+    task=None,
 ) -> Evaluation:
     """Measure every quantity of DESIGN.md section 3 for one encoder.
 
     ``curl_loss_name``: ℓ of L_un. ``negatives``/``block_size``: the configured k and b, at which
     L_un and L_un_block are measured besides k = 1. ``objective``/``train_tuples``: the training
     objective, for L_pre (fresh tuples from the objective's sampler: with its ``true_negatives``,
-    negatives of other classes only) and L_pre_train (the training tuples).
+    negatives of other classes only) and L_pre_train (the training tuples). ``adapters``: the built
+    adapters (default: ``build_adapters(config)``, from ``config.adapters``). ``task``: the
+    ``TaskViews`` of a ``task`` section (the adapters fit on its id view and are tested on id and
+    ood), or None (the world itself).
     """
     level = config.level
     loss = LOSSES[curl_loss_name]
@@ -373,6 +363,9 @@ def evaluate_encoder(
         pool = MeanPool.full(pool_f.view(world.classes, config.mean_samples, -1))  # (C, m, d)
         test_x, test_y = sample_per_class(world, config.test_per_class, make_generator(seed, "evaluate", "test"))
         test_f = encode(encoder, test_x, config.block, device)
+    adapters = build_adapters(config) if adapters is None else adapters
+    keep_inputs = any(spec.adapter.trains_encoder for spec in adapters)
+    test_inputs = (world.take(ids) if examples is not None else test_x) if keep_inputs else None
     means = pool.means  # (C, d)
     # on a finite split the mean classifier's points are among the examples behind μ̂: leave each out
     leave_out = pool.counts if examples is not None else None
@@ -482,7 +475,8 @@ def evaluate_encoder(
     # world with splits, every held-out example once, an interval about the population given μ̂.
     # The adapters' labeled points: for a world with splits, the train view's (its validation view's
     # for choosing), so that no accuracy sees the held-out examples it is scored on; else the pool.
-    adapt_pool, adapt_means, val_pool = _adaptation_pools(encoder, world, config, seed, pool, device)
+    adapt_pool, adapt_means, val_pool = _adaptation_pools(encoder, world, config, seed, pool, device,
+                                                          pool_x if examples is None else None, keep_inputs)
     mean_scores = test_f @ adapt_means.T  # (C·t, C)
     task_prior = None if np.allclose(prior, prior[0]) else prior
     for size in config.task_classes:
@@ -492,12 +486,30 @@ def evaluate_encoder(
         add("acc_top", top_r_estimate(mean_scores, test_y, r, prior=prior, level=level).clipped(0, 1),
             adapter="mean", top_r=r, split="test")
 
-    # W^μ̂ of L_sup's heads: the adapters' means (the train split's on a world with splits, never the
-    # held-out examples the heads are scored on)
-    out.extend(_linear_heads(encoder, world, config, seed, adapt_means, adapt_pool, val_pool, test_f, test_y, loss,
-                             device))
+    # The adapters (evaluate.adapters): few-shot accuracies and adaptation losses on sampled tasks,
+    # L*_adapt, and TOP-R on the full problem. W^μ̂, the heads' reference: the adapters' means (the
+    # train split's on a world with splits, never the held-out examples the heads are scored on).
+    adaptation = adapt_measurements(encoder, world, adapters, config, seed, loss, adapt_means, device,
+                                    Views.of(world, task))
+    out.extend(adaptation.measurements)
+    for spec in adapters:  # an adapter's L*_adapt on the world's own 2-class tasks may be a theory quantity
+        if spec.adapter.star_quantity is not None and (spec.label, "test") in adaptation.star:
+            add(spec.adapter.star_quantity, adaptation.star[(spec.label, "test")], adapter=spec.label, task_classes=2,
+                split="test")
+    test = Drawn(test_f[None, None], None, None if test_inputs is None else test_inputs[None, None])
+    shots = config.probe_shots
+    out.extend(full_problem_measurements(encoder, adapters, adapt_pool.part(0, shots), val_pool, test, test_y,
+                                         adapt_means, config, seed, loss, prior, device))
+    l_pre = next((m.estimate for m in out if m.quantity == "L_pre"), None)
+    l_pre_train = next((m.estimate for m in out if m.quantity == "L_pre_train"), None)
+    out.extend(chain_measurements(adaptation, l_pre, l_pre_train, level, dependent=examples is not None))
     return Evaluation(out, means, moments, plug_ins, grids["negatives"], grids["blocks"], collision_plug_ins, deviation,
                       shared_examples=examples is not None)
+
+
+def build_adapters(config: EvaluateConfig) -> list[AdapterSpec]:
+    """The adapters of ``config.adapters``, built from the registry (``preadapt.adapt.ADAPTERS``)."""
+    return [AdapterSpec(entry.label, ADAPTERS.build(entry, config)) for entry in config.adapters]
 
 
 def statement_grids(config: EvaluateConfig, negatives: int = 1, block_size: int = 1) -> tuple[list[int], list[int]]:
@@ -515,189 +527,32 @@ def statement_grids(config: EvaluateConfig, negatives: int = 1, block_size: int 
     return sorted(k_grid), sorted(b_grid | {1}) if b_grid else []
 
 
-def _split_task_points(encoder, world: World, tasks: torch.Tensor, sizes: tuple[int, int, int],
-                       generator: torch.Generator, block: int, device) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Fresh features for every task and class: ``sizes`` = (fit, validation, test) points per class
-    from the train, validation and held-out views of ``world`` → (P, K, fit + validation + test, d),
-    and the example ids of the test points (P, K, test) when the held-out view is a finite set of
-    examples (else None). A world without splits gives all of them in one draw."""
-    views = [split_of(world, name) for name in ("train", "validation")] + [world]
-    if all(view is world for view in views):
-        points, ids = _task_points(encoder, world, tasks, sum(sizes), generator, block, device)
-        return points, None if ids is None else ids[:, :, sizes[0] + sizes[1]:]
-    parts = [_task_points(encoder, view, tasks, size, generator, block, device) for view, size in zip(views, sizes)]
-    return torch.cat([points for points, _ in parts], dim=2), parts[-1][1]
-
-
-def _task_points(encoder, world: World, tasks: torch.Tensor, per_class: int, generator: torch.Generator,
-                 block: int, device) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Fresh features for every task and class: tasks (P, K) → (P, K, per_class, d), with the
-    example ids (P, K, per_class) of a world of finite examples (else None).
-
-    Each task gets points of its own, so the per-task results are independent given the examples
-    they are drawn from, and a t-interval across tasks is valid for fresh draws (tasks that shared a
-    pool of points would be positively correlated; draws from finite examples are clustered).
-    """
-    labels = tasks.reshape(-1).repeat_interleave(per_class)  # (P·K·s,)
-    inputs, ids = draw_examples(world, labels, generator)
-    features = encode(encoder, inputs, block, device)
-    return features.view(*tasks.shape, per_class, -1), None if ids is None else ids.view(*tasks.shape, per_class)
-
-
-def task_mean(values: torch.Tensor, test_ids: torch.Tensor | None, level: float) -> Estimate:
-    """The mean over P tasks of per-task means of ``values: (P, n)``, with n test points per task.
-
-    Fresh test points: a t-interval across tasks (tasks are independent). Test points drawn from a
-    finite split (``test_ids: (P, n)`` their examples): tasks share examples, so the mean is clustered
-    by example and by task, and the interval is about the population the split came from, given the
-    examples the heads were fitted on.
-
-    >>> values = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 0.0]])
-    >>> e = task_mean(values, None, 0.95); round(e.value, 4), e.n, e.method
-    (0.5, 3, 't')
-    >>> e = task_mean(values, torch.tensor([[0, 1], [0, 2], [1, 3]]), 0.95); e.n, e.method  # 4 examples
-    (4, 'cluster')
-    """
-    if test_ids is None:
-        return mean_estimate(values.mean(-1), level)
-    P, n = values.shape
-    moments = RunningMean()
-    moments.update(values.reshape(-1), units={"example": test_ids.reshape(-1),
-                                              "task": torch.arange(P).repeat_interleave(n)})
-    return moments.estimate(level)
-
-
-def _flatten_tasks(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(P, K, s, d) → features (P, K·s, d) and labels (P, K·s) in [0, K)."""
-    P, K, s, d = points.shape
-    return points.reshape(P, K * s, d), torch.arange(K).repeat_interleave(s).expand(P, K * s)
-
-
-def few_shot_mean_scores(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
-                         classes: int) -> torch.Tensor:
-    """Scores of the mean classifier W^μ̂ fitted on each task's own points: train_x (P, n, d),
-    train_y (P, n) in [0, K), test_x (P, m, d) → (P, m, K), task p's μ̂ from its points only.
-
-    >>> train = torch.tensor([[[1.0, 0.0], [3.0, 0.0], [0.0, 1.0]]])  # one task: μ̂_0 = (2, 0), μ̂_1 = (0, 1)
-    >>> few_shot_mean_scores(train, torch.tensor([[0, 0, 1]]), torch.tensor([[[1.0, 1.0]]]), 2)
-    tensor([[[2., 1.]]])
-    """
-    return torch.stack([MeanClassifier().fit(x, y, num_classes=classes).decision_function(z)
-                        for x, y, z in zip(train_x, train_y, test_x)])
-
-
-SUP_PENALTIES = (1e-4, 1e-3, 1e-2, 1e-1)
-"""Penalties of the candidate heads for L_sup; with W^μ̂ itself, the best on validation is kept.
-No zero penalty: on (nearly) separable tasks the unpenalised fit runs off to a huge norm and its
-test loss explodes on the few points it gets wrong."""
-
-
-def keep_best_heads(candidates: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor, loss) -> tuple[
-        torch.Tensor, torch.Tensor]:
-    """For each task the candidate head with the lowest mean loss on its validation points.
-
-    ``candidates: (L, P, K, d)`` heads (the first is W^μ̂ for L_sup), ``val_x: (P, n, d)``, ``val_y: (P, n)``
-    → the kept heads (P, K, d) and every candidate's validation loss (L, P). A fitted W only
-    upper-bounds inf_W; keeping W^μ̂ among the candidates makes L_sup ≤ L^μ_sup hold on validation,
-    task by task (THEORY.md section 3).
-    """
-    val_losses = torch.stack([linear_head_losses(val_x, val_y, w, loss=loss).mean(-1) for w in candidates])  # (L, P)
-    return candidates[val_losses.argmin(0), torch.arange(candidates.shape[1])], val_losses
-
-
-def _adaptation_pools(encoder, world: World, config: EvaluateConfig, seed: int, pool: MeanPool, device
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The labeled points of the adapters: (train pool (C, m, d), the mean classifier's class means,
-    validation pool (C, v, d)). A world without splits gives the population pool, its means, and the
-    pool's points after the probe's shots. A world with splits gives draws from its train and
-    validation views, and as class means those of every train example when its examples are known
-    (the μ of [Arora19]'s protocol: all labeled training points of each class), else of the draws."""
+def _adaptation_pools(encoder, world: World, config: EvaluateConfig, seed: int, pool: MeanPool, device,
+                      pool_inputs: torch.Tensor | None, keep_inputs: bool) -> tuple[Drawn, torch.Tensor, Drawn]:
+    """The labeled points of the adapters on the full problem: (train pool (1, C, m), the mean
+    classifier's class means (C, d), validation pool (1, C, v)). A world without splits gives the
+    population pool (``pool_inputs``: its inputs), its means, and the pool's points after the probe's
+    shots. A world with splits gives draws from its train and validation views, and as class means
+    those of every train example when its examples are known (the μ of [Arora19]'s protocol: all
+    labeled training points of each class), else of the draws."""
     shots, val = config.probe_shots, config.probe_val
     train_view, val_view = split_of(world, "train"), split_of(world, "validation")
     if train_view is world and val_view is world:
-        return pool.points, pool.means, pool.points[:, shots:shots + val]
+        inputs = pool_inputs.view(1, world.classes, config.mean_samples, *pool_inputs.shape[1:]) if keep_inputs else None
+        whole = Drawn(pool.points[None], None, inputs)
+        return whole, pool.means, whole.part(shots, shots + val)
 
-    def draw(view: World, per_class: int, name: str) -> torch.Tensor:
+    def draw(view: World, per_class: int, name: str) -> Drawn:
         x, _ = sample_per_class(view, per_class, make_generator(seed, "evaluate", name))
-        return encode(encoder, x, config.block, device).view(world.classes, per_class, -1)
+        features = encode(encoder, x, config.block, device).view(1, world.classes, per_class, -1)
+        return Drawn(features, None, x.view(1, world.classes, per_class, *x.shape[1:]) if keep_inputs else None)
 
     train = draw(train_view, config.mean_samples, "adapt-pool")
     examples = example_ids(train_view)
     if examples is None:
-        means = train.mean(dim=1)
+        means = train.features[0].mean(dim=1)
     else:
         ids, classes = examples
         features = encode(encoder, train_view.take(ids), config.block, device)
         means = MeanClassifier().fit(features, classes, num_classes=world.classes).means_
     return train, means, draw(val_view, val, "adapt-validation")
-
-
-def _linear_heads(encoder, world, config, seed, means, pool, val_pool, test_f, test_y, loss, device
-                  ) -> list[Measurement]:
-    """L_sup (best linear head, 2-class tasks), the linear probe's AVG-k and TOP-R, and the few-shot
-    mean classifier's AVG-k on the probe's tasks and points.
-
-    ``means``: the adapters' μ̂ (W^μ̂, where L_sup's heads start); ``pool``/``val_pool``: the
-    adapters' training and validation points (the C-way probe); ``test_f: (N, d)``, ``test_y: (N,)``:
-    the test points of the C-way probe's TOP-R.
-    """
-    out = []
-    level = config.level
-    block = config.block
-    # L_sup = inf_W E[ℓ]: any fixed W upper-bounds it. Candidates: W^μ̂ and heads without bias fitted
-    # from W^μ̂ on sup_samples points per class with small penalties (which on separable data keep
-    # the fit from running off to infinity); each task keeps the candidate with the lowest
-    # loss on its validation points, and is scored on independent test points: one value per task.
-    # Every candidate is a fixed W for the test points, so its test loss estimates an upper bound of L_sup.
-    generator = make_generator(seed, "evaluate", "L_sup")
-    tasks = sample_tasks(world.prior, config.probe_tasks, 2, generator)  # (P, 2)
-    fit, val, tst = config.sup_samples, config.probe_val, config.test_per_class
-    points, test_ids = _split_task_points(encoder, world, tasks, (fit, val, tst), generator, block, device)  # (P, 2, s, d)
-    (fit_x, fit_y), (val_x, val_y), (test_x, test_y_tasks) = (
-        _flatten_tasks(points[:, :, a:b]) for a, b in ((0, fit), (fit, fit + val), (fit + val, fit + val + tst)))
-    P, L = len(tasks), len(SUP_PENALTIES)
-    start = means[tasks]  # (P, 2, d): W^μ̂
-    fitted, _ = fit_linear_heads(fit_x.repeat(L, 1, 1), fit_y.repeat(L, 1), 2, loss,
-                                 penalty=torch.tensor(SUP_PENALTIES, dtype=F64).repeat_interleave(P),
-                                 init=start.repeat(L, 1, 1), max_iter=PROBE_MAX_ITER, tol=PROBE_TOL)
-    best, _ = keep_best_heads(torch.cat([start.unsqueeze(0), fitted.view(L, P, 2, -1)]), val_x, val_y, loss)
-    losses = linear_head_losses(test_x, test_y_tasks, best, loss=loss)  # (P, 2·t)
-    out.append(Measurement("L_sup", task_mean(losses, _flat_ids(test_ids), level),
-                           dict(adapter="linear", task_classes=2, split="test")))
-
-    shots = config.probe_shots
-
-    def probe() -> LinearProbe:  # the penalty is chosen on the validation points, never on test
-        return LinearProbe(penalties=tuple(config.probe_penalties), tol=PROBE_TOL, max_iter=PROBE_MAX_ITER)
-
-    for size in config.task_classes:
-        generator = make_generator(seed, "evaluate", "probe", size)
-        tasks = sample_tasks(world.prior, config.probe_tasks, size, generator)
-        points, test_ids = _split_task_points(encoder, world, tasks, (shots, val, tst), generator, block, device)
-        (train_x, train_y), (val_x, val_y), (test_x, test_y_tasks) = (
-            _flatten_tasks(points[:, :, a:b]) for a, b in ((0, shots), (shots, shots + val), (shots + val, None)))
-        fitted_probe = probe().fit(train_x, train_y, val_x, val_y)
-        correct = margins_from_scores(fitted_probe.decision_function(test_x), test_y_tasks).min(-1).values > 0  # ties: errors
-        out.append(Measurement("acc_avg", task_mean(correct.double(), _flat_ids(test_ids), level).clipped(0, 1),
-                               dict(adapter="linear", task_classes=size, shots=shots, split="test")))
-        # The few-shot mean classifier on the same points: μ̂ of each task class from its s training
-        # points, scored by inner product ([Arora19]); it needs no validation points.
-        scores = few_shot_mean_scores(train_x, train_y, test_x, size)  # (P, K·t, K)
-        correct = margins_from_scores(scores, test_y_tasks).min(-1).values > 0  # ties: errors
-        out.append(Measurement("acc_avg", task_mean(correct.double(), _flat_ids(test_ids), level).clipped(0, 1),
-                               dict(adapter="mean", task_classes=size, shots=shots, split="test")))
-
-    # TOP-R of one C-way probe trained on the adapters' pool: an interval over test points, given the probe
-    train_x, train_y = _flatten_tasks(pool[None, :, :shots])
-    val_x, val_y = _flatten_tasks(val_pool[None])
-    scores = probe().fit(train_x, train_y, val_x, val_y).decision_function(test_f[None])[0]  # (N, C)
-    for r in config.top_r:
-        estimate = top_r_estimate(scores, test_y, r, prior=world.prior, level=level).clipped(0, 1)
-        out.append(Measurement("acc_top", estimate,
-                               dict(adapter="linear", top_r=r, shots=shots, split="test")))
-    return out
-
-
-def _flat_ids(ids: torch.Tensor | None) -> torch.Tensor | None:
-    """(P, K, t) → (P, K·t), the order of ``_flatten_tasks``."""
-    return None if ids is None else ids.reshape(ids.shape[0], -1)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SerializeAsAny, field_validator
+
+from preadapt.adapt import ADAPTERS
+from preadapt.adapt.base import AdapterConfig
 
 
 class EvaluateConfig(BaseModel):
@@ -23,12 +26,48 @@ class EvaluateConfig(BaseModel):
                                                    "linear probe and the few-shot mean classifier")
     probe_val: int = Field(50, ge=1, description="validation points per class (the probe's penalty is chosen on them)")
     probe_penalties: list[float] = Field([1e-4, 1e-3, 1e-2, 1e-1], min_length=1, description="L2 penalties tried by the probe")
-    sup_samples: int = Field(500, ge=1, description="fresh points per class of each task that the L_sup heads are fitted on")
+    star_samples: int = Field(500, ge=1, validation_alias=AliasChoices("star_samples", "sup_samples"),
+                              description="labeled points per class of each 2-class task that every adapter's L*_adapt "
+                                          "fit uses (the linear adapter's is L_sup); `sup_samples` is accepted too")
+    adapters: list[SerializeAsAny[AdapterConfig]] = Field(
+        default_factory=lambda: [ADAPTERS.parse({"kind": "mean"}), ADAPTERS.parse({"kind": "linear"})],
+        min_length=1, description="the adapters measured at every checkpoint: a list of {kind: ..., ...params} "
+                                  "(mean, linear, finetune, lpft, or a registered kind)")
+    shots: list[int] = Field([], description="labeled training points per class of the few-shot protocol (e.g. [1, 5, 50]); "
+                                             "empty: one draw at probe_shots")
+    draws: int = Field(5, ge=5, description="draws of fresh training points per task for every value of `shots` "
+                                            "(the interval is across tasks, each averaged over its draws)")
     loss: Literal["hinge", "logistic"] | None = Field(None, description="ℓ of L_un; null = the CURL objective's, else logistic")
     negatives: list[int] = Field([], description="k at which L_un and the k-negative statements are evaluated, besides the objective's")
     block_sizes: list[int] = Field([], description="b at which L_un_block and the block statements are evaluated, besides the objective's")
     bootstrap: int = Field(100, ge=10, description="bootstrap replicates for s(f)")
     block: int = Field(8192, ge=16, description="points encoded per block (memory stays flat in samples)")
+
+    @field_validator("adapters", mode="before")
+    @classmethod
+    def _parse_adapters(cls, entries: Any):
+        if not isinstance(entries, (list, tuple)):
+            return entries
+        parsed = []
+        for entry in entries:
+            if isinstance(entry, str):
+                entry = {"kind": entry}
+            kind = entry.kind if isinstance(entry, AdapterConfig) else (entry or {}).get("kind")
+            if kind not in ADAPTERS.names():
+                raise ValueError(f"kind: got {kind!r}; allowed: {', '.join(ADAPTERS.names())}")
+            parsed.append(ADAPTERS.parse(entry))
+        labels = [entry.label for entry in parsed]
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        if repeated:
+            raise ValueError(f"two adapters are labelled {repeated[0]!r}; give each a different `name`")
+        return parsed
+
+    @field_validator("shots")
+    @classmethod
+    def _shots_ok(cls, values):
+        if any(s < 1 for s in values):
+            raise ValueError("shots must be ≥ 1")
+        return sorted(set(values))
 
     @field_validator("task_classes")
     @classmethod
@@ -94,6 +133,10 @@ class EvaluateConfig(BaseModel):
             raise ValueError(
                 f"evaluate.block_sizes: got {max(self.block_sizes)}; allowed: 1..{self.mean_samples} (mean_samples: "
                 f"μ̂ must average at least as many points as a block for Proposition 6.2's plug-in to be safe)")
+        if self.shots and max(self.shots) + self.probe_val > self.mean_samples:
+            raise ValueError(
+                f"evaluate.shots: got {max(self.shots)}; allowed: 1..{self.mean_samples - self.probe_val} (the pool: "
+                f"mean_samples − probe_val = {self.mean_samples} − {self.probe_val} labeled points per class)")
         if self.probe_shots + self.probe_val > self.mean_samples:
             raise ValueError(
                 f"evaluate.mean_samples: got {self.mean_samples}; must be ≥ probe_shots + probe_val = "

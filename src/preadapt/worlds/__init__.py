@@ -6,6 +6,7 @@ from preadapt.worlds.finite import SPLITS, FiniteWorld, FiniteWorldConfig, build
 from preadapt.worlds.gaussian import GaussianWorld, GaussianWorldConfig, build_gaussian_world
 from preadapt.worlds.prior import as_prior, tau, tau_k
 from preadapt.worlds.sampling import Tuples, draw_tuples, sample_distinct_pairs, sample_per_class, sample_tasks
+from preadapt.worlds.tasks import TASKS, SubspaceTaskConfig, TaskConfig, TaskViews, derive_task, register_task
 from preadapt.worlds.topics import TopicWorld, TopicWorldConfig, build_topic_world
 
 WORLDS = Registry("world")
@@ -27,4 +28,5 @@ __all__ = [
     "World", "GaussianWorld", "GaussianWorldConfig", "TopicWorld", "TopicWorldConfig", "FiniteWorld",
     "FiniteWorldConfig", "SPLITS", "split_of", "Tuples", "WORLDS", "register_world", "as_prior",
     "tau", "tau_k", "draw_tuples", "sample_distinct_pairs", "sample_tasks", "sample_per_class",
+    "TASKS", "TaskConfig", "SubspaceTaskConfig", "TaskViews", "derive_task", "register_task",
 ]
