@@ -29,15 +29,15 @@ def lemma_4_3(evaluation: Evaluation, tau: float, level: float = 0.95, verdict_l
     """
     ratio = tau / (1.0 - tau)
 
-    def right_side(diff_part: str, lvl: float):
-        return combine([(1.0, evaluation.estimate(diff_part, lvl)), (ratio, evaluation.estimate("L_un_same", lvl))],
+    def right_side(diff_part, lvl: float):
+        return combine([(1.0, diff_part(lvl)), (ratio, evaluation.l_un_same(lvl))],
                        shift=rhs_shift - ratio, level=lvl, dependent=evaluation.shared_examples)
 
-    lhs = evaluation.estimate("L_sup_mean", level)
-    rhs = right_side("L_un_diff", level)
-    slack = right_side("diff_minus_mean", verdict_level)  # includes the error of the plug-in means μ̂
-    terms = {name: evaluation.estimate(name, level) for name in ("L_un", "L_un_same", "L_un_diff")}
-    terms["tau"] = evaluation.get("tau")
+    lhs = evaluation.l_sup_mean(level)
+    rhs = right_side(evaluation.l_un_diff, level)
+    slack = right_side(evaluation.paired_gap, verdict_level)  # includes the error of the plug-in means μ̂
+    terms = {"L_un": evaluation.l_un(level), "L_un_same": evaluation.l_un_same(level),
+             "L_un_diff": evaluation.l_un_diff(level), "tau": evaluation.tau}
     return BoundCheck("lemma_4_3", "[Arora19] Lemma 4.3", lhs, rhs, slack, verdict(slack), terms)
 
 
@@ -49,10 +49,10 @@ def jensen_floor(evaluation: Evaluation, level: float = 0.95, verdict_level: flo
     Jensen gives E ℓ(v) ≥ ℓ(0) = 1 for hinge and base-2 logistic; hence also L_un ≥ τ. Written as
     lhs ≤ rhs with lhs = 1 (exact) and rhs = L_un^= (``rhs_shift`` moves it, for sensitivity tests).
     """
-    rhs = evaluation.estimate("L_un_same", level).affine(1.0, rhs_shift)
-    slack = evaluation.estimate("L_un_same", verdict_level).affine(1.0, rhs_shift - 1.0)
+    rhs = evaluation.l_un_same(level).affine(1.0, rhs_shift)
+    slack = evaluation.l_un_same(verdict_level).affine(1.0, rhs_shift - 1.0)
     return BoundCheck("jensen_floor", "[Arora19] Jensen floor L_un^= ≥ ℓ(0)", Estimate.exact(1.0), rhs, slack,
-                      verdict(slack), {"L_un_same": evaluation.estimate("L_un_same", level)})
+                      verdict(slack), {"L_un_same": evaluation.l_un_same(level)})
 
 
 def mean_classifier_below_different_class_loss(evaluation: Evaluation, level: float = 0.95,
@@ -62,9 +62,9 @@ def mean_classifier_below_different_class_loss(evaluation: Evaluation, level: fl
     Jensen over x⁺ and x⁻ given x and the classes (E f(x⁺) = μ_c, E f(x⁻) = μ_c⁻). The two sides are
     measured on the same anchors, so the slack is a paired difference, widened by the error of μ̂.
     """
-    lhs = evaluation.estimate("L_sup_mean", level)
-    rhs = evaluation.estimate("L_un_diff", level).affine(1.0, rhs_shift)
-    slack = evaluation.estimate("diff_minus_mean", verdict_level).affine(1.0, rhs_shift)
+    lhs = evaluation.l_sup_mean(level)
+    rhs = evaluation.l_un_diff(level).affine(1.0, rhs_shift)
+    slack = evaluation.paired_gap(verdict_level).affine(1.0, rhs_shift)
     return BoundCheck("mean_below_diff", "[Arora19] Lemma 4.3, step L^μ_sup ≤ L_un^≠", lhs, rhs, slack,
                       verdict(slack), {"L_un_diff": rhs, "L_sup_mean": lhs})
 
@@ -98,14 +98,14 @@ def lemma_4_4(evaluation: Evaluation, loss: str, level: float = 0.95, verdict_le
     c_prime = math.sqrt(2.0) * LIPSCHITZ[loss]
     deviation = evaluation.deviation
     s_f = deviation.reported(level)
-    lhs = evaluation.estimate("L_un_same", level).affine(1.0, -1.0)
+    lhs = evaluation.l_un_same(level).affine(1.0, -1.0)
     rhs = s_f.affine(c_prime, rhs_shift)
-    same = evaluation.estimate("L_un_same", verdict_level)
+    same = evaluation.l_un_same(verdict_level)
     slack = grows_with_deviation([(c_prime, deviation.lower_side), (-1.0, same)],
                                  [(c_prime, deviation.upper_side(verdict_level)), (-1.0, same)], 1.0 + rhs_shift,
                                  verdict_level,
                                  evaluation.shared_examples)
-    terms = {"s_f": s_f, "c_prime": Estimate.exact(c_prime), "L_un_same": evaluation.estimate("L_un_same", level)}
+    terms = {"s_f": s_f, "c_prime": Estimate.exact(c_prime), "L_un_same": evaluation.l_un_same(level)}
     return BoundCheck("lemma_4_4", "[Arora19] Lemma 4.4", lhs, rhs, slack, verdict(slack), terms)
 
 
@@ -208,7 +208,7 @@ def block_monotone(evaluation: Evaluation, block_size: int, level: float = 0.95,
 
 def _decomposed_un(evaluation: Evaluation, tau: float, level: float) -> list[tuple[float, Estimate]]:
     """(L_un − τ)/(1 − τ) = L_un^≠ + τ/(1 − τ)·(L_un^= − 1) as combine terms (the shift −τ/(1 − τ) apart)."""
-    return [(1.0, evaluation.estimate("L_un_diff", level)), (tau / (1.0 - tau), evaluation.estimate("L_un_same", level))]
+    return [(1.0, evaluation.l_un_diff(level)), (tau / (1.0 - tau), evaluation.l_un_same(level))]
 
 
 def theorem_4_1(hat: Evaluation, comparator: Evaluation, tau: float, generalisation: Estimate,
@@ -230,16 +230,16 @@ def theorem_4_1(hat: Evaluation, comparator: Evaluation, tau: float, generalisat
     def right(lvl: float) -> list[tuple[float, Estimate]]:
         return _decomposed_un(comparator, tau, lvl) + [(scale, generalisation)]
 
-    lhs = hat.estimate("L_sup_mean", level)
+    lhs = hat.l_sup_mean(level)
     rhs = combine(right(level), shift=rhs_shift - ratio, level=level, dependent=shared)
     if same:
-        paired = [(1.0, hat.estimate("diff_minus_mean", verdict_level)), *right(verdict_level)[1:]]
+        paired = [(1.0, hat.paired_gap(verdict_level)), *right(verdict_level)[1:]]
         slack = combine(paired, shift=rhs_shift - ratio, level=verdict_level, dependent=shared)
     else:
-        slack = combine([*right(verdict_level), (-1.0, hat.estimate("L_sup_mean", verdict_level))],
+        slack = combine([*right(verdict_level), (-1.0, hat.l_sup_mean(verdict_level))],
                         shift=rhs_shift - ratio, level=verdict_level, dependent=True)
-    terms = {"tau": Estimate.exact(tau), "L_un": comparator.get("L_un", negatives=1),
-             "L_un_same": comparator.estimate("L_un_same", level), "L_un_diff": comparator.estimate("L_un_diff", level),
+    terms = {"tau": Estimate.exact(tau), "L_un": comparator.l_un_reported,
+             "L_un_same": comparator.l_un_same(level), "L_un_diff": comparator.l_un_diff(level),
              **terms}
     return BoundCheck("theorem_4_1", "[Arora19] Theorem 4.1", lhs, rhs, slack, verdict(slack), terms)
 
@@ -261,28 +261,28 @@ def theorem_4_5(hat: Evaluation, comparator: Evaluation, tau: float, loss: str, 
     shared = comparator.shared_examples
 
     def right(lvl: float, s_side: Estimate) -> list[tuple[float, Estimate]]:
-        return [(1.0, comparator.estimate("L_un_diff", lvl)), (beta, s_side), (eta, generalisation)]
+        return [(1.0, comparator.l_un_diff(lvl)), (beta, s_side), (eta, generalisation)]
 
     def sides(build, dependent: bool = False) -> Estimate:
         return grows_with_deviation(build(deviation.lower_side), build(deviation.upper_side(verdict_level)), rhs_shift,
                                     verdict_level,
                                     dependent)
 
-    lhs = hat.estimate("L_sup_mean", level)
+    lhs = hat.l_sup_mean(level)
     rhs = grows_with_deviation(right(level, deviation.lower_side), right(level, deviation.upper_side(level)), rhs_shift,
                                level,
                                shared)
     if same:
         def paired(s_side: Estimate) -> list[tuple[float, Estimate]]:
-            pool_part = combine([(1.0, hat.estimate("diff_minus_mean", verdict_level)), (beta, s_side)],
+            pool_part = combine([(1.0, hat.paired_gap(verdict_level)), (beta, s_side)],
                                 level=verdict_level, dependent=True)  # μ̂ and s(f) share one pool
             return [(1.0, pool_part), (eta, generalisation)]
         slack = sides(paired, shared)
     else:
         def unpaired(s_side: Estimate) -> list[tuple[float, Estimate]]:
-            return right(verdict_level, s_side) + [(-1.0, hat.estimate("L_sup_mean", verdict_level))]
+            return right(verdict_level, s_side) + [(-1.0, hat.l_sup_mean(verdict_level))]
         slack = sides(unpaired, dependent=True)  # two encoders on the same samples
-    terms = {"tau": Estimate.exact(tau), "L_un_diff": comparator.estimate("L_un_diff", level),
+    terms = {"tau": Estimate.exact(tau), "L_un_diff": comparator.l_un_diff(level),
              "s_f": deviation.reported(level), "c_prime": Estimate.exact(c_prime), "beta": Estimate.exact(beta),
              "eta": Estimate.exact(eta), **terms}
     return BoundCheck("theorem_4_5", "[Arora19] Theorem 4.5", lhs, rhs, slack, verdict(slack), terms)

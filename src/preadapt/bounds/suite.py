@@ -58,17 +58,14 @@ class Training:
 def comparator_step(evaluations: dict[int, Evaluation], choice: str | int) -> int:
     """The comparator f: the checkpoint with the lowest held-out L_un (negatives = 1), or the named step."""
     if choice == "best":
-        return min(evaluations, key=lambda step: (evaluations[step].get("L_un", negatives=1).value, step))
+        return min(evaluations, key=lambda step: (evaluations[step].l_un_reported.value, step))
     if choice not in evaluations:
         raise ValueError(f"bounds.comparator: got {choice}; allowed: 'best' or a checkpoint step {sorted(evaluations)}")
     return int(choice)
 
 
 def _empirical(evaluation: Evaluation) -> Estimate | None:
-    try:
-        return evaluation.get("L_pre_train")
-    except KeyError:
-        return None
+    return evaluation.l_pre_train
 
 
 def _premise(training: Training, loss: str, hat_step: int, comparator: int, l_hat: Estimate | None,
@@ -125,7 +122,7 @@ def theorem_checks(evaluations: dict[int, Evaluation], prior: np.ndarray, traini
     t = tau(prior)
     chosen = comparator_step(evaluations, bounds_config.comparator)
     reference = evaluations[chosen]
-    radius = max(e.get("R").value for e in evaluations.values())
+    radius = max(e.radius.value for e in evaluations.values())
     complexity = training.complexity
     if complexity is None:  # the premise check below says so; the sides are shown with Gen_M = 0
         rad, gen, parts = Estimate.exact(0.0), Estimate.exact(0.0), {}
@@ -143,7 +140,7 @@ def theorem_checks(evaluations: dict[int, Evaluation], prior: np.ndarray, traini
               "comparator_step": Estimate.exact(chosen)}
     if complexity is not None and complexity.upper is not None and complexity.rad.method != "exact":
         common["Rad_S_upper"] = Estimate.exact(complexity.upper)
-    measured = any(e.get("R").method != "exact" for e in evaluations.values())
+    measured = any(e.radius.method != "exact" for e in evaluations.values())
     notes = {"Rad_S": complexity.label, "Gen_M": gen_m_note(bounds_config, measured)} if complexity is not None else {}
     l_comparator = _empirical(reference)
     out = {}

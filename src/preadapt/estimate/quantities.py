@@ -57,6 +57,48 @@ class Evaluation:
         """A running mean's estimate at ``level``, with the error of its plug-in parts (μ̂)."""
         return self.plug_ins.get(name, PlugIn()).apply(self.moments[name], level)
 
+    # The quantities the bound checks read, by name (typed: a misspelt one is an AttributeError at
+    # import time of the check, not a KeyError in the middle of a run), each at the asked level.
+    def l_un(self, level: float) -> Estimate:
+        """L_un at k = 1 ([Arora19])."""
+        return self.estimate("L_un", level)
+
+    def l_un_same(self, level: float) -> Estimate:
+        """L_un^=: the CURL loss given that the negative's class is the anchor's."""
+        return self.estimate("L_un_same", level)
+
+    def l_un_diff(self, level: float) -> Estimate:
+        """L_un^≠: the CURL loss given that the negative's class differs."""
+        return self.estimate("L_un_diff", level)
+
+    def l_sup_mean(self, level: float) -> Estimate:
+        """L^μ_sup on 2-class tasks, with the error of the plug-in means μ̂."""
+        return self.estimate("L_sup_mean", level)
+
+    def paired_gap(self, level: float) -> Estimate:
+        """L_un^≠ − L^μ_sup on the same anchors (a paired difference), with the error of μ̂."""
+        return self.estimate("diff_minus_mean", level)
+
+    @property
+    def l_un_reported(self) -> Estimate:
+        """The reported L_un row (k = 1, at the evaluation's level)."""
+        return self.get("L_un", negatives=1)
+
+    @property
+    def tau(self) -> Estimate:
+        """τ, exact from ρ."""
+        return self.get("tau")
+
+    @property
+    def radius(self) -> Estimate:
+        """R: the norm bound by construction (exact) or the largest norm measured."""
+        return self.get("R")
+
+    @property
+    def l_pre_train(self) -> Estimate | None:
+        """L̂_pre on the training tuples (None without a training objective)."""
+        return next((m.estimate for m in self.measurements if m.quantity == "L_pre_train"), None)
+
     def get(self, quantity: str, **context) -> Estimate:
         for m in self.measurements:
             if m.quantity == quantity and all(m.context.get(k) == v for k, v in context.items()):

@@ -1,0 +1,117 @@
+"""The adaptation protocol and the error chain (estimate/adaptation.py, THEORY.md section 1)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from preadapt import run
+from preadapt.estimate.adaptation import shots_schedule
+from preadapt.estimate.spec import EvaluateConfig
+from preadapt.experiment.config import ConfigError, parse_config
+
+EPS = torch.finfo(torch.float64).eps
+
+SMALL = {"name": "chain", "device": "cpu", "world": {"kind": "gaussian", "classes": 6, "dim": 8},
+         "encoder": {"kind": "mlp", "hidden": [32], "out_dim": 8},
+         "pretrain": {"tuples": 2048, "epochs": 2, "batch_size": 256, "checkpoints": [0]},
+         "evaluate": {"samples": 2000, "mean_samples": 200, "test_per_class": 40, "task_classes": [2, 3],
+                      "top_r": [1], "probe_tasks": 30, "probe_shots": 10, "probe_val": 20, "star_samples": 100,
+                      "bootstrap": 10, "shots": [1, 5, 20], "draws": 5}}
+
+
+@pytest.fixture(scope="module")
+def small_run():
+    return run(SMALL).results
+
+
+def _rows(results, quantity, **context):
+    rows = results[results.quantity == quantity]
+    for key, value in context.items():
+        rows = rows[rows[key] == value]
+    return rows
+
+
+def test_the_links_add_up_to_the_total(small_run):
+    """link_total = link_pretrain_gap + link_interface + link_adapt_excess and L_adapt = L̂_adapt +
+    link_adapt_gap, value by value. Each value is a difference of means of at most 2·10⁴ numbers of
+    size ≤ 10 (losses of margins ≤ 2R² here), so two computations of one number differ by at most a few
+    roundings of such sums: n·ε·Σ|x|/n ≤ 2·10⁴·ε·10 ≈ 4.4e-11."""
+    tolerance = 2e4 * EPS * 10
+    results = small_run
+    for step in results.step.unique():
+        at = results[results.step == step]
+        gap = float(_rows(at, "link_pretrain_gap").value.iloc[0])
+        assert gap == pytest.approx(float(_rows(at, "L_pre").value.iloc[0]) - float(_rows(at, "L_pre_train").value.iloc[0]),
+                                    abs=tolerance)
+        totals = _rows(at, "link_total")
+        assert len(totals) == 2 * 3  # two adapters × three shots values (one view)
+        for _, total in totals.iterrows():
+            adapter, shots, split = total.adapter, total.shots, total.split
+            interface = float(_rows(at, "link_interface", adapter=adapter, split=split).value.iloc[0])
+            excess = float(_rows(at, "link_adapt_excess", adapter=adapter, shots=shots, split=split).value.iloc[0])
+            assert total.value == pytest.approx(gap + interface + excess, abs=tolerance)
+            l_adapt = _rows(at, "L_adapt", adapter=adapter, shots=shots, split=split, task_classes=2)
+            l_train = _rows(at, "L_adapt_train", adapter=adapter, shots=shots, task_classes=2)
+            l_gap = _rows(at, "link_adapt_gap", adapter=adapter, shots=shots, split=split, task_classes=2)
+            assert float(l_adapt.value.iloc[0]) == pytest.approx(
+                float(l_train.value.iloc[0]) + float(l_gap.value.iloc[0]), abs=tolerance)
+            star = _rows(at, "L_adapt_star", adapter=adapter, split=split)
+            assert excess == pytest.approx(float(l_adapt.value.iloc[0]) - float(star.value.iloc[0]), abs=tolerance)
+
+
+def test_the_best_fit_is_no_worse_than_the_few_shot_fits(small_run):
+    """L*_adapt ≤ L_adapt within the interval, for every adapter and shots value: the interval of
+    L_adapt − L*_adapt never lies entirely below 0."""
+    excess = _rows(small_run, "link_adapt_excess")
+    assert len(excess) == 2 * 2 * 3  # two checkpoints × two adapters × three shots values
+    assert (excess.upper >= 0).all(), excess[["adapter", "shots", "value", "lower", "upper"]]
+
+
+def test_more_shots_fit_better(small_run):
+    """A probe fitted on 20 points per class has a lower test loss than one fitted on 1, and the mean
+    classifier's μ̂ from 20 points classifies better than from 1: large effects for the trained encoder
+    (final checkpoint; about 5 and 3 half-widths here), asserted through the intervals."""
+    final = small_run[small_run.step == small_run.step.max()]
+    one = _rows(final, "L_adapt", adapter="linear", shots=1, task_classes=2).iloc[0]
+    twenty = _rows(final, "L_adapt", adapter="linear", shots=20, task_classes=2).iloc[0]
+    assert twenty.upper < one.lower
+    one = _rows(final, "acc_avg", adapter="mean", shots=1, task_classes=2).iloc[0]
+    twenty = _rows(final, "acc_avg", adapter="mean", shots=20, task_classes=2).iloc[0]
+    assert one.upper < twenty.lower
+
+
+def test_the_rows_carry_their_context(small_run):
+    results = small_run
+    assert set(_rows(results, "L_adapt_train").split) == {"train"}
+    assert set(_rows(results, "L_adapt").shots) == {1, 5, 20}
+    assert set(_rows(results, "L_adapt").task_classes) == {2, 3}
+    assert _rows(results, "L_adapt_star").shots.isna().all()
+    chosen = _rows(results, "chosen_penalty")
+    assert set(chosen.adapter) == {"linear"} and (chosen.method == "chosen").all()
+    assert (chosen.lower <= chosen.value).all() and (chosen.value <= chosen.upper).all()
+    # L_sup is the linear adapter's L*_adapt (the same estimate, reported under both names)
+    sup = _rows(results, "L_sup").set_index("step").value
+    star = _rows(results, "L_adapt_star", adapter="linear").set_index("step").value
+    assert sup.equals(star)
+
+
+def test_shots_schedule_and_draws():
+    assert shots_schedule(EvaluateConfig(probe_shots=7)) == [(7, 1)]
+    assert shots_schedule(EvaluateConfig(shots=[10, 2, 2], draws=6)) == [(2, 6), (10, 6)]
+    with pytest.raises(ValueError, match="draws"):
+        EvaluateConfig(shots=[1], draws=4)
+
+
+@pytest.mark.parametrize("evaluate, message", [
+    ({"adapters": [{"kind": "nope"}]}, "evaluate.adapters: kind: got 'nope'; allowed: "),
+    ({"adapters": [{"kind": "mean"}, {"kind": "mean"}]}, "two adapters are labelled 'mean'"),
+    ({"shots": [0]}, "shots must be ≥ 1"),
+    ({"shots": [1990]}, "evaluate.shots: got 1990; allowed: 1..1950"),
+    ({"adapters": [{"kind": "linear", "penalties": [-1.0]}]}, "penalties must be a non-empty list of values ≥ 0"),
+])
+def test_bad_adapter_configs_are_one_line(evaluate, message):
+    with pytest.raises(ConfigError) as failure:
+        parse_config({"world": {"kind": "gaussian", "classes": 4, "dim": 4}, "evaluate": evaluate})
+    text = str(failure.value)
+    assert message in text and "\n" not in text
