@@ -16,18 +16,21 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
 
 from preadapt.report.tables import (
+    SPLIT_NAMES,
     STATEMENT_TITLES,
-    _missing,
-    _native,
-    _plain,
     block_checks,
     bound_checks,
     context_label,
+    error_chains,
+    is_missing,
     is_vacuous,
+    native_value,
     negatives_checks,
+    plain_text,
     theory_checks,
     verdict_counts,
 )
@@ -37,6 +40,9 @@ L_SUP_MEAN = r"$L^{\mu}_{\mathrm{sup}}$"
 L_SUP = r"$L_{\mathrm{sup}}$"
 L_PRE = r"$L_{\mathrm{pre}}$"
 L_PRE_TRAIN = r"$\hat{L}_{\mathrm{pre}}$"
+L_ADAPT = r"$L_{\mathrm{adapt}}$"
+L_ADAPT_STAR = r"$L^{*}_{\mathrm{adapt}}$"
+L_ADAPT_TRAIN = r"$\hat{L}_{\mathrm{adapt}}$"
 LEMMA_4_3_RHS = r"$(L_{\mathrm{un}} - \tau)\,/\,(1 - \tau)$"
 LOSS_UNIT = "bits"
 """The unit of the loss ℓ on the figures' axes: bits for the base-2 logistic ℓ of [Arora19] (the
@@ -49,13 +55,18 @@ STATUS_STYLE = {
     "premise not met": {"color": "#6a51a3", "marker": "P"},
 }
 _OTHER_STATUS = {"color": "#777777", "marker": "D"}
-ADAPTER_NAMES = {"mean": "mean classifier", "linear": "linear probe"}
+ADAPTER_NAMES = {"mean": "mean classifier", "linear": "linear probe", "finetune": "fine-tuning", "lpft": "LP-FT"}
 _DPI = 110
 
 
-def _select(results: pd.DataFrame, quantity: str, **context: Any) -> pd.DataFrame:
+def select_rows(results: pd.DataFrame, quantity: str, **context: Any) -> pd.DataFrame:
     """Rows of ``quantity`` whose context columns equal the given values (None: the column is empty;
-    absent columns never match)."""
+    absent columns never match), by step.
+
+    >>> rows = pd.DataFrame({"quantity": ["L_un", "L_un", "tau"], "step": [5, 0, 0], "negatives": [1, None, None]})
+    >>> select_rows(rows, "L_un", negatives=1)["step"].tolist(), len(select_rows(rows, "L_un", adapter="mean"))
+    ([5], 0)
+    """
     if len(results) == 0:
         return results
     chosen = results["quantity"] == quantity
@@ -69,8 +80,14 @@ def _select(results: pd.DataFrame, quantity: str, **context: Any) -> pd.DataFram
     return results[chosen].sort_values("step", kind="stable")
 
 
-def _errors(rows: pd.DataFrame) -> np.ndarray:
-    """(2, n) distances from the value to the interval's ends; 0 where an end is not finite."""
+def interval_errors(rows: pd.DataFrame) -> np.ndarray:
+    """(2, n) distances from the value to the interval's ends (matplotlib's ``yerr``); 0 where an
+    end is not finite.
+
+    >>> interval_errors(pd.DataFrame({"value": [1.0, 2.0], "lower": [0.5, float("-inf")], "upper": [1.25, 3.0]}))
+    array([[0.5 , 0.  ],
+           [0.25, 1.  ]])
+    """
     value = rows["value"].to_numpy(float)
     below = value - rows["lower"].to_numpy(float)
     above = rows["upper"].to_numpy(float) - value
@@ -94,16 +111,19 @@ def _step_axis(ax: Axes, steps: list[int], label: str = "pretraining step (check
     ax.set_xlabel(label)
 
 
-def _series(ax: Axes, rows: pd.DataFrame, label: str, color: Any, marker: str = "o", linestyle: str = "-") -> None:
+def draw_series(ax: Axes, rows: pd.DataFrame, label: str, color: Any, marker: str = "o", linestyle: str = "-") -> None:
+    """One curve against the ``step`` column of ``rows``: the values with their CIs as error bars
+    and as a band."""
     steps = rows["step"].to_numpy(float)
     values = rows["value"].to_numpy(float)
     ax.fill_between(steps, rows["lower"].to_numpy(float), rows["upper"].to_numpy(float), color=color, alpha=0.15,
                     linewidth=0)
-    ax.errorbar(steps, values, yerr=_errors(rows), color=color, marker=marker, linestyle=linestyle, capsize=3,
+    ax.errorbar(steps, values, yerr=interval_errors(rows), color=color, marker=marker, linestyle=linestyle, capsize=3,
                 markersize=5, linewidth=1.6, label=label)
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG at ``path`` (its folder made if needed) on an Agg canvas; return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
@@ -125,17 +145,17 @@ def plot_losses(results: pd.DataFrame, path: str | Path, loss_unit: str = LOSS_U
 
     Each curve carries its CI as error bars and a band. Returns None when none was measured.
     """
-    l_un = _select(results, "L_un", negatives=1)
+    l_un = select_rows(results, "L_un", negatives=1)
     if len(l_un) == 0 and "negatives" in results.columns:
         l_un = results[(results["quantity"] == "L_un") & results["negatives"].isna()]
     elif len(l_un) == 0:
-        l_un = _select(results, "L_un")
+        l_un = select_rows(results, "L_un")
     curves = [
         (f"{L_UN} (negatives = 1)", l_un),
-        (f"{L_SUP_MEAN} (mean classifier, 2-class tasks)", _select(results, "L_sup_mean", task_classes=2)),
-        (f"{L_SUP} (best linear head, 2-class tasks)", _select(results, "L_sup", task_classes=2)),
-        (f"{L_PRE} (training objective, fresh samples)", _select(results, "L_pre")),
-        (f"{L_PRE_TRAIN} (training objective, training tuples)", _select(results, "L_pre_train")),
+        (f"{L_SUP_MEAN} (mean classifier, 2-class tasks)", select_rows(results, "L_sup_mean", task_classes=2)),
+        (f"{L_SUP} (best linear head, 2-class tasks)", select_rows(results, "L_sup", task_classes=2)),
+        (f"{L_PRE} (training objective, fresh samples)", select_rows(results, "L_pre")),
+        (f"{L_PRE_TRAIN} (training objective, training tuples)", select_rows(results, "L_pre_train")),
     ]
     curves = [(label, rows) for name, selected in curves if len(selected) for label, rows in _by_context(selected, name)]
     if not curves:
@@ -145,13 +165,13 @@ def plot_losses(results: pd.DataFrame, path: str | Path, loss_unit: str = LOSS_U
     colors = [f"C{i}" for i in range(10)]
     markers = ["o", "s", "^", "D", "v", "P", "X"]
     for i, (label, rows) in enumerate(curves):
-        _series(ax, rows.sort_values("step"), label, colors[i % 10], markers[i % len(markers)])
+        draw_series(ax, rows.sort_values("step"), label, colors[i % 10], markers[i % len(markers)])
     _step_axis(ax, sorted(int(s) for s in pd.concat([rows for _, rows in curves])["step"].unique()))
     ax.set_ylabel(f"loss ({loss_unit}), population estimate with CI")
     ax.set_title("Losses across pretraining")
     ax.grid(alpha=0.3)
     fig.legend(fontsize=9, loc="outside lower center", ncols=2)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_lemma_4_3(results: pd.DataFrame, path: str | Path, loss_unit: str = LOSS_UNIT) -> Path | None:
@@ -183,7 +203,7 @@ def plot_lemma_4_3(results: pd.DataFrame, path: str | Path, loss_unit: str = LOS
         style = STATUS_STYLE.get(status, _OTHER_STATUS)
         lhs, rhs = pd.DataFrame([check["lhs"]]), pd.DataFrame([check["rhs"]])
         x, y = float(rhs["value"].iloc[0]), float(lhs["value"].iloc[0])
-        ax.errorbar([x], [y], xerr=_errors(rhs), yerr=_errors(lhs), color=style["color"], marker=style["marker"],
+        ax.errorbar([x], [y], xerr=interval_errors(rhs), yerr=interval_errors(lhs), color=style["color"], marker=style["marker"],
                     markersize=8, capsize=3, linestyle="none", label=None if status in seen else status)
         seen.add(status)
         name = f"step {check['step']}" + (check["name"][len("lemma_4_3"):] if check["name"] != "lemma_4_3" else "")
@@ -203,7 +223,7 @@ def plot_lemma_4_3(results: pd.DataFrame, path: str | Path, loss_unit: str = LOS
     order = {name: i for i, name in enumerate(["holds", "inconclusive", "violated"])}
     ranked = sorted(zip(handles, labels), key=lambda hl: (hl[1] not in seen, order.get(hl[1], len(order)), hl[1]))
     fig.legend([h for h, _ in ranked], [name for _, name in ranked], loc="outside lower center", ncols=2, fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _accuracy_name(row: dict[str, Any], shown: tuple[str, ...]) -> str:
@@ -211,8 +231,8 @@ def _accuracy_name(row: dict[str, Any], shown: tuple[str, ...]) -> str:
     adapter = row.get("adapter")
     parts = [ADAPTER_NAMES.get(adapter, adapter) if isinstance(adapter, str) and adapter else "adapter not recorded"]
     size = row.get("task_classes")
-    parts.append(f"{int(size)}-class tasks" if not _missing(size) else "task size not recorded")
-    parts += [f"{column}={_plain(row[column])}" for column in shown if not _missing(row.get(column))]
+    parts.append(f"{int(size)}-class tasks" if not is_missing(size) else "task size not recorded")
+    parts += [f"{column}={plain_text(row[column])}" for column in shown if not is_missing(row.get(column))]
     return ", ".join(str(p) for p in parts)
 
 
@@ -223,7 +243,7 @@ def plot_accuracy(results: pd.DataFrame, path: str | Path) -> Path | None:
     colour is the number of task classes, line style the adapter; a dotted line marks chance
     (1 / task_classes). Returns None when ``acc_avg`` was not measured.
     """
-    rows = _select(results, "acc_avg")
+    rows = select_rows(results, "acc_avg")
     if len(rows) == 0:
         return None
     fig = Figure(figsize=(7.5, 5.6), layout="constrained")
@@ -237,7 +257,7 @@ def plot_accuracy(results: pd.DataFrame, path: str | Path) -> Path | None:
         c for c in ("shots", "split", "negatives", "block_size", "top_r", "bound") if c in rows.columns
         and rows[c].astype(object).where(rows[c].notna(), None).groupby(pair_key.to_numpy()).nunique(dropna=False).gt(1).any()
     )
-    sizes = sorted({int(r["task_classes"]) for r in records if not _missing(r.get("task_classes"))})
+    sizes = sorted({int(r["task_classes"]) for r in records if not is_missing(r.get("task_classes"))})
     size_color = {size: f"C{i % 10}" for i, size in enumerate(sizes)}
     adapter_rank = {"mean": 0, "linear": 1}
     adapter_style = {"mean": ("-", "o"), "linear": ("--", "s")}
@@ -247,7 +267,7 @@ def plot_accuracy(results: pd.DataFrame, path: str | Path) -> Path | None:
         row = firsts[label]
         adapter = row.get("adapter") if isinstance(row.get("adapter"), str) else ""
         size = row.get("task_classes")
-        return (adapter_rank.get(adapter, 2), adapter, -1 if _missing(size) else int(size), label)
+        return (adapter_rank.get(adapter, 2), adapter, -1 if is_missing(size) else int(size), label)
 
     pair_of = {label: key for label, key in zip(labels, pair_key)}
     siblings = pd.Series(list(pair_of.values()), dtype=object).value_counts().to_dict()
@@ -259,9 +279,9 @@ def plot_accuracy(results: pd.DataFrame, path: str | Path) -> Path | None:
         if siblings[pair_of[label]] > 1:  # same colour and line as another series: tell them by marker
             marker = extra_markers[i % len(extra_markers)]
         size = row.get("task_classes")
-        color = "C9" if _missing(size) else size_color[int(size)]
+        color = "C9" if is_missing(size) else size_color[int(size)]
         group = rows[[l == label for l in labels]]
-        _series(ax, group.sort_values("step"), _accuracy_name(row, others), color, marker, linestyle)
+        draw_series(ax, group.sort_values("step"), _accuracy_name(row, others), color, marker, linestyle)
     for size in sizes:
         ax.axhline(1.0 / size, color=size_color[size], linestyle=":", linewidth=1.0, alpha=0.8)
     if sizes:
@@ -272,7 +292,7 @@ def plot_accuracy(results: pd.DataFrame, path: str | Path) -> Path | None:
     ax.set_title("Downstream accuracy across pretraining")
     ax.grid(alpha=0.3)
     fig.legend(fontsize=9, loc="outside lower center", ncols=2)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 MAX_THEORY_PANELS = 12
@@ -338,7 +358,7 @@ def plot_theory(results: pd.DataFrame, path: str | Path, loss_unit: str = LOSS_U
     for ax, panel in zip(axes.flat, panels):
         checks = sorted(panel["checks"], key=lambda c: c["step"])
         for side, style, label in (("lhs", LHS_STYLE, "lhs"), ("rhs", RHS_STYLE, "rhs")):
-            _series(ax, _rows([dict(check[side], step=check["step"]) for check in checks]), label, style["color"],
+            draw_series(ax, _rows([dict(check[side], step=check["step"]) for check in checks]), label, style["color"],
                     style["marker"])
         log = _log_y_if_wide(ax, checks)
         ax.margins(y=0.18)  # room for the verdict markers along the bottom
@@ -364,7 +384,7 @@ def plot_theory(results: pd.DataFrame, path: str | Path, loss_unit: str = LOSS_U
     fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize=9)
     fig.suptitle("Bound checks across pretraining: lhs ≤ rhs; each checkpoint's verdict as a marker along the bottom",
                  fontsize=11)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _side_rows(checks: list[dict[str, Any]], x: str, side: str) -> pd.DataFrame:
@@ -382,7 +402,9 @@ def _legend_below(ax: Axes) -> None:
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncols=2, frameon=False)
 
 
-def _discrete_axis(ax: Axes, values: list[int], label: str, log2: bool) -> None:
+def discrete_axis(ax: Axes, values: list[int], label: str, log2: bool) -> None:
+    """An x axis with a tick at each of ``values`` (plain numbers), log2-scaled when asked, and the
+    scale said in its label."""
     if log2:
         ax.set_xscale("log", base=2)
     ax.xaxis.set_major_locator(FixedLocator(values))
@@ -411,13 +433,13 @@ def plot_negatives(results: pd.DataFrame, path: str | Path, loss_unit: str = LOS
                                ("rhs", RHS_STYLE, r"rhs: $(L_{\mathrm{un}} - \mathrm{floor})\,/\,(1 - \tau_k)$")):
         rows = _side_rows(checks, "k", side)
         if len(rows):
-            _series(sides, rows, label, style["color"], style["marker"])
+            draw_series(sides, rows, label, style["color"], style["marker"])
     threshold = _side_rows(checks, "k", "vacuity_threshold")
     if len(threshold):
         sides.fill_between(threshold["step"], threshold["lower"], threshold["upper"], color="black", alpha=0.12,
                            linewidth=0)
         # Dodged a little to the right of k so that its bar does not hide the lhs's.
-        sides.errorbar(threshold["step"] * 2 ** 0.06, threshold["value"], yerr=_errors(threshold), color="black",
+        sides.errorbar(threshold["step"] * 2 ** 0.06, threshold["value"], yerr=interval_errors(threshold), color="black",
                        linestyle="--",
                        linewidth=1.2, marker="_", markersize=14, capsize=3,
                        label="vacuity threshold (loss at zero margins)")
@@ -426,7 +448,7 @@ def plot_negatives(results: pd.DataFrame, path: str | Path, loss_unit: str = LOS
         start = min(vacuous)
         sides.axvspan(start / 2 ** 0.25, max(ks) * 2 ** 0.25, color="#d62728", alpha=0.07, linewidth=0,
                       label=f"vacuous from k = {start}")
-    _discrete_axis(sides, ks, "negatives k (log2 axis)", log2=True)
+    discrete_axis(sides, ks, "negatives k (log2 axis)", log2=True)
     log = _log_y_if_wide(sides, [c for c in checks if "lhs" in c and "rhs" in c])
     sides.set_ylabel(f"loss ({loss_unit}{', log scale' if log else ''}), with CI")
     sides.set_title(f"Lemma 4.3 with k negatives, step {checks[0]['step']}", fontsize=10)
@@ -437,7 +459,7 @@ def plot_negatives(results: pd.DataFrame, path: str | Path, loss_unit: str = LOS
                                ("coef_tau", RHS_STYLE, r"$\tau_k/(1 - \tau_k)$")):
         rows = _side_rows(checks, "k", term)
         if len(rows):
-            _series(coefficients, rows, label, style["color"], style["marker"])
+            draw_series(coefficients, rows, label, style["color"], style["marker"])
             drawn = True
     if drawn:
         values = np.concatenate([line.get_ydata() for line in coefficients.get_lines()]).astype(float)
@@ -447,11 +469,11 @@ def plot_negatives(results: pd.DataFrame, path: str | Path, loss_unit: str = LOS
         _legend_below(coefficients)
     else:
         coefficients.text(0.5, 0.5, "coefficients not recorded", transform=coefficients.transAxes, ha="center")
-    _discrete_axis(coefficients, ks, "negatives k (log2 axis)", log2=True)
+    discrete_axis(coefficients, ks, "negatives k (log2 axis)", log2=True)
     coefficients.set_ylabel("coefficient (dimensionless)")
     coefficients.set_title(r"Coefficients of the bound: growth with $\tau_k$", fontsize=10)
     coefficients.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_blocks(results: pd.DataFrame, path: str | Path, loss_unit: str = LOSS_UNIT) -> Path | None:
@@ -476,14 +498,14 @@ def plot_blocks(results: pd.DataFrame, path: str | Path, loss_unit: str = LOSS_U
         measured = measured[measured["block_size"].notna()]
         if "negatives" in measured.columns and measured["negatives"].nunique() > 1:
             measured = measured[(measured["negatives"] == measured["negatives"].min()).fillna(False).astype(bool)]
-        block = _rows([dict(row, step=_native(row["block_size"])) for row in measured.to_dict("records")])
+        block = _rows([dict(row, step=native_value(row["block_size"])) for row in measured.to_dict("records")])
     else:
         block = _rows([])
     if len(block) == 0:
         block = _side_rows([c for c in checks if "L_un_block" in c["terms"]], "b", "L_un_block")
         block = block.drop_duplicates("step")
     if len(block):
-        _series(losses, block.sort_values("step"), r"$L^{\mathrm{block}}_{\mathrm{un}}(b)$", "C2", "o")
+        draw_series(losses, block.sort_values("step"), r"$L^{\mathrm{block}}_{\mathrm{un}}(b)$", "C2", "o")
     l_un = [c["terms"]["L_un"] for c in checks if c["bound"] == "block_below_un" and "L_un" in c["terms"]]
     if l_un:
         row = l_un[0]
@@ -501,7 +523,7 @@ def plot_blocks(results: pd.DataFrame, path: str | Path, loss_unit: str = LOSS_U
                                 xytext=(-8 if last else 8, 8), textcoords="offset points", ha="right" if last else "left",
                                 fontsize=8, color=style["color"])
     shown = sorted(set(bs) | ({int(b) for b in block["step"]} if len(block) else set()))  # b = 1 has no check
-    _discrete_axis(losses, shown, "block size b", log2=False)
+    discrete_axis(losses, shown, "block size b", log2=False)
     losses.set_ylabel(f"loss ({loss_unit}), with CI")
     losses.set_title(rf"$L^{{\mathrm{{block}}}}_{{\mathrm{{un}}}}$ non-increasing in b, step {step}", fontsize=10)
     losses.grid(alpha=0.3)
@@ -510,7 +532,7 @@ def plot_blocks(results: pd.DataFrame, path: str | Path, loss_unit: str = LOSS_U
     if proposition:
         for side, style, label in (("lhs", LHS_STYLE, rf"lhs: {L_SUP_MEAN}"),
                                    ("rhs", RHS_STYLE, r"rhs: $(L^{\mathrm{block}}_{\mathrm{un}} - \tau)\,/\,(1 - \tau)$")):
-            _series(sides, _side_rows(proposition, "b", side), label, style["color"], style["marker"])
+            draw_series(sides, _side_rows(proposition, "b", side), label, style["color"], style["marker"])
         lemma = [c for c in bound_checks(results) if c["bound"] == "lemma_4_3" and c["step"] == step and "rhs" in c]
         if lemma:
             row = lemma[0]["rhs"]
@@ -525,8 +547,177 @@ def plot_blocks(results: pd.DataFrame, path: str | Path, loss_unit: str = LOSS_U
         _legend_below(sides)
     else:
         sides.text(0.5, 0.5, "Proposition 6.2 not checked", transform=sides.transAxes, ha="center")
-    _discrete_axis(sides, bs, "block size b", log2=False)
+    discrete_axis(sides, bs, "block size b", log2=False)
     sides.set_ylabel(f"loss ({loss_unit}), with CI")
     sides.set_title("Proposition 6.2: lhs ≤ rhs (verdict along the bottom)", fontsize=10)
     sides.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
+
+
+CHAIN_BARS = {
+    "L_pre_train": ("0.62", f"{L_PRE_TRAIN}, training tuples (bar from 0)"),
+    "link_pretrain_gap": ("C0", f"+ pretraining gap {L_PRE} − {L_PRE_TRAIN}"),
+    "link_interface": ("C1", f"+ interface {L_ADAPT_STAR} − {L_PRE}"),
+    "link_adapt_excess": ("C2", f"+ adaptation excess {L_ADAPT} − {L_ADAPT_STAR}"),
+    "link_total": ("0.3", f"= total {L_ADAPT} − {L_PRE_TRAIN} (bar from {L_PRE_TRAIN})"),
+    "link_adapt_gap": ("C3", f"adaptation gap {L_ADAPT} − {L_ADAPT_TRAIN} (down to {L_ADAPT_TRAIN})"),
+}
+"""The bars of one adapter's waterfall, left to right: colour and legend text. Each bar's gid is
+``chain:ADAPTER:SHOTS:SPLIT:NAME``."""
+
+CHAIN_STEPS = ("link_pretrain_gap", "link_interface", "link_adapt_excess")
+"""The links that take L̂_pre to L_pre, L*_adapt and L_adapt, in order."""
+
+_BAR_SLOT = 0.17
+"""Inches per bar of a waterfall panel (six bars and a gap per adapter)."""
+_MAX_CHAIN_WIDTH = 13.0
+"""Inches at most across a row of waterfall panels (the page shows the figure about 1180 px wide)."""
+
+
+def _chain_base(chain: dict[str, Any]) -> float | None:
+    """L̂_pre: its row, else L_pre − the pretraining gap, else L_adapt − the total; None when unknown."""
+    levels, links = chain["levels"], chain["links"]
+    if "L_pre_train" in levels:
+        return float(levels["L_pre_train"]["value"])
+    if "L_pre" in levels and "link_pretrain_gap" in links:
+        return float(levels["L_pre"]["value"]) - float(links["link_pretrain_gap"]["value"])
+    if "L_adapt" in levels and "link_total" in links:
+        return float(levels["L_adapt"]["value"]) - float(links["link_total"]["value"])
+    return None
+
+
+def _chain_bar(ax: Axes, x: float, bottom: float, row: dict[str, Any], name: str, gid: str,
+               drawn: list[float], flip: bool = False) -> float:
+    """One bar of a waterfall from ``bottom`` by the row's value (down by it with ``flip``), its CI as
+    an error bar at its end; appends the end and the error bar's ends to ``drawn`` and returns the end."""
+    value = float(row["value"])
+    height = -value if flip else value
+    (bar,) = ax.bar([x], [height], bottom=[bottom], width=0.78, color=CHAIN_BARS[name][0], edgecolor="0.2",
+                    linewidth=0.6, hatch="//" if name == "link_adapt_gap" else None)
+    bar.set_gid(f"{gid}:{name}")
+    below, above = interval_errors(pd.DataFrame([row]))[:, 0]
+    if flip:
+        below, above = above, below
+    end = bottom + height
+    ax.errorbar([x], [end], yerr=[[below], [above]], color="black", capsize=3, linewidth=1.0, linestyle="none")
+    drawn += [end, end - below, end + above]
+    return end
+
+
+def _connector(ax: Axes, left: float, right: float, level: float) -> None:
+    """A dotted line at ``level`` from the bar at ``left`` to the bar at ``right``."""
+    ax.plot([left + 0.39, right - 0.39], [level, level], color="0.4", linestyle=":", linewidth=1.0)
+
+
+def _draw_chain(ax: Axes, chain: dict[str, Any], x0: float) -> list[float]:
+    """One adapter's waterfall from x0: L̂_pre, the three links to L_adapt, the total, and the
+    adaptation gap down to L̂_adapt, with dotted connectors between levels; returns the levels and
+    error bar ends drawn (for the y range)."""
+    base = _chain_base(chain)
+    if base is None:
+        return []
+    links, gid = chain["links"], f"chain:{chain['adapter']}:{chain['shots']}:{chain['split']}"
+    drawn = [base]
+    if "L_pre_train" in chain["levels"]:
+        _chain_bar(ax, x0, 0.0, chain["levels"]["L_pre_train"], "L_pre_train", gid, drawn)
+    level: float | None = base
+    for i, name in enumerate(CHAIN_STEPS, start=1):
+        if level is None or name not in links:
+            level = None  # a link not measured: the levels after it are unknown
+            continue
+        _connector(ax, x0 + i - 1, x0 + i, level)
+        level = _chain_bar(ax, x0 + i, level, links[name], name, gid, drawn)
+    if "link_total" in links:
+        _connector(ax, x0, x0 + 4, base)
+        top = _chain_bar(ax, x0 + 4, base, links["link_total"], "link_total", gid, drawn)
+        level = top if level is None else level
+    if level is not None and "link_adapt_gap" in links:
+        _connector(ax, x0 + 4, x0 + 5, level)
+        _chain_bar(ax, x0 + 5, level, links["link_adapt_gap"], "link_adapt_gap", gid, drawn, flip=True)
+    return [x for x in drawn if np.isfinite(x)]
+
+
+def chain_figure(results: pd.DataFrame, loss_unit: str = LOSS_UNIT) -> Figure | None:
+    """The error chain of THEORY.md section 1 as waterfalls at the last checkpoint with adaptation
+    rows (``error_chains``): per adapter, a bar for L̂_pre (from 0), the links that take it to L_pre,
+    L*_adapt and L_adapt (each from the level the previous one reached, its CI as an error bar at its
+    end), the total L_adapt − L̂_pre (from L̂_pre), and the adaptation gap from L_adapt down to
+    L̂_adapt. One panel per number of shots (small multiples) and task view (a row of panels per
+    split, ID and OOD); the adapters side by side in each. The y axis is shared and starts at 0
+    unless the levels lie close together far from it (the label then says so). Returns None when
+    no chain can be drawn (no link, or no level to start from).
+
+    Each bar ends where the chain has got to (its gid names it, CHAIN_BARS):
+
+    >>> row = {"step": 5, "n": 100, "level": 0.95, "method": "t"}
+    >>> chain = dict(adapter="linear", shots=8, split="test")
+    >>> results = pd.DataFrame([dict(row, quantity=q, value=v, lower=v - 0.01, upper=v + 0.01, **c) for q, v, c in (
+    ...     ("L_pre_train", 0.6, {}), ("link_pretrain_gap", 0.1, {}),
+    ...     ("link_interface", -0.2, dict(adapter="linear", split="test")),
+    ...     ("link_adapt_excess", 0.15, chain), ("link_total", 0.05, chain))])
+    >>> ax = chain_figure(results).axes[0]
+    >>> [(bar.get_gid().rsplit(":", 1)[1], round(float(bar.get_y() + bar.get_height()), 4))
+    ...  for bar in ax.patches]  # doctest: +NORMALIZE_WHITESPACE
+    [('L_pre_train', 0.6), ('link_pretrain_gap', 0.7), ('link_interface', 0.5), ('link_adapt_excess', 0.65),
+     ('link_total', 0.65)]
+    """
+    chains = [chain for chain in error_chains(results) if _chain_base(chain) is not None]
+    if not chains:
+        return None
+    splits = list(dict.fromkeys(chain["split"] for chain in chains))
+    shots = list(dict.fromkeys(chain["shots"] for chain in chains))
+    adapters = list(dict.fromkeys(chain["adapter"] for chain in chains))
+    per_panel = max(sum(1 for c in chains if c["split"] == split and c["shots"] == shot)
+                    for split in splits for shot in shots)
+    width = max(3.4, 7 * _BAR_SLOT * per_panel + 1.2)
+    columns = max(1, min(len(shots), int(_MAX_CHAIN_WIDTH // width)))
+    wraps = -(-len(shots) // columns)
+    rows = len(splits) * wraps
+    fig = Figure(figsize=(max(10.0, width * columns), 3.2 * rows + 1.5), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False, sharey=True)
+    used, drawn = set(), []
+    for i, split in enumerate(splits):
+        for j, shot in enumerate(shots):
+            ax = axes[i * wraps + j // columns, j % columns]
+            used.add(id(ax))
+            panel = [c for c in chains if c["split"] == split and c["shots"] == shot]
+            panel.sort(key=lambda c: adapters.index(c["adapter"]))
+            for k, chain in enumerate(panel):
+                drawn += _draw_chain(ax, chain, 7.0 * k)
+            ax.set_xticks([7.0 * k + 2.5 for k in range(len(panel))],
+                          labels=[ADAPTER_NAMES.get(c["adapter"], str(c["adapter"])) for c in panel], fontsize=9)
+            ax.set_xlim(-0.8, 7.0 * max(len(panel), 1) - 1.2)
+            where = [SPLIT_NAMES.get(split, str(split))] if split is not None else []
+            where.append(f"{shot} shots" if shot is not None else "shots not recorded")
+            ax.set_title(", ".join(where), fontsize=10)
+            ax.grid(axis="y", alpha=0.3)
+            ax.tick_params(axis="y", labelsize=8)
+    for ax in axes.flat:
+        if id(ax) not in used:
+            ax.set_visible(False)
+    low, high = min(drawn), max(drawn)
+    span = high - low if high > low else max(abs(high), 1.0) * 0.1
+    cut = low > 0 and span < 0.5 * high
+    bottom = low - 0.25 * span if cut else min(0.0, low - 0.05 * span)
+    axes[0, 0].set_ylim(bottom, high + 0.12 * span)
+    for row in axes:
+        row[0].set_ylabel(f"loss ({loss_unit}){', axis not from 0' if cut else ''}", fontsize=9)
+    handles = [Patch(facecolor=color, edgecolor="0.2", hatch="//" if name == "link_adapt_gap" else None)
+               for name, (color, _) in CHAIN_BARS.items()]
+    handles.append(Line2D([], [], color="black", marker="_", markersize=10, linestyle="none"))
+    labels = [label for _, label in CHAIN_BARS.values()] + ["CI of each link, at the bar's end"]
+    fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=9)
+    fig.suptitle(f"Error chain at step {chains[0]['step']}: {L_PRE_TRAIN} → {L_PRE} → {L_ADAPT_STAR} → "
+                 f"{L_ADAPT}, per adapter", fontsize=11)
+    return fig
+
+
+def plot_chain(results: pd.DataFrame, path: str | Path, loss_unit: str = LOSS_UNIT) -> Path | None:
+    """``chain_figure`` written as a PNG at ``path``; None (nothing written) when it has nothing to draw.
+
+    >>> import tempfile, os
+    >>> plot_chain(pd.DataFrame({"quantity": ["L_un"], "step": [0]}), os.path.join(tempfile.mkdtemp(), "c.png")) is None
+    True
+    """
+    fig = chain_figure(results, loss_unit)
+    return save_figure(fig, path) if fig is not None else None

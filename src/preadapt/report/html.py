@@ -1,6 +1,7 @@
 """The HTML report of one run, answer first: what was run, every statement's verdict and the headline
-numbers (the first screen), the key figures, the detail sections, then (collapsed) every quantity,
-the config and the provenance.
+numbers (the first screen), the key figures, the detail sections (the adaptation results and the error
+chain when they were measured, then the theory's checks), then (collapsed) every quantity, the config
+and the provenance.
 
 The page is self-contained (inline CSS, figures as relative PNG paths, no external resources) and
 rendered with jinja2 autoescaping, so a config or an error message can never inject markup. It is
@@ -25,22 +26,35 @@ from preadapt.report.figures import (
     LOSS_UNIT,
     plot_accuracy,
     plot_blocks,
+    plot_chain,
     plot_lemma_4_3,
     plot_losses,
     plot_negatives,
     plot_theory,
 )
 from preadapt.report.tables import (
+    ADAPTATION_COLUMNS,
+    CHAIN_LINKS,
+    CHOSEN_QUANTITIES,
+    SPLIT_NAMES,
     TERM_MEANINGS,
+    adaptation_splits,
+    adaptation_step,
+    adaptation_table,
     blocks_table,
     bound_table,
+    chain_table,
+    chain_task_classes,
     checkpoint_table,
+    chosen_table,
+    distortion_table,
     dominant_level,
     format_level,
     format_term,
     headline_numbers,
     headline_verdicts,
     negatives_table,
+    split_column,
     summary_table,
     term_breakdown,
     term_notes,
@@ -56,10 +70,11 @@ FIGURES = {
     "theory": plot_theory,
     "negatives": plot_negatives,
     "blocks": plot_blocks,
+    "chain": plot_chain,
 }
 """Figure name (``figures/NAME.png``) and the function that draws it."""
 
-LOSS_FIGURES = ("losses", "lemma_4_3", "theory", "negatives", "blocks")
+LOSS_FIGURES = ("losses", "lemma_4_3", "theory", "negatives", "blocks", "chain")
 """The figures whose axes show a loss ℓ (they take ``loss_unit``)."""
 
 HIDDEN_RUN_COLUMNS = ("config_json",)
@@ -84,18 +99,24 @@ def _estimate(cell: Any) -> markupsafe.Markup:
         for i, part in enumerate(parts))
 
 
-_ENVIRONMENT = jinja2.Environment(
+ENVIRONMENT = jinja2.Environment(
     loader=jinja2.PackageLoader("preadapt.report", "templates"),
     autoescape=True,
     undefined=jinja2.StrictUndefined,
     trim_blocks=True,
     lstrip_blocks=True,
 )
-_ENVIRONMENT.filters["estimate"] = _estimate
+ENVIRONMENT.filters["estimate"] = _estimate
+"""The jinja2 environment of every report page (run and sweep): the package's templates, autoescaping,
+undefined names an error, and the ``estimate`` filter."""
 
 
-def _text(value: Any) -> str:
-    """A provenance cell as text ("" for a missing value)."""
+def cell_text(value: Any) -> str:
+    """A table cell as text: "" for a missing value, an integral float (from a CSV) without ``.0``.
+
+    >>> cell_text(None), cell_text(float("nan")), cell_text(20000.0), cell_text("mean")
+    ('', '', '20000', 'mean')
+    """
     if value is None:
         return ""
     try:
@@ -109,7 +130,7 @@ def _text(value: Any) -> str:
 
 
 def _records(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    return [str(c) for c in table.columns], [[_text(v) for v in row] for row in table.itertuples(index=False)]
+    return [str(c) for c in table.columns], [[cell_text(v) for v in row] for row in table.itertuples(index=False)]
 
 
 def _verdict_level(results: pd.DataFrame) -> str:
@@ -135,9 +156,21 @@ NEGATIVES_HEADERS = {"k": "k", "tau_k": "τ_k", "coef_un": "1/(1 − τ_k)", "co
 BLOCKS_HEADERS = {"b": "b", "L_un_block": "L^block_un(b)", "lhs": "Prop. 6.2 lhs: L^μ_sup",
                   "rhs": "Prop. 6.2 rhs: (L^block_un − τ)/(1 − τ)", "proposition_6_2": "Prop. 6.2",
                   "block_below_un": "L^block_un ≤ L_un", "block_monotone": "L^block_un(b) ≤ L^block_un(b_prev)"}
+ADAPTATION_HEADERS = {"adapter": "adapter", "task_classes": "task classes", "shots": "shots", "split": "task view",
+                      "L_adapt_train": "L̂_adapt (training samples)", "L_adapt": "L_adapt", "L_adapt_star": "L*_adapt"}
+CHAIN_HEADERS = {"adapter": "adapter", "task_classes": "task classes", "shots": "shots", "split": "task view",
+                 **{link: f"{name}: {CHAIN_LINKS[link]}" for link, name in (
+                     ("link_pretrain_gap", "pretraining gap"), ("link_interface", "interface"),
+                     ("link_adapt_excess", "adaptation excess"), ("link_adapt_gap", "adaptation gap"),
+                     ("link_total", "total"))}}
+DISTORTION_HEADERS = {"adapter": "adapter", "task_classes": "task classes", "shots": "shots", "split": "task view",
+                      "distortion_outside": "outside S: ‖(B_FT − B_0)·P_S⊥‖",
+                      "distortion_inside": "inside S: ‖(B_FT − B_0)·P_S‖"}
+CHOSEN_HEADERS = {"adapter": "adapter", "task_classes": "task classes", "shots": "shots",
+                  "chosen_lr": "learning rate", "chosen_steps": "steps", "chosen_penalty": "penalty"}
 STATUS_COLUMNS = ("status", "proposition_6_2", "block_below_un", "block_monotone")
 """Columns shown as verdict badges; PLAIN_COLUMNS as text; every other column as a number."""
-PLAIN_COLUMNS = ("step", "check", "statement", "note", "k", "b", "vacuous")
+PLAIN_COLUMNS = ("step", "check", "statement", "note", "k", "b", "vacuous", "adapter", "task_classes", "shots", "split")
 
 
 def _columns(table: pd.DataFrame, headers: dict[str, str]) -> list[dict[str, str]]:
@@ -149,7 +182,7 @@ def _columns(table: pd.DataFrame, headers: dict[str, str]) -> list[dict[str, str
 
 def _table(table: pd.DataFrame, headers: dict[str, str] | None = None) -> dict[str, Any]:
     return {"columns": _columns(table, headers or {}),
-            "rows": [{str(k): _text(v) for k, v in row.items()} for row in table.to_dict("records")]}
+            "rows": [{str(k): cell_text(v) for k, v in row.items()} for row in table.to_dict("records")]}
 
 
 def _without_empty_notes(table: pd.DataFrame) -> pd.DataFrame:
@@ -180,7 +213,7 @@ def _transposed(frame: pd.DataFrame, kinds: Mapping[str, str] | None = None, def
     for columns in _chunks([str(c) for c in frame.columns]):
         rows = []
         for label, values in zip(frame.index, frame[[c for c in frame.columns if str(c) in columns]].to_numpy()):
-            cells = [_text(v) for v in values]
+            cells = [cell_text(v) for v in values]
             same = merge and len(cells) > 1 and len(set(cells)) == 1 and cells[0] != ""
             rows.append({"label": str(label), "detail": (details or {}).get(str(label), ""),
                          "kind": (kinds or {}).get(str(label), default), "cells": cells[:1] if same else cells,
@@ -215,6 +248,48 @@ def _theorems(results: pd.DataFrame) -> list[dict[str, Any]]:
     return theorems
 
 
+def _split_name(split: str | None) -> str:
+    return SPLIT_NAMES.get(split, str(split)) if split is not None else ""
+
+
+def _adaptation(results: pd.DataFrame) -> dict[str, Any] | None:
+    """The Adaptation section at the last checkpoint with adaptation rows: the losses and accuracies
+    (one column group per task view), the error chain, the distortion and the chosen hyperparameters
+    (None for each table without rows); None when the results have no adaptation rows."""
+    step = adaptation_step(results)
+    if step is None:
+        return None
+    table = adaptation_table(results, step)
+    adapted = results[(results["quantity"] == "L_adapt") & (results["step"] == step)]
+    sizes = sorted({int(size) for size in adapted["task_classes"].dropna()}) if "task_classes" in adapted else []
+    accuracy = f"AVG-{sizes[0]} accuracy" if len(sizes) == 1 else "AVG accuracy"
+    headers = dict(ADAPTATION_HEADERS, acc_avg=accuracy)
+    lead = [column for column in ("adapter", "task_classes", "shots", "L_adapt_train") if column in table.columns]
+    groups = []
+    for split in adaptation_splits(results, step):
+        columns = [{"key": split_column(quantity, split), "header": headers[quantity]}
+                   for quantity in ADAPTATION_COLUMNS if split_column(quantity, split) in table.columns]
+        if columns:
+            groups.append({"label": _split_name(split), "columns": columns})
+    chain = chain_table(results, step)
+    distortion = distortion_table(results, step)
+    chosen = chosen_table(results, step)
+    return {
+        "step": step,
+        "tasks": (f"{sizes[0]}-class tasks" if len(sizes) == 1 else
+                  f"tasks of {', '.join(map(str, sizes[:-1]))} and {sizes[-1]} classes" if sizes else ""),
+        "chain_classes": chain_task_classes(results, step),
+        "table": {"lead": [{"key": c, "header": headers[c], "kind": "text" if c in PLAIN_COLUMNS else "num"}
+                           for c in lead],
+                  "groups": groups, "grouped": any(group["label"] for group in groups),
+                  "rows": [{str(k): cell_text(v) for k, v in row.items()} for row in table.to_dict("records")]},
+        "chain": _table(chain, CHAIN_HEADERS) if len(chain) else None,
+        "distortion": _table(distortion, DISTORTION_HEADERS) if len(distortion) else None,
+        "chosen": _table(chosen, CHOSEN_HEADERS) if len(chosen) and set(chosen.columns) & set(CHOSEN_QUANTITIES)
+        else None,
+    }
+
+
 def _provenance(runs: pd.DataFrame | None) -> list[dict[str, Any]]:
     """The provenance rows transposed (one row per field, one column per run), so they fit the page."""
     if runs is None or len(runs) == 0:
@@ -244,7 +319,7 @@ def _component(config: Mapping[str, Any], section: str) -> str:
 def _value(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_value(v) for v in value) + "]"
-    return "true" if value is True else "false" if value is False else _text(value)
+    return "true" if value is True else "false" if value is False else cell_text(value)
 
 
 def run_sentence(config: Mapping[str, Any], steps: list[int]) -> str:
@@ -326,7 +401,7 @@ def write_report(out_dir: str | Path, results: pd.DataFrame, runs: pd.DataFrame,
     per_checkpoint = checkpoint_table(results)
     summary_columns, summary_rows = _records(summary_table(results))
 
-    html = _ENVIRONMENT.get_template("report.html").render(
+    html = ENVIRONMENT.get_template("report.html").render(
         title=title,
         sentence=run_sentence(config, steps),
         verdicts=headline_verdicts(results),
@@ -348,6 +423,7 @@ def write_report(out_dir: str | Path, results: pd.DataFrame, runs: pd.DataFrame,
         figures=figures,
         table_level=format_level(table_level) if table_level is not None and math.isfinite(table_level) else "",
         checkpoints=_transposed(per_checkpoint.rename(columns=lambda step: f"step {step}")),
+        adaptation=_adaptation(results),
     )
     path = out_dir / "report.html"
     path.write_text(html, encoding="utf-8")

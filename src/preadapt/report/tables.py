@@ -20,7 +20,10 @@ and ``note`` are remarks on a row, not context.)"""
 
 QUANTITY_GROUPS = (
     ("losses", ("L_pre_train", "L_pre", "L_un", "L_un_block", "L_un_same", "L_un_diff")),
-    ("adaptation", ("L_sup_mean", "L_sup", "L_probe", "L_adapt", "L_adapt_star", "acc_avg", "acc_top")),
+    ("adaptation", ("L_sup_mean", "L_sup", "L_probe", "L_adapt_train", "L_adapt", "L_adapt_star", "acc_avg",
+                    "acc_top")),
+    ("chain", ("link_pretrain_gap", "link_interface", "link_adapt_excess", "link_adapt_gap", "link_total",
+               "chosen_lr", "chosen_steps", "chosen_penalty", "distortion_outside", "distortion_inside")),
     ("diagnostics", ("tau", "tau_k", "s_f", "align", "uniform")),
     ("bounds", ("bound_lhs", "bound_rhs", "bound_slack", "bound_term")),
 )
@@ -30,12 +33,20 @@ QUANTITY_GROUPS = (
 _RANK = {name: (g, i) for g, (_, names) in enumerate(QUANTITY_GROUPS) for i, name in enumerate(names)}
 _BOUNDS_GROUP = len(QUANTITY_GROUPS) - 1
 _VALUE_ORDER = {
-    "adapter": ("mean", "linear"),
-    "split": ("train", "fresh", "test"),
+    "adapter": ("mean", "linear", "finetune", "lpft"),
+    "split": ("train", "fresh", "test", "id", "ood"),
 }
 
+SPLIT_NAMES = {"test": "test samples", "id": "ID tasks", "ood": "OOD tasks"}
+"""A reader's name for each task view (``split``) of the adaptation rows."""
 
-def _missing(value: Any) -> bool:
+
+def is_missing(value: Any) -> bool:
+    """Whether a context or estimate field is unset: None, "", NaN or pandas' NA.
+
+    >>> is_missing(None), is_missing(""), is_missing(float("nan")), is_missing(pd.NA), is_missing(0)
+    (True, True, True, True, False)
+    """
     if value is None:
         return True
     if isinstance(value, str):
@@ -46,12 +57,16 @@ def _missing(value: Any) -> bool:
         return False
 
 
-def _plain(value: Any) -> str:
-    """A context value as a label shows it: integral floats (from a CSV) without ``.0``."""
+def plain_text(value: Any) -> str:
+    """A context value as a label shows it: integral floats (from a CSV) without ``.0``.
+
+    >>> plain_text(2.0), plain_text(0.5), plain_text("ood")
+    ('2', '0.5', 'ood')
+    """
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     if hasattr(value, "item") and not isinstance(value, str):
-        return _plain(value.item())
+        return plain_text(value.item())
     return str(value)
 
 
@@ -66,9 +81,9 @@ def context_label(row: Mapping[str, Any]) -> str:
     'tau'
     """
     parts = [
-        f"{column}={_plain(row[column])}"
+        f"{column}={plain_text(row[column])}"
         for column in CONTEXT_COLUMNS
-        if column in row and not _missing(row[column])
+        if column in row and not is_missing(row[column])
     ]
     name = str(row["quantity"])
     return f"{name} ({', '.join(parts)})" if parts else name
@@ -105,7 +120,7 @@ def format_level(level: Any) -> str:
     >>> format_level(0.95), format_level(0.999), format_level(None)
     ('95%', '99.9%', '')
     """
-    if _missing(level):
+    if is_missing(level):
         return ""
     return f"{100.0 * float(level):.10g}%"
 
@@ -131,16 +146,20 @@ def format_estimate(value: float, lower: float, upper: float, n: Any, method: st
         return f"{_number(value, _decimals(value, value, value))} (exact)"
     decimals = _decimals(value, lower, upper)
     text = f"{_number(value, decimals)} [{_number(lower, decimals)}, {_number(upper, decimals)}]"
-    if not _missing(n):
+    if not is_missing(n):
         text += f" n={int(n)}"
-    if not _missing(level) and lower != upper:
+    if not is_missing(level) and lower != upper:
         text += f" ({format_level(level)})"
     return text
 
 
-def _context_key(column: str, value: Any) -> tuple:
-    """Sort key of one context value: unset first, known orders, then numbers or names."""
-    if _missing(value):
+def context_sort_key(column: str, value: Any) -> tuple:
+    """Sort key of one context value: unset first, known orders, then numbers or names.
+
+    >>> sorted(["ood", None, "test", "id"], key=lambda split: context_sort_key("split", split))
+    [None, 'test', 'id', 'ood']
+    """
+    if is_missing(value):
         return (0,)
     order = _VALUE_ORDER.get(column)
     if order is not None:
@@ -153,10 +172,10 @@ def _context_key(column: str, value: Any) -> tuple:
 def _row_key(row: Mapping[str, Any]) -> tuple:
     quantity = str(row["quantity"])
     group, index = _RANK.get(quantity, (_BOUNDS_GROUP if quantity.startswith("bound_") else _BOUNDS_GROUP - 0.5, 99))
-    context = tuple(_context_key(column, row.get(column)) for column in CONTEXT_COLUMNS if column != "bound")
+    context = tuple(context_sort_key(column, row.get(column)) for column in CONTEXT_COLUMNS if column != "bound")
     if group == _BOUNDS_GROUP:
         # Bound rows read lhs, rhs, slack within each bound.
-        return (group, _context_key("bound", row.get("bound")), index, quantity, context)
+        return (group, context_sort_key("bound", row.get("bound")), index, quantity, context)
     return (group, index, quantity, context)
 
 
@@ -190,9 +209,16 @@ def dominant_level(results: pd.DataFrame) -> float | None:
     return float(pd.Series(levels).mode().iloc[0])
 
 
-def _cell(row: Mapping[str, Any], table_level: float | None) -> str:
+def estimate_cell(row: Mapping[str, Any], table_level: float | None) -> str:
+    """One tidy row as a ``format_estimate`` cell, naming its level only when it differs from
+    ``table_level`` (the level a table states once).
+
+    >>> row = {"value": 0.3, "lower": 0.2, "upper": 0.4, "n": 50, "method": "t", "level": 0.999}
+    >>> estimate_cell(row, 0.95), estimate_cell(row, 0.999)
+    ('0.3000 [0.2000, 0.4000] n=50 (99.9%)', '0.3000 [0.2000, 0.4000] n=50')
+    """
     level = row.get("level")
-    differs = not _missing(level) and table_level is not None and not math.isclose(float(level), table_level)
+    differs = not is_missing(level) and table_level is not None and not math.isclose(float(level), table_level)
     return format_estimate(
         row["value"], row["lower"], row["upper"], row.get("n"), row["method"], level if differs else None
     )
@@ -218,7 +244,7 @@ def checkpoint_table(results: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=pd.Index(steps, name="step"), index=pd.Index([], name="quantity"))
     keyed = _keyed(results)
     table_level = dominant_level(results)
-    cells = {(row["label"], int(row["step"])): _cell(row, table_level) for row in reversed(keyed.to_dict("records"))}
+    cells = {(row["label"], int(row["step"])): estimate_cell(row, table_level) for row in reversed(keyed.to_dict("records"))}
     labels = _ordered_labels(keyed)
     table = pd.DataFrame(
         [[cells.get((label, step), "") for step in steps] for label in labels],
@@ -266,7 +292,7 @@ def summary_table(results: pd.DataFrame, step: int | None = None) -> pd.DataFram
             "estimate": _number(value, decimals),
             "lower": _number(lower, decimals),
             "upper": _number(upper, decimals),
-            "n": "" if exact or _missing(row.get("n")) else str(int(row["n"])),
+            "n": "" if exact or is_missing(row.get("n")) else str(int(row["n"])),
             "level": "" if exact else format_level(row.get("level")),
             "method": str(row["method"]),
         })
@@ -312,34 +338,39 @@ def bound_checks(results: pd.DataFrame) -> list[dict[str, Any]]:
         instance_columns = [
             column for column in CONTEXT_COLUMNS
             if column not in ("bound", "term") and any(
-                len({_context_key(column, row.get(column)) for row in rows}) > 1 for rows in by_side.values())
+                len({context_sort_key(column, row.get(column)) for row in rows}) > 1 for rows in by_side.values())
         ]
         groups: dict[tuple, dict[str, Any]] = {}
         for row in sides:
-            key = tuple(_context_key(c, row.get(c)) for c in instance_columns)
-            instance = {c: row[c] for c in instance_columns if c in row and not _missing(row[c])}
-            extra = [f"{column}={_plain(value)}" for column, value in instance.items()]
+            key = tuple(context_sort_key(c, row.get(c)) for c in instance_columns)
+            instance = {c: row[c] for c in instance_columns if c in row and not is_missing(row[c])}
+            extra = [f"{column}={plain_text(value)}" for column, value in instance.items()]
             check = groups.setdefault(key, {
                 "run": run, "step": step, "bound": bound, "key": key, "terms": {},
-                "instance": {column: _native(value) for column, value in instance.items()},
+                "instance": {column: native_value(value) for column, value in instance.items()},
                 "name": f"{bound} ({', '.join(extra)})" if extra else bound})
             check[BOUND_SIDES[row["quantity"]]] = row
         for row in members:
-            if row["quantity"] == "bound_term" and not _missing(row.get("term")):
-                check = groups.get(tuple(_context_key(c, row.get(c)) for c in instance_columns))
+            if row["quantity"] == "bound_term" and not is_missing(row.get("term")):
+                check = groups.get(tuple(context_sort_key(c, row.get(c)) for c in instance_columns))
                 if check is not None:
                     check["terms"][str(row["term"])] = row
         checks.extend(groups.values())
     for check in checks:
         for field in ("status", "note"):
             values = [check[side].get(field) for side in ("slack", "lhs", "rhs") if side in check]
-            check[field] = next((str(v) for v in values if not _missing(v)), "")
-    checks.sort(key=lambda c: (c["run"], c["step"], _context_key("bound", c["bound"]), c["key"]))
+            check[field] = next((str(v) for v in values if not is_missing(v)), "")
+    checks.sort(key=lambda c: (c["run"], c["step"], context_sort_key("bound", c["bound"]), c["key"]))
     return checks
 
 
-def _native(value: Any) -> Any:
-    """A context value as a plain Python scalar (integral floats from a CSV as int)."""
+def native_value(value: Any) -> Any:
+    """A context value as a plain Python scalar (integral floats from a CSV as int).
+
+    >>> import numpy as np
+    >>> native_value(np.float64(5.0)), native_value(np.int64(3)), native_value("linear")
+    (5, 3, 'linear')
+    """
     if hasattr(value, "item") and not isinstance(value, str):
         value = value.item()
     if isinstance(value, float) and value.is_integer():
@@ -358,7 +389,7 @@ def _side_cells(check: Mapping[str, Any]) -> dict[str, str]:
             cells[side] = ""
             continue
         level = row.get("level")
-        differs = not (_missing(level) or _missing(lhs_level)) and not math.isclose(float(level), float(lhs_level))
+        differs = not (is_missing(level) or is_missing(lhs_level)) and not math.isclose(float(level), float(lhs_level))
         cells[side] = format_estimate(row["value"], row["lower"], row["upper"], row.get("n"), row["method"],
                                       level if differs else None)
     return cells
@@ -447,7 +478,7 @@ def theory_checks(results: pd.DataFrame, last: bool = False) -> list[dict[str, A
         if column is not None and column not in check["instance"]:
             value = _context_value(check, column)
             if value is not None:
-                check["name"] = f"{check['name']} ({column}={_plain(value)})"
+                check["name"] = f"{check['name']} ({column}={plain_text(value)})"
     if last:
         final: dict[tuple, dict[str, Any]] = {}
         for check in checks:
@@ -508,7 +539,7 @@ def format_term(row: Mapping[str, Any], table_level: float | None = None) -> str
     counts = row.get("term") in INTEGER_TERMS or 1e4 <= abs(value) < 1e15
     if row["method"] == "exact" and value.is_integer() and counts:
         return f"{int(value)} (exact)"
-    return _cell(row, table_level)
+    return estimate_cell(row, table_level)
 
 
 def _ordered_terms(names: list[str]) -> list[str]:
@@ -562,7 +593,7 @@ def term_notes(results: pd.DataFrame, bound: str) -> dict[str, str]:
             continue
         for term, row in check["terms"].items():
             note = row.get("note")
-            if not _missing(note) and str(note) != check["note"]:
+            if not is_missing(note) and str(note) != check["note"]:
                 notes.setdefault(term, [])
                 if str(note) not in notes[term]:
                     notes[term].append(str(note))
@@ -574,8 +605,8 @@ def _context_value(check: Mapping[str, Any], column: str) -> Any:
     if column in check["instance"]:
         return check["instance"][column]
     for side in ("rhs", "lhs", "slack"):
-        if side in check and not _missing(check[side].get(column)):
-            return _native(check[side][column])
+        if side in check and not is_missing(check[side].get(column)):
+            return native_value(check[side][column])
     return None
 
 
@@ -594,7 +625,7 @@ def is_vacuous(note: Any) -> bool:
     >>> is_vacuous("vacuous"), is_vacuous("vacuous: rhs ≥ E log2|T|"), is_vacuous("not vacuous"), is_vacuous(None)
     (True, True, False, False)
     """
-    return not _missing(note) and re.search(r"(?<!not )\bvacuous\b", str(note), flags=re.IGNORECASE) is not None
+    return not is_missing(note) and re.search(r"(?<!not )\bvacuous\b", str(note), flags=re.IGNORECASE) is not None
 
 
 NEGATIVES_BOUND = "lemma_4_3_negatives"
@@ -740,7 +771,7 @@ def instance_label(check: Mapping[str, Any]) -> str:
     """``k=4`` or ``b=5`` for an instanced check (INSTANCED_BY), "" otherwise."""
     column = INSTANCED_BY.get(check["bound"])
     value = _context_value(check, column) if column is not None else None
-    return f"{_INSTANCE_LETTER[column]}={_plain(value)}" if value is not None else ""
+    return f"{_INSTANCE_LETTER[column]}={plain_text(value)}" if value is not None else ""
 
 
 def instances_text(labels: list[str]) -> str:
@@ -833,8 +864,8 @@ def _pick(results: pd.DataFrame, quantity: str, step: int, **context: Any) -> di
     rows = results[chosen].to_dict("records")
     if not rows:
         return None
-    order = {"test": 0, "fresh": 1}
-    return min(rows, key=lambda row: order.get(row.get("split"), 2))
+    order = {"test": 0, "fresh": 1, "id": 2}
+    return min(rows, key=lambda row: order.get(row.get("split"), 3))
 
 
 def headline_numbers(results: pd.DataFrame) -> list[dict[str, str]]:
@@ -856,7 +887,7 @@ def headline_numbers(results: pd.DataFrame) -> list[dict[str, str]]:
     numbers = []
     l_un = _pick(results, "L_un", step, negatives=1) or _pick(results, "L_un", step)
     if l_un is not None:
-        numbers.append({"label": "L_un", "detail": "1 negative", "cell": _cell(l_un, table_level)})
+        numbers.append({"label": "L_un", "detail": "1 negative", "cell": estimate_cell(l_un, table_level)})
     averages = results[(results["quantity"] == "acc_avg") & (results["step"] == step)]
     sizes = sorted({int(v) for v in averages["task_classes"].dropna()}) if "task_classes" in averages else []
     sizes = sorted({sizes[0], sizes[-1]}) if sizes else []
@@ -871,7 +902,10 @@ def headline_numbers(results: pd.DataFrame) -> list[dict[str, str]]:
                 row = _pick(results, "acc_avg", step, adapter=adapter, task_classes=size, shots=probe_shots)
                 detail = f"{probe_shots} shots"
             if row is not None:
-                numbers.append({"label": f"AVG-{size}, {name}", "detail": detail, "cell": _cell(row, table_level)})
+                view = SPLIT_NAMES.get(row.get("split")) if row.get("split") in ("id", "ood") else None
+                detail = ", ".join(part for part in (detail, view) if part)
+                numbers.append({"label": f"AVG-{size}, {name}", "detail": detail,
+                                "cell": estimate_cell(row, table_level)})
     return numbers
 
 
@@ -934,3 +968,338 @@ def term_breakdown(results: pd.DataFrame, bound: str) -> pd.DataFrame:
     index = ["status", *BREAKDOWN_SIDES, *names]
     return pd.DataFrame(columns, index=pd.Index(index, name="term"), columns=list(columns)) if columns else \
         pd.DataFrame(index=pd.Index([], name="term"))
+
+
+# The Adaptation section: the adaptation losses and the error chain of THEORY.md section 1.
+
+CHAIN_LINKS = {
+    "link_pretrain_gap": "L_pre − L̂_pre",
+    "link_interface": "L*_adapt − L_pre",
+    "link_adapt_excess": "L_adapt − L*_adapt",
+    "link_adapt_gap": "L_adapt − L̂_adapt",
+    "link_total": "L_adapt − L̂_pre",
+}
+"""The links of the error chain (THEORY.md section 1), in the order the chain table lists them, and
+what each is. By values, link_total = link_pretrain_gap + link_interface + link_adapt_excess; the
+adaptation generalization gap link_adapt_gap stands beside the chain (L̂_adapt is not on its path)."""
+
+CHAIN_LEVELS = ("L_pre_train", "L_pre", "L_adapt_star", "L_adapt", "L_adapt_train")
+"""The losses the links connect: L̂_pre, L_pre, L*_adapt, L_adapt and L̂_adapt."""
+
+CHOSEN_QUANTITIES = ("chosen_lr", "chosen_steps", "chosen_penalty")
+"""Hyperparameters of an adapter chosen on validation points (method ``chosen``)."""
+
+DISTORTION_QUANTITIES = ("distortion_outside", "distortion_inside")
+"""‖(B_FT − B_0)·P_S⊥‖ and ‖(B_FT − B_0)·P_S‖: how far fine-tuning moved a linear encoder outside and
+inside the task's subspace S."""
+
+ADAPTATION_QUANTITIES = ("L_adapt_train", "L_adapt", "L_adapt_star", *CHAIN_LINKS, *CHOSEN_QUANTITIES,
+                         *DISTORTION_QUANTITIES)
+"""The rows whose presence makes the report's Adaptation section (without them it is left out)."""
+
+ADAPTATION_COLUMNS = ("L_adapt", "L_adapt_star", "acc_avg")
+"""The adaptation table's columns per task view (split); ``L_adapt_train`` comes once, before them."""
+
+
+def _context(row: Mapping[str, Any], column: str) -> Any:
+    """One context field of a row as a plain scalar, None when unset."""
+    value = row.get(column)
+    return None if is_missing(value) else native_value(value)
+
+
+def _first(rows: list[dict[str, Any]], quantity: str, **context: Any) -> dict[str, Any] | None:
+    """The first row of ``quantity`` whose context fields equal ``context`` (None: unset)."""
+    return next((row for row in rows if row["quantity"] == quantity
+                 and all(_context(row, column) == value for column, value in context.items())), None)
+
+
+def _rows_at(results: pd.DataFrame, step: int, quantities: tuple[str, ...]) -> list[dict[str, Any]]:
+    if len(results) == 0:
+        return []
+    return results[results["quantity"].isin(quantities) & (results["step"] == step)].to_dict("records")
+
+
+def _key_order(keys: list[tuple], columns: tuple[str, ...]) -> list[tuple]:
+    """Context keys (one value per column) in the report's order, without repeats."""
+    return sorted(dict.fromkeys(keys), key=lambda key: tuple(context_sort_key(c, v) for c, v in zip(columns, key)))
+
+
+def adaptation_step(results: pd.DataFrame) -> int | None:
+    """The last checkpoint with adaptation rows (ADAPTATION_QUANTITIES), the step the Adaptation
+    section reports; None when there are none (a run from before adaptation was measured).
+
+    >>> adaptation_step(pd.DataFrame({"quantity": ["L_adapt", "L_adapt", "L_un"], "step": [0, 9, 12]}))
+    9
+    >>> adaptation_step(pd.DataFrame({"quantity": ["acc_avg"], "step": [9]})) is None
+    True
+    """
+    if len(results) == 0:
+        return None
+    steps = results.loc[results["quantity"].isin(ADAPTATION_QUANTITIES), "step"]
+    return int(steps.max()) if len(steps) else None
+
+
+CHAIN_TASK_CLASSES = 2
+"""The task size of the error chain when no L_adapt_star row names one (the tasks of L_sup and Lemma 4.3)."""
+
+
+def chain_task_classes(results: pd.DataFrame, step: int | None = None) -> int:
+    """The number of classes of the tasks the error chain is measured on: that of the L_adapt_star rows
+    at ``step`` (by default ``adaptation_step``), else CHAIN_TASK_CLASSES.
+
+    >>> chain_task_classes(pd.DataFrame({"quantity": ["L_adapt_star"], "step": [3], "task_classes": [2.0]}))
+    2
+    """
+    step = adaptation_step(results) if step is None else step
+    rows = _rows_at(results, step, ("L_adapt_star",)) if step is not None else []
+    return next((_context(row, "task_classes") for row in rows if _context(row, "task_classes") is not None),
+                CHAIN_TASK_CLASSES)
+
+
+def error_chains(results: pd.DataFrame, step: int | None = None) -> list[dict[str, Any]]:
+    """The error chain of THEORY.md section 1 per adapter, number of shots and task view (split) at
+    ``step`` (by default ``adaptation_step``): one ``{"step", "adapter", "shots", "split", "links",
+    "levels"}`` per chain that has a link, in the report's order (adapter, shots, split).
+
+    ``links`` maps each link measured (CHAIN_LINKS) to its row and ``levels`` each loss it connects
+    (CHAIN_LEVELS) to its row. Rows are matched on their context: link_pretrain_gap, L_pre_train and
+    L_pre have no adapter; link_interface and L_adapt_star have the adapter and split but no shots;
+    L_adapt_train has the adapter and shots (split ``train``); the other links and L_adapt all three.
+    The chain is measured on the tasks of L*_adapt (``chain_task_classes``, 2 classes): rows of other
+    task sizes (L_adapt and the adaptation gap are measured for every size) are left out.
+
+    >>> row = {"step": 5, "lower": 0.0, "upper": 1.0, "n": 100, "level": 0.95, "method": "t"}
+    >>> results = pd.DataFrame([dict(row, quantity="link_pretrain_gap", value=0.1),
+    ...     dict(row, quantity="link_interface", value=-0.2, adapter="linear", split="id"),
+    ...     dict(row, quantity="link_total", value=0.3, adapter="linear", shots=8, split="id")])
+    >>> [(c["adapter"], c["shots"], c["split"], sorted(c["links"])) for c in error_chains(results)]
+    [('linear', 8, 'id', ['link_interface', 'link_pretrain_gap', 'link_total'])]
+    """
+    step = adaptation_step(results) if step is None else step
+    if step is None:
+        return []
+    size = chain_task_classes(results, step)
+    rows = [row for row in _rows_at(results, step, (*CHAIN_LINKS, *CHAIN_LEVELS))
+            if _context(row, "task_classes") in (None, size)]
+    with_shots = [(_context(r, "adapter"), _context(r, "shots"), _context(r, "split")) for r in rows
+                  if r["quantity"] in ("link_adapt_excess", "link_adapt_gap", "link_total", "L_adapt")
+                  and _context(r, "adapter") is not None]
+    pairs = {(adapter, split) for adapter, _, split in with_shots}
+    without = [(_context(r, "adapter"), None, _context(r, "split")) for r in rows
+               if r["quantity"] in ("link_interface", "L_adapt_star") and _context(r, "adapter") is not None
+               and (_context(r, "adapter"), _context(r, "split")) not in pairs]
+    pretrain_gap = _first(rows, "link_pretrain_gap", adapter=None, split=None) or _first(
+        rows, "link_pretrain_gap", adapter=None)
+    chains = []
+    for adapter, shots, split in _key_order(with_shots + without, ("adapter", "shots", "split")):
+        links = {
+            "link_pretrain_gap": pretrain_gap,
+            "link_interface": _first(rows, "link_interface", adapter=adapter, split=split),
+            **{link: _first(rows, link, adapter=adapter, shots=shots, split=split)
+               for link in ("link_adapt_excess", "link_adapt_gap", "link_total")},
+        }
+        levels = {
+            "L_pre_train": _first(rows, "L_pre_train", adapter=None),
+            "L_pre": _first(rows, "L_pre", adapter=None),
+            "L_adapt_star": _first(rows, "L_adapt_star", adapter=adapter, split=split),
+            "L_adapt": _first(rows, "L_adapt", adapter=adapter, shots=shots, split=split),
+            "L_adapt_train": _first(rows, "L_adapt_train", adapter=adapter, shots=shots, split="train")
+            or _first(rows, "L_adapt_train", adapter=adapter, shots=shots),
+        }
+        links = {name: row for name, row in links.items() if row is not None}
+        if set(links) - {"link_pretrain_gap"}:
+            chains.append({"step": step, "adapter": adapter, "shots": shots, "split": split, "links": links,
+                           "levels": {name: row for name, row in levels.items() if row is not None}})
+    return chains
+
+
+def _without_blank_columns(table: pd.DataFrame, keep: tuple[str, ...]) -> pd.DataFrame:
+    """``table`` without the columns (other than ``keep``) that are "" in every row."""
+    blank = [c for c in table.columns if c not in keep and len(table) and (table[c] == "").all()]
+    return table.drop(columns=blank)
+
+
+def chain_table(results: pd.DataFrame, step: int | None = None) -> pd.DataFrame:
+    """The error chain at ``step`` (by default the last with adaptation rows), one row per adapter,
+    number of shots and task view (``error_chains``): each link of CHAIN_LINKS as an estimate cell
+    (value [lower, upper] n=N; "" where it was not measured), the total last. The ``split`` column is
+    left out when no row has one.
+
+    >>> row = {"step": 5, "lower": 0.0, "upper": 0.2, "n": 100, "level": 0.95, "method": "t"}
+    >>> results = pd.DataFrame([dict(row, quantity="link_pretrain_gap", value=0.1),
+    ...     dict(row, quantity="link_interface", value=0.05, adapter="mean", split="test"),
+    ...     dict(row, quantity="link_total", value=0.15, adapter="mean", shots=4, split="test")])
+    >>> chain_table(results).iloc[0].to_dict()  # doctest: +NORMALIZE_WHITESPACE
+    {'adapter': 'mean', 'shots': 4, 'split': 'test', 'link_pretrain_gap': '0.1000 [0.0000, 0.2000] n=100',
+     'link_interface': '0.0500 [0.0000, 0.2000] n=100', 'link_adapt_excess': '', 'link_adapt_gap': '',
+     'link_total': '0.1500 [0.0000, 0.2000] n=100'}
+    """
+    table_level = dominant_level(results) if len(results) else None
+    rows = [{"adapter": chain["adapter"] or "", "shots": "" if chain["shots"] is None else chain["shots"],
+             "split": chain["split"] or "",
+             **{link: estimate_cell(chain["links"][link], table_level) if link in chain["links"] else ""
+                for link in CHAIN_LINKS}}
+            for chain in error_chains(results, step)]
+    table = pd.DataFrame(rows, columns=["adapter", "shots", "split", *CHAIN_LINKS])
+    return table.drop(columns=["split"]) if len(table) and (table["split"] == "").all() else table
+
+
+def adaptation_splits(results: pd.DataFrame, step: int | None = None) -> list[str | None]:
+    """The task views of the adaptation rows at ``step``, in order (``test``; ``id``, ``ood``), or
+    ``[None]`` when they name none.
+
+    >>> adaptation_splits(pd.DataFrame({"quantity": ["L_adapt", "L_adapt", "L_adapt_train"], "step": 1,
+    ...                                 "split": ["ood", "id", "train"]}))
+    ['id', 'ood']
+    """
+    step = adaptation_step(results) if step is None else step
+    if step is None:
+        return []
+    splits = [_context(row, "split") for row in _rows_at(results, step, ("L_adapt", "L_adapt_star"))]
+    named = _key_order([(split,) for split in splits if split is not None], ("split",))
+    return [split for split, in named] or [None]
+
+
+def split_column(quantity: str, split: str | None) -> str:
+    """The adaptation table's column of ``quantity`` in one task view.
+
+    >>> split_column("L_adapt", "ood"), split_column("acc_avg", None)
+    ('L_adapt (ood)', 'acc_avg')
+    """
+    return quantity if split is None else f"{quantity} ({split})"
+
+
+def adaptation_table(results: pd.DataFrame, step: int | None = None) -> pd.DataFrame:
+    """The adaptation results at ``step`` (by default the last with adaptation rows), one row per
+    adapter, task size (``task_classes``, a column only when several were measured) and number of
+    shots: L̂_adapt (``L_adapt_train``, on the labeled training samples), then per task view
+    (``adaptation_splits``, ID and OOD side by side) L_adapt, L*_adapt (``L_adapt_star``, measured on
+    2-class tasks and independent of the shots) and the AVG accuracy (``acc_avg``; a row without a
+    split stands for the only view, or ``test``). Estimate cells ("" where not measured); a column
+    with no value in any row is left out.
+
+    >>> row = {"step": 5, "lower": 0.5, "upper": 0.7, "n": 100, "level": 0.95, "method": "t", "task_classes": 2}
+    >>> results = pd.DataFrame([dict(row, quantity="L_adapt", value=0.6, adapter="linear", shots=8, split=split)
+    ...     for split in ("id", "ood")] + [dict(row, quantity="L_adapt_train", value=0.55, adapter="linear",
+    ...     shots=8, split="train")])
+    >>> list(adaptation_table(results).columns)
+    ['adapter', 'shots', 'L_adapt_train', 'L_adapt (id)', 'L_adapt (ood)']
+    """
+    step = adaptation_step(results) if step is None else step
+    splits = adaptation_splits(results, step)
+    rows = _rows_at(results, step, ("L_adapt_train", "L_adapt", "L_adapt_star", "acc_avg")) if step is not None else []
+    keys = [(_context(r, "adapter"), _context(r, "task_classes"), _context(r, "shots")) for r in rows
+            if r["quantity"] in ("L_adapt", "L_adapt_train") and _context(r, "adapter") is not None]
+    measured = {(adapter, size) for adapter, size, _ in keys}
+    keys += [(_context(r, "adapter"), _context(r, "task_classes"), None) for r in rows
+             if r["quantity"] == "L_adapt_star" and _context(r, "adapter") is not None
+             and (_context(r, "adapter"), _context(r, "task_classes")) not in measured]
+    table_level = dominant_level(results) if len(results) else None
+
+    def cell(quantity: str, **context: Any) -> str:
+        row = _first(rows, quantity, **context)
+        return estimate_cell(row, table_level) if row is not None else ""
+
+    columns = ["adapter", "task_classes", "shots", "L_adapt_train",
+               *(split_column(quantity, split) for split in splits for quantity in ADAPTATION_COLUMNS)]
+    table = []
+    for adapter, size, shots in _key_order(keys, ("adapter", "task_classes", "shots")):
+        entry = {"adapter": adapter, "task_classes": "" if size is None else size,
+                 "shots": "" if shots is None else shots,
+                 "L_adapt_train": cell("L_adapt_train", adapter=adapter, task_classes=size, shots=shots)}
+        for split in splits:
+            accuracy = cell("acc_avg", adapter=adapter, task_classes=size, shots=shots, split=split)
+            if not accuracy and (len(splits) == 1 or split == "test"):
+                accuracy = cell("acc_avg", adapter=adapter, task_classes=size, shots=shots, split=None)
+            entry.update({
+                split_column("L_adapt", split): cell("L_adapt", adapter=adapter, task_classes=size, shots=shots,
+                                                     split=split),
+                split_column("L_adapt_star", split): cell("L_adapt_star", adapter=adapter, task_classes=size,
+                                                          split=split),
+                split_column("acc_avg", split): accuracy,
+            })
+        table.append(entry)
+    frame = _without_blank_columns(pd.DataFrame(table, columns=columns), keep=("adapter", "shots"))
+    return _without_constant(frame, "task_classes")
+
+
+def _without_constant(table: pd.DataFrame, column: str) -> pd.DataFrame:
+    """``table`` without ``column`` when it holds one value (or none): a task size measured alone
+    is said once, by the page, not in every row."""
+    return table.drop(columns=[column]) if column in table.columns and table[column].nunique() <= 1 else table
+
+
+INTEGER_HYPERPARAMETERS = ("chosen_steps",)
+"""Chosen hyperparameters that count something: written as integers."""
+
+
+def format_chosen(row: Mapping[str, Any]) -> str:
+    """A hyperparameter chosen on validation points: a choice, not an estimate, so its value alone
+    (an integer for a count), with its range [lower, upper] over the n tasks when it varies across them.
+
+    >>> format_chosen({"quantity": "chosen_lr", "value": 0.003, "lower": 0.003, "upper": 0.003, "n": 20})
+    '0.003'
+    >>> format_chosen({"quantity": "chosen_steps", "value": 1233.3, "lower": 100.0, "upper": 3000.0, "n": 20})
+    '1233 [100, 3000] n=20'
+    """
+    def number(x: Any) -> str:
+        x = float(x)  # a count (a mean over tasks, perhaps) to the nearest integer from 10 on
+        counts = row.get("quantity") in INTEGER_HYPERPARAMETERS and (x.is_integer() or abs(x) >= 10)
+        return str(round(x)) if counts else f"{x:.3g}"
+
+    text = number(row["value"])
+    lower, upper = row.get("lower"), row.get("upper")
+    if not is_missing(lower) and not is_missing(upper) and float(lower) < float(upper):
+        text += f" [{number(row['lower'])}, {number(row['upper'])}]"
+        if not is_missing(row.get("n")):
+            text += f" n={int(row['n'])}"
+    return text
+
+
+def _context_table(results: pd.DataFrame, step: int | None, quantities: tuple[str, ...],
+                   keys: tuple[str, ...], cell: Any) -> pd.DataFrame:
+    """``quantities`` at ``step`` as one row per value of the ``keys`` context columns and one
+    column per quantity (``cell(row)``; "" where not measured); key columns that no row sets are left
+    out, and ``task_classes`` when it takes one value."""
+    step = adaptation_step(results) if step is None else step
+    rows = _rows_at(results, step, quantities) if step is not None else []
+    by_key: dict[tuple, dict[str, Any]] = {}
+    for row in rows:
+        by_key.setdefault(tuple(_context(row, column) for column in keys), {}).setdefault(row["quantity"], row)
+    table = [{**{column: "" if value is None else value for column, value in zip(keys, key)},
+              **{quantity: cell(by_key[key][quantity]) if quantity in by_key[key] else "" for quantity in quantities}}
+             for key in _key_order(list(by_key), keys)]
+    frame = pd.DataFrame(table, columns=[*keys, *quantities])
+    frame = frame.drop(columns=[c for c in keys if len(frame) and (frame[c] == "").all()])
+    return _without_constant(frame, "task_classes")
+
+
+def distortion_table(results: pd.DataFrame, step: int | None = None) -> pd.DataFrame:
+    """How far fine-tuning moved a linear encoder B from its pretrained B_0, outside and inside the
+    task's subspace S (DISTORTION_QUANTITIES), at ``step`` (by default the last with adaptation rows):
+    one row per adapter, number of shots (and task size and split, when they vary or are set), estimate cells.
+
+    >>> row = {"step": 5, "lower": 0.1, "upper": 0.3, "n": 20, "level": 0.95, "method": "t", "adapter": "finetune"}
+    >>> distortion_table(pd.DataFrame([dict(row, quantity=q, value=0.2, shots=8) for q in DISTORTION_QUANTITIES]
+    ...                               )).iloc[0].to_dict()  # doctest: +NORMALIZE_WHITESPACE
+    {'adapter': 'finetune', 'shots': 8, 'distortion_outside': '0.2000 [0.1000, 0.3000] n=20',
+     'distortion_inside': '0.2000 [0.1000, 0.3000] n=20'}
+    """
+    table_level = dominant_level(results) if len(results) else None
+    return _context_table(results, step, DISTORTION_QUANTITIES, ("adapter", "task_classes", "shots", "split"),
+                          lambda row: estimate_cell(row, table_level))
+
+
+def chosen_table(results: pd.DataFrame, step: int | None = None) -> pd.DataFrame:
+    """The hyperparameters chosen on validation points (CHOSEN_QUANTITIES, ``format_chosen`` cells) at
+    ``step`` (by default the last with adaptation rows), one row per adapter and number of shots (and
+    task size, when several); a hyperparameter no adapter has is left out.
+
+    >>> row = {"step": 5, "n": 20, "level": 1.0, "method": "chosen", "adapter": "linear", "shots": 8,
+    ...        "split": "train"}
+    >>> chosen_table(pd.DataFrame([dict(row, quantity="chosen_lr", value=0.01, lower=0.01, upper=0.01)]
+    ...                           )).to_dict("records")
+    [{'adapter': 'linear', 'shots': 8, 'chosen_lr': '0.01'}]
+    """
+    table = _context_table(results, step, CHOSEN_QUANTITIES, ("adapter", "task_classes", "shots"), format_chosen)
+    return _without_blank_columns(table, keep=("adapter", "shots"))
