@@ -21,9 +21,10 @@ from pathlib import Path
 import pandas as pd
 from _common import machine, median, spread, summary
 
+from preadapt.api import run_sweep  # the driver with the sweep report writer: the wall time includes the report
 from preadapt.experiment.executors import InProcess, LocalPool, RayExecutor
 from preadapt.experiment.store import Store
-from preadapt.experiment.sweep import SweepSpec, expand, run_sweep
+from preadapt.experiment.sweep import SweepSpec, expand
 
 BASE = {
     "name": "bench", "seed": 0, "device": "cpu", "threads": 1,

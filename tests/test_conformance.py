@@ -19,8 +19,9 @@ Checks:
   for every trainable parameter; ‖f(x)‖ ≤ R when R is set; the module pickles.
 - objectives (on tuples drawn by ``draw_tuples`` with the objective's own ``negatives`` and
   ``block_size`` and encoded by ``encode_tuples``): finite per-sample losses (n,); deterministic;
-  float64 agrees with float32; finite gradients with respect to the features; ``negatives`` and
-  ``block_size`` are ints ≥ 1 that match the config and what the loss reads; the module pickles.
+  float64 agrees with float32; finite gradients with respect to the features; the module is an
+  ``Objective`` (objectives/base.py) whose ``negatives`` and ``block_size`` are ints ≥ 1 that match
+  the config and what the loss reads; the module pickles.
 - configs of every registry: pickle, and round-trip through ``REGISTRY.parse(config.model_dump())``
   and through JSON (how configs are stored with results).
 """
@@ -39,7 +40,7 @@ import pytest
 import torch
 
 from preadapt.encoders import ENCODERS
-from preadapt.objectives import OBJECTIVES, Encoded, encode_tuples
+from preadapt.objectives import OBJECTIVES, Encoded, Objective, encode_tuples
 from preadapt.registry import Registry
 from preadapt.worlds import SPLITS, WORLDS, FiniteWorld, World, draw_tuples, split_of
 from preadapt.worlds.base import InputSpec
@@ -322,7 +323,8 @@ class ObjectiveSetup:
 
 def build_objective(setup: ObjectiveSetup, dim: int):
     objective = OBJECTIVES.build(setup.config)
-    if hasattr(objective, "attach"):  # parameters of its own (a supervised head), as pretraining does
+    objective.use_prior(setup.world.prior)  # the hooks, as the run calls them
+    if objective.needs_attach:  # parameters of its own (a supervised head)
         objective.attach(setup.world.classes, dim, seeded(7))
     return objective
 
@@ -330,7 +332,7 @@ def build_objective(setup: ObjectiveSetup, dim: int):
 def encoded_batch(setup: ObjectiveSetup, objective, seed: int = 3) -> Encoded:
     """Tuples drawn with the objective's own k, b and sampler, encoded (in float32) and cast to float64."""
     tuples = draw_tuples(setup.world, N_TUPLES, seeded(seed), objective.negatives, objective.block_size,
-                         true_negatives=getattr(objective, "true_negatives", False))
+                         true_negatives=objective.true_negatives)
     with torch.no_grad():
         return encode_tuples(setup.encoder, tuples, dtype=torch.float64)
 
@@ -354,8 +356,10 @@ def objective_setup(request):
 def test_objective_declares_what_it_consumes(objective_setup):
     setup = objective_setup
     objective = build_objective(setup, 3)
+    assert isinstance(objective, Objective), f"{type(objective).__name__} does not subclass preadapt.objectives.Objective"
+    assert type(objective.true_negatives) is bool
     for name in ("negatives", "block_size"):
-        value = getattr(objective, name, None)
+        value = getattr(objective, name)
         assert type(value) is int and value >= 1, f"objective.{name} must be an int ≥ 1; got {value!r}"
         declared = getattr(setup.config, name, None)
         if isinstance(declared, int) and declared >= 1:  # the config's k or b is what the sampler draws

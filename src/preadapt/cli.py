@@ -59,6 +59,7 @@ def run_command(
 
     from preadapt.experiment.config import ConfigError, load_config
     from preadapt.experiment.run import RunInterrupted, prepare_output, resolve_device, run, run_id_of
+    from preadapt.report.html import write_report
 
     try:
         resolved = load_config(config, overrides, preset)
@@ -90,7 +91,7 @@ def run_command(
             bar.update(tasks[stage], completed=done)
 
         try:
-            result = run(resolved, out=target, force=True, progress=progress)
+            result = run(resolved, out=target, force=True, progress=progress, report=write_report)
         except RunInterrupted as stop:
             _fail(_interrupted_line(stop, target, rerun), code=130)
         except KeyboardInterrupt:  # a second Ctrl-C while the first was being recorded
@@ -152,6 +153,7 @@ def sweep_command(
     from preadapt.experiment.config import ConfigError
     from preadapt.experiment.executors import make_executor
     from preadapt.experiment.sweep import load_sweep, run_sweep
+    from preadapt.report.sweep import write_sweep_report
 
     try:
         sweep = load_sweep(sweep_file, preset)
@@ -188,7 +190,8 @@ def sweep_command(
                               + (f" · {counts.earlier} earlier" if counts.earlier else ""))
 
         try:
-            summary = run_sweep(sweep, target, executor, retry_failed=retry_failed, progress=progress)
+            summary = run_sweep(sweep, target, executor, retry_failed=retry_failed, progress=progress,
+                                report=write_sweep_report)
         except ConfigError as error:
             executor.shutdown(cancel=True)
             _fail(str(error))

@@ -15,7 +15,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
-from preadapt.objectives.curl import encode_tuples
+from preadapt.objectives.base import encode_tuples
 from preadapt.worlds.sampling import Tuples
 
 

@@ -19,9 +19,10 @@ if TYPE_CHECKING:  # annotations only: worlds sit above the registry
 class ComponentConfig(BaseModel):
     """Base of every component's config: a ``kind`` and the component's own fields.
 
-    Two optional hooks let a run's validation check that encoder and world fit each other before
-    anything is built (``Config`` in ``experiment/config.py``); their defaults check nothing, so a
-    component that does not override them (a user's, a family that has no use for them) just works:
+    Optional hooks, each read by one family and with a default that fits every other component, so
+    a component that does not override them (a user's, a family that has no use for them) just
+    works. Two let a run's validation check that encoder and world fit each other before anything is
+    built (``Config`` in ``experiment/config.py``); their defaults check nothing:
 
     - ``input_spec`` (world configs): the ``InputSpec`` of the inputs the world will sample, derived
       from the config alone (no data loaded); default None, unknown.
@@ -29,8 +30,14 @@ class ComponentConfig(BaseModel):
       inputs, with one line that starts with the field at fault (``vocab: got 50; allowed: ≥ 100 ...``;
       validation prefixes ``encoder.``); default: accept any input.
 
-    >>> ComponentConfig(kind="box").input_spec is None
-    True
+    One tells the run which CURL loss of [Arora19] the objective trains with:
+
+    - ``curl_loss_name`` (objective configs): ``"hinge"`` or ``"logistic"``, the ℓ of an objective
+      that is the CURL loss (then L_un is measured with the same ℓ, and Theorems 4.1 and 4.5 may
+      apply); default None, not the CURL loss (L_un is measured with the logistic ℓ).
+
+    >>> ComponentConfig(kind="box").input_spec is None, ComponentConfig(kind="box").curl_loss_name is None
+    (True, True)
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -41,6 +48,10 @@ class ComponentConfig(BaseModel):
         return None
 
     def check_input(self, spec: InputSpec) -> None:
+        return None
+
+    @property
+    def curl_loss_name(self) -> str | None:
         return None
 
 

@@ -28,7 +28,7 @@ SENTENCES = ["A man is eating food.", "A man is eating a piece of bread.", "The 
 WORDS = ["<pad>", "apple", "banana", "orange", "grape", "football", "tennis", "soccer", "golf",
          "guitar", "piano", "violin", "drums", "river", "mountain", "forest", "ocean"]
 TINY_EVALUATE = {"samples": 1000, "mean_samples": 40, "test_per_class": 10, "task_classes": [2, 3], "top_r": [1],
-                 "probe_tasks": 4, "probe_shots": 8, "probe_val": 8, "sup_samples": 16, "bootstrap": 10}
+                 "probe_tasks": 4, "probe_shots": 8, "probe_val": 8, "star_samples": 16, "bootstrap": 10}
 
 
 @pytest.fixture(scope="module")

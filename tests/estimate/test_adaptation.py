@@ -104,14 +104,32 @@ def test_shots_schedule_and_draws():
 
 
 @pytest.mark.parametrize("evaluate, message", [
-    ({"adapters": [{"kind": "nope"}]}, "evaluate.adapters: kind: got 'nope'; allowed: "),
-    ({"adapters": [{"kind": "mean"}, {"kind": "mean"}]}, "two adapters are labelled 'mean'"),
-    ({"shots": [0]}, "shots must be ≥ 1"),
+    ({"adapters": [{"kind": "nope"}]}, "evaluate.adapters.0.kind: got 'nope'; allowed: finetune, linear, lpft, mean"),
+    ({"adapters": [{"kind": "mean"}, {"kind": "mean"}]}, "evaluate.adapters: two adapters are labelled 'mean'"),
+    ({"adapters": [{"kind": "mean"}, {"kind": "finetune", "c0": -1}]},
+     "evaluate.adapters.1.c0: got -1; c0 must be a number ≥ 0, or null for no constraint"),
+    ({"adapters": [{"kind": "linear", "penalties": [-1.0]}]},
+     "evaluate.adapters.0.penalties: got [-1.0]; penalties must be a non-empty list of values ≥ 0"),
+    ({"adapters": [{"kind": "mean", "colour": 1}]}, "evaluate.adapters.0.colour: unknown field of adapter kind 'mean'"),
+    ({"shots": [0]}, "evaluate.shots: got [0]; shots must be ≥ 1"),
     ({"shots": [1990]}, "evaluate.shots: got 1990; allowed: 1..1950"),
-    ({"adapters": [{"kind": "linear", "penalties": [-1.0]}]}, "penalties must be a non-empty list of values ≥ 0"),
+    ({"shots": [5], "draws": 2}, "evaluate.draws: got 2; input should be greater than or equal to 5"),
 ])
 def test_bad_adapter_configs_are_one_line(evaluate, message):
     with pytest.raises(ConfigError) as failure:
         parse_config({"world": {"kind": "gaussian", "classes": 4, "dim": 4}, "evaluate": evaluate})
     text = str(failure.value)
     assert message in text and "\n" not in text
+
+
+@pytest.mark.parametrize("world, task, message", [
+    ({"kind": "gaussian", "classes": 4, "dim": 4}, {"kind": "subspace", "rank": 9},
+     "task.rank: got 9; allowed: 1..4 (the world's input dimension)"),
+    ({"kind": "finite", "dataset": "digits"}, {"kind": "subspace", "rank": 2},
+     "task.kind: subspace needs vector inputs (shape (d,)); the world's inputs have shape (1, 8, 8)"),
+    ({"kind": "gaussian", "classes": 4, "dim": 4}, {"kind": "rotate"}, "task.kind: got 'rotate'; allowed: subspace"),
+])
+def test_a_task_the_world_cannot_take_is_one_line(world, task, message):
+    with pytest.raises(ConfigError) as failure:
+        parse_config({"world": world, "task": task})
+    assert str(failure.value) == message

@@ -15,7 +15,7 @@ TINY = {
     "objective": {"kind": "curl", "loss": "logistic", "negatives": 2, "block_size": 2},
     "pretrain": {"tuples": 256, "epochs": 2, "batch_size": 64, "checkpoints": [0, 3]},
     "evaluate": {"samples": 600, "mean_samples": 60, "test_per_class": 12, "task_classes": [2, 3], "top_r": [1, 2],
-                 "probe_tasks": 4, "probe_shots": 10, "probe_val": 10, "sup_samples": 30, "bootstrap": 10},
+                 "probe_tasks": 4, "probe_shots": 10, "probe_val": 10, "star_samples": 30, "bootstrap": 10},
 }
 
 DIVERGING = {

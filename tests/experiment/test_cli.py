@@ -48,6 +48,10 @@ def tiny_file(tmp_path):
     (["--set", "pretrain.epoch=3"], "pretrain.epoch: unknown field; did you mean `epochs`? (see docs/config.md"),
     (["--set", "epochs=3"], "epochs: unknown field; did you mean `pretrain.epochs`?"),
     (["--set", "world.colour=red"], "world.colour: unknown field (see docs/config.md for the allowed fields)"),
+    (["--set", "evaluate.adapters=[{kind: nope}]"], "evaluate.adapters.0.kind: got 'nope'; allowed: finetune, linear"),
+    (["--set", "evaluate.adapters=[{kind: finetune, c0: -0.5}]"], "evaluate.adapters.0.c0: got -0.5; c0 must be"),
+    (["--set", "evaluate.shots=[100000]"], "evaluate.shots: got 100000; allowed: 1.."),
+    (["--set", "task={kind: subspace, rank: 1000}"], "task.rank: got 1000; allowed: 1.."),
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, tiny_file, args, message):
     if args[0] == "--set":

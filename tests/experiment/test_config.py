@@ -149,7 +149,7 @@ def test_a_tiny_run_with_fitted_defaults_evaluates_the_untrained_model():
 
     small = ["device=cpu", "world.dim=4", "encoder.hidden=[8]", "encoder.out_dim=4", "pretrain.tuples=64",
              "evaluate.samples=200", "evaluate.mean_samples=40", "evaluate.test_per_class=8", "evaluate.probe_tasks=2",
-             "evaluate.probe_shots=5", "evaluate.probe_val=5", "evaluate.sup_samples=10", "evaluate.bootstrap=10"]
+             "evaluate.probe_shots=5", "evaluate.probe_val=5", "evaluate.star_samples=10", "evaluate.bootstrap=10"]
     result = run(load_config(overrides=[*small, "world.classes=5", "pretrain.epochs=0"]))
     assert result.status == "finished", result.error
     rows = result.results
@@ -231,7 +231,7 @@ def test_the_python_evaluate_fits_defaulted_task_sizes_to_the_world():
 
     world = {"kind": "gaussian", "classes": 3, "dim": 4}
     small = {"samples": 200, "mean_samples": 100, "test_per_class": 20, "probe_tasks": 3, "probe_shots": 5,
-             "probe_val": 5, "sup_samples": 10, "bootstrap": 10}
+             "probe_val": 5, "star_samples": 10, "bootstrap": 10}
     table = preadapt.evaluate(preadapt.IdentityEncoder(), world, small)
     assert sorted(table.query("quantity == 'acc_avg'")["task_classes"].unique().tolist()) == [2]
     assert sorted(table.query("quantity == 'acc_top'")["top_r"].unique().tolist()) == [1]

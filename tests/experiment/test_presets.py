@@ -3,7 +3,7 @@
 import pytest
 
 import preadapt
-from preadapt.experiment.run import run
+from preadapt.api import run  # the pipeline with the report writer passed in
 
 
 def _last(results, quantity, **context):

@@ -6,9 +6,10 @@ import torch
 
 import preadapt
 from preadapt.experiment.config import ConfigError
-from preadapt.experiment.run import RunInterrupted, run
+from preadapt.api import run  # the pipeline with the report writer passed in
+from preadapt.experiment.run import RunInterrupted
 from preadapt.experiment.store import RESULT_COLUMNS, Store
-from preadapt.objectives import OBJECTIVES, CURL, register_objective
+from preadapt.objectives import OBJECTIVES, CURL, Objective, register_objective
 
 from conftest import DIVERGING
 
@@ -173,15 +174,12 @@ def test_ctrl_c_before_the_run_is_recorded_leaves_none_of_its_files(tmp_path, ti
     assert not any((tmp_path / "run").iterdir())
 
 
-def test_ctrl_c_while_the_report_is_written_keeps_the_recorded_outcome(tmp_path, tiny, monkeypatch):
-    import preadapt.report.html
-
+def test_ctrl_c_while_the_report_is_written_keeps_the_recorded_outcome(tmp_path, tiny):
     def ctrl_c(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(preadapt.report.html, "write_report", ctrl_c)
     with pytest.raises(RunInterrupted) as info:
-        run(tiny, out=tmp_path / "run")
+        run(tiny, out=tmp_path / "run", report=ctrl_c)
     assert (info.value.status, info.value.stage) == ("finished", "writing the report")
     runs, results = _store_state(tmp_path / "run" / "results.sqlite")
     assert runs["status"].tolist() == ["finished"] and set(results["step"]) == {0, 3, 8}
@@ -240,7 +238,7 @@ def test_evaluate_measures_a_users_encoder():
     table = preadapt.evaluate(encoder, {"kind": "gaussian", "classes": 4, "dim": 4},
                               {"samples": 500, "mean_samples": 60, "test_per_class": 10, "task_classes": [2],
                                "top_r": [1], "probe_tasks": 3, "probe_shots": 10, "probe_val": 10,
-                               "sup_samples": 20, "bootstrap": 10})
+                               "star_samples": 20, "bootstrap": 10})
     assert {"L_un", "L_sup_mean", "L_sup", "acc_avg", "bound_slack", "R"} <= set(table["quantity"])
     r = table[table["quantity"] == "R"].iloc[0]
     assert r["method"] == "empirical"  # no norm bound: R is measured
@@ -264,14 +262,39 @@ def test_the_demo_preset_never_violates_lemma_4_3():
     assert theorem.loc[0, "status"] == "premise not met" or comparator == 0
 
 
+def test_a_run_without_a_report_writer_writes_every_file_but_the_report(tmp_path, tiny):
+    from preadapt.experiment.run import run as run_pipeline
+
+    result = run_pipeline(tiny, out=tmp_path / "run")
+    assert result.status == "finished"
+    written = {p.name for p in (tmp_path / "run").iterdir()}
+    assert {"config.yaml", "results.sqlite", "results.csv", "checkpoints"} <= written
+    assert not written & {"report.html", "figures"}
+
+
+def test_an_objective_factory_that_builds_no_objective_is_refused_naming_the_kind(tiny):
+    class Plain(torch.nn.Module):  # the protocol's attributes, but not an Objective
+        negatives, block_size = 1, 1
+
+        def forward(self, encoded):
+            return encoded.anchor.sum(-1)
+
+    register_objective("plain_test", lambda config: Plain())
+    try:
+        with pytest.raises(ConfigError, match=r"^objective\.kind: the factory of objective kind 'plain_test' built a "
+                                              r"Plain, not a preadapt\.objectives\.Objective; subclass "
+                                              r"preadapt\.objectives\.Objective"):
+            run({**tiny, "objective": {"kind": "plain_test"}})
+    finally:
+        OBJECTIVES._entries.pop("plain_test")
+
+
 def test_another_objective_keeps_the_every_f_checks_and_withholds_the_theorems_verdict(tiny):
     """L_un is always the CURL loss, so Lemma 4.3, 4.4, the floor and the block statements apply to an
     encoder trained by any objective; Theorems 4.1 and 4.5 need f̂ to minimise the empirical CURL loss."""
     from preadapt.objectives import curl_margins
 
-    class SquaredHinge(torch.nn.Module):
-        negatives, block_size = 1, 1
-
+    class SquaredHinge(Objective):
         def forward(self, encoded):
             margins = curl_margins(encoded.anchor, encoded.positives, encoded.negatives)
             return torch.clamp(1.0 - margins.min(dim=-1).values, min=0.0) ** 2
@@ -296,7 +319,7 @@ def test_another_objective_keeps_the_every_f_checks_and_withholds_the_theorems_v
 
 
 TINY_EVALUATE = {"samples": 1000, "mean_samples": 40, "test_per_class": 10, "task_classes": [2, 3], "top_r": [1],
-                 "probe_tasks": 4, "probe_shots": 8, "probe_val": 8, "sup_samples": 16, "bootstrap": 10}
+                 "probe_tasks": 4, "probe_shots": 8, "probe_val": 8, "star_samples": 16, "bootstrap": 10}
 COMPONENT_CASES = {
     "digits-cnn-curl-blocks": ({"kind": "finite", "dataset": "digits"}, {"kind": "cnn", "widths": [8], "out_dim": 8},
                                {"kind": "curl", "negatives": 2, "block_size": 3}),
@@ -340,8 +363,8 @@ def test_on_a_world_with_splits_no_adapter_sees_the_held_out_examples():
     table = preadapt.evaluate(IdentityEncoder(), world,
                               {"samples": 500, "mean_samples": 60, "test_per_class": 40, "task_classes": [2],
                                "top_r": [1], "probe_tasks": 20, "probe_shots": 10, "probe_val": 10,
-                               "sup_samples": 20, "bootstrap": 10})
+                               "star_samples": 20, "bootstrap": 10})
     top = table[(table["quantity"] == "acc_top") & (table["top_r"] == 1)]
-    assert len(top) == 2
+    assert len(top) == 3  # the mean classifier from the pool's μ̂, and each adapter fitted on s shots per class
     for row in top.itertuples():  # chance is 1/5; the intervals are at 95%, the test allows their width
         assert row.lower <= 0.2 + 1e-9 or row.value < 0.3, (row.adapter, row.value, row.lower, row.upper)

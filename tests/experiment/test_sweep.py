@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from conftest import SWEEP_BASE, TWELVE, Gates, wait_until, write_sweep
+from preadapt.api import run_sweep  # the driver with the sweep report writer passed in
 from preadapt.experiment.config import ConfigError
 from preadapt.experiment.executors import InProcess, RunTask, execute
 from preadapt.experiment.store import Store
-from preadapt.experiment.sweep import load_sweep, replicate_seed, run_sweep, sweep_results
+from preadapt.experiment.sweep import load_sweep, replicate_seed, sweep_results
 from preadapt.registry import ComponentConfig
 from preadapt.objectives import OBJECTIVES, register_objective
 from preadapt.objectives.curl import CURL

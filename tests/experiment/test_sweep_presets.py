@@ -6,14 +6,21 @@ import dataclasses
 
 import pytest
 
+import preadapt
+
 from preadapt.experiment.executors import InProcess
 from preadapt.experiment.store import Store
-from preadapt.experiment.sweep import load_sweep, run_sweep, sweep_preset_names
+from preadapt.api import run_sweep  # the driver with the sweep report writer passed in
+from preadapt.experiment.sweep import load_sweep, sweep_preset_names
 from preadapt.report.sweep import aggregate
 
 
 def test_the_sweep_presets_expand_into_the_grids_they_promise():
-    assert sweep_preset_names() == ["debiased", "sweep-negatives", "sweep-shots"]
+    assert sweep_preset_names() == ["debiased", "lpft-seeds", "sweep-negatives", "sweep-shots"]
+    seeds = load_sweep(preset="lpft-seeds")  # the lpft run preset at five seeds, nothing else changed
+    assert len(seeds.runs) == 5 and len({r.config.seed for r in seeds.runs}) == 5
+    assert {r.config.model_copy(update={"seed": 0, "name": "lpft"}).config_hash() for r in seeds.runs} == {
+        preadapt.load_config(preset="lpft").config_hash()}
     negatives = load_sweep(preset="sweep-negatives")
     assert len(negatives.runs) == 6 * 3 * 3
     assert {(r.point["objective.negatives"], r.point["objective.block_size"]) for r in negatives.runs} == {

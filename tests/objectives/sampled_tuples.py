@@ -13,7 +13,7 @@ def assert_trains_on_sampled_tuples(kind: str, params: dict) -> torch.nn.Module:
     objective = OBJECTIVES.build(OBJECTIVES.parse({"kind": kind, **params}))
     world = GaussianWorld(torch.randn(4, 5, generator=torch.Generator().manual_seed(0)), noise=1.0)
     tuples = draw_tuples(world, 16, torch.Generator().manual_seed(1), objective.negatives, objective.block_size,
-                         true_negatives=getattr(objective, "true_negatives", False))
+                         true_negatives=objective.true_negatives)
     encoder = torch.nn.Linear(5, 3)
     losses = objective(encode_tuples(encoder, tuples, dtype=torch.float64))
     assert losses.shape == (16,) and torch.isfinite(losses).all()

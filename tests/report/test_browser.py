@@ -112,7 +112,8 @@ def test_the_demo_and_a_small_real_sweep_read_well(tmp_path):
     """The acceptance: the demo preset's own report, and a real sweep's with 2 replicates."""
     import preadapt
     from preadapt.experiment.executors import InProcess
-    from preadapt.experiment.sweep import load_sweep, run_sweep
+    from preadapt.api import run_sweep
+    from preadapt.experiment.sweep import load_sweep
 
     result = preadapt.run(preadapt.load_config(preset="demo"), out=tmp_path / "demo")
     assert result.status == "finished"
@@ -126,7 +127,7 @@ def test_the_demo_and_a_small_real_sweep_read_well(tmp_path):
             "objective": {"kind": "curl", "loss": "logistic", "negatives": 1, "block_size": 1},
             "pretrain": {"tuples": 256, "epochs": 2, "batch_size": 64, "checkpoints": [0]},
             "evaluate": {"samples": 600, "mean_samples": 60, "test_per_class": 12, "task_classes": [2, 3],
-                         "top_r": [1, 2], "probe_tasks": 4, "probe_shots": 10, "probe_val": 10, "sup_samples": 30,
+                         "top_r": [1, 2], "probe_tasks": 4, "probe_shots": 10, "probe_val": 10, "star_samples": 30,
                          "bootstrap": 10}}
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(
@@ -149,7 +150,7 @@ def run_directory(tmp_path_factory):
               "encoder": {"kind": "linear", "out_dim": 4, "norm_bound": 3.0},
               "pretrain": {"tuples": 128, "epochs": 1, "batch_size": 64, "checkpoints": [0]},
               "evaluate": {"samples": 300, "mean_samples": 30, "test_per_class": 10, "task_classes": [2],
-                           "top_r": [1], "probe_tasks": 3, "probe_shots": 5, "probe_val": 5, "sup_samples": 20,
+                           "top_r": [1], "probe_tasks": 3, "probe_shots": 5, "probe_val": 5, "star_samples": 20,
                            "bootstrap": 10}}
     assert preadapt.run(config, out=out).status == "finished"
     return out

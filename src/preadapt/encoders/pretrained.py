@@ -30,7 +30,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from preadapt.encoders.base import clip_norm
-from preadapt.encoders.tokens import PADDING, _check_sequence_shape
+from preadapt.encoders.tokens import PADDING, check_sequence_shape
 from preadapt.registry import ComponentConfig
 
 if TYPE_CHECKING:
@@ -258,5 +258,5 @@ class FrozenTextEncoderConfig(ComponentConfig):
 
 def build_minilm(config: FrozenTextEncoderConfig, input_shape, generator) -> FrozenTextEncoder:
     """θ_FM needs no randomness: ``generator`` is unused."""
-    _check_sequence_shape("minilm", input_shape)
+    check_sequence_shape("minilm", input_shape)
     return FrozenTextEncoder(config.words, config.normalize, config.norm_bound, config.batch_size, config.cache_dir)

@@ -176,17 +176,25 @@ class GRUEncoderConfig(BagOfWordsEncoderConfig):
     hidden: int = Field(64, ge=1, description="dimension of the GRU's hidden state")
 
 
-def _check_sequence_shape(kind: str, input_shape) -> None:
+def check_sequence_shape(kind: str, input_shape) -> None:
+    """Refuse, in one line naming the encoder ``kind``, inputs that are not token-id sequences (L,).
+
+    >>> check_sequence_shape("gru", (12,))
+    >>> check_sequence_shape("gru", (28, 28))
+    Traceback (most recent call last):
+    ...
+    ValueError: encoder.kind: gru needs token-id inputs of shape (L,); the world's input_shape is (28, 28)
+    """
     if len(input_shape) != 1:
         raise ValueError(f"encoder.kind: {kind} needs token-id inputs of shape (L,); the world's input_shape is "
                          f"{tuple(input_shape)}")
 
 
 def build_bow(config: BagOfWordsEncoderConfig, input_shape, generator) -> BagOfWordsEncoder:
-    _check_sequence_shape("bow", input_shape)
+    check_sequence_shape("bow", input_shape)
     return BagOfWordsEncoder(config.vocab, config.embed_dim, config.out_dim, config.norm_bound, generator)
 
 
 def build_gru(config: GRUEncoderConfig, input_shape, generator) -> GRUEncoder:
-    _check_sequence_shape("gru", input_shape)
+    check_sequence_shape("gru", input_shape)
     return GRUEncoder(config.vocab, config.embed_dim, config.hidden, config.out_dim, config.norm_bound, generator)

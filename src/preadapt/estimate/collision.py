@@ -26,7 +26,7 @@ from torch import nn
 
 from preadapt.estimate.estimate import PlugIn, RunningMean
 from preadapt.estimate.pool import MeanPool, leave_one_out
-from preadapt.objectives.curl import encode_tuples
+from preadapt.objectives.base import encode_tuples
 from preadapt.worlds.base import World
 from preadapt.worlds.sampling import draw_tuples
 

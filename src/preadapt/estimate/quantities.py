@@ -26,7 +26,8 @@ from preadapt.estimate.collision import CollisionMoments, block_moments, negativ
 from preadapt.estimate.estimate import Estimate, PlugIn, RunningMean, critical, mean_estimate
 from preadapt.estimate.pool import MeanPool, leave_one_out
 from preadapt.estimate.spec import EvaluateConfig
-from preadapt.objectives.curl import curl_loss, encode_tuples
+from preadapt.objectives.base import Objective, encode_tuples
+from preadapt.objectives.curl import curl_loss
 from preadapt.objectives.losses import LOSSES, margins_from_scores
 from preadapt.worlds.base import World
 from preadapt.worlds.finite import split_of
@@ -352,7 +353,7 @@ def evaluate_encoder(
     curl_loss_name: str = "logistic",
     negatives: int = 1,
     block_size: int = 1,
-    objective: nn.Module | None = None,
+    objective: Objective | None = None,
     train_tuples: Tuples | None = None,
     device: torch.device | str = "cpu",
     adapters: list[AdapterSpec] | None = None,
@@ -431,7 +432,7 @@ def evaluate_encoder(
             add("L_pre_train", Estimate(train.mean, train.mean, train.mean, train.count, 1.0, "empirical"),
                 split="train", negatives=k, block_size=b)
         generator = make_generator(seed, "evaluate", "L_pre")
-        true_negatives = getattr(objective, "true_negatives", False)  # the objective's sampler, not L_un's
+        true_negatives = objective.true_negatives  # the objective's sampler, not L_un's
         batches = (draw_tuples(world, min(per_block, config.samples - i), generator, k, b,
                                true_negatives=true_negatives)
                    for i in range(0, config.samples, per_block))

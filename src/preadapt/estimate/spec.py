@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SerializeAsAny, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator
 
 from preadapt.adapt import ADAPTERS
 from preadapt.adapt.base import AdapterConfig
@@ -46,20 +46,32 @@ class EvaluateConfig(BaseModel):
     @field_validator("adapters", mode="before")
     @classmethod
     def _parse_adapters(cls, entries: Any):
+        """Each entry through the registry's params model. Errors are located inside the list: a
+        message that starts with "." continues the field's location (``evaluate.adapters.1.c0: ...``)."""
         if not isinstance(entries, (list, tuple)):
             return entries
         parsed = []
-        for entry in entries:
+        for i, entry in enumerate(entries):
             if isinstance(entry, str):
                 entry = {"kind": entry}
-            kind = entry.kind if isinstance(entry, AdapterConfig) else (entry or {}).get("kind")
+            if not isinstance(entry, (dict, AdapterConfig)):
+                raise ValueError(f".{i}: got {entry!r}; expected a mapping with a 'kind'")
+            kind = entry.kind if isinstance(entry, AdapterConfig) else entry.get("kind")
             if kind not in ADAPTERS.names():
-                raise ValueError(f"kind: got {kind!r}; allowed: {', '.join(ADAPTERS.names())}")
-            parsed.append(ADAPTERS.parse(entry))
+                raise ValueError(f".{i}.kind: got {kind!r}; allowed: {', '.join(ADAPTERS.names())}")
+            try:
+                parsed.append(ADAPTERS.parse(entry))
+            except ValidationError as error:
+                first = error.errors(include_url=False)[0]
+                where = ".".join(str(part) for part in first["loc"])
+                message = first["msg"].removeprefix("Value error, ")
+                if first["type"] == "extra_forbidden":
+                    raise ValueError(f".{i}.{where}: unknown field of adapter kind {kind!r}") from None
+                raise ValueError(f".{i}.{where}: got {first.get('input')!r}; {message}") from None
         labels = [entry.label for entry in parsed]
         repeated = sorted({label for label in labels if labels.count(label) > 1})
         if repeated:
-            raise ValueError(f"two adapters are labelled {repeated[0]!r}; give each a different `name`")
+            raise ValueError(f": two adapters are labelled {repeated[0]!r}; give each a different `name`")
         return parsed
 
     @field_validator("shots")

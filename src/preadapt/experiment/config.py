@@ -25,16 +25,15 @@ from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationErr
 from preadapt.bounds.spec import BoundsConfig
 from preadapt.encoders import ENCODERS
 from preadapt.estimate.spec import EvaluateConfig
-from preadapt.objectives import OBJECTIVES
+from preadapt.experiment.errors import ConfigError  # defined there (presets raise it too); importable from here
+from preadapt.experiment.presets import preset_data
+from preadapt.objectives import OBJECTIVES, ObjectiveTypeError
 from preadapt.pretrain import PretrainConfig
 from preadapt.registry import ComponentConfig, Registry
 from preadapt.worlds import WORLDS
+from preadapt.worlds.tasks import TASKS, TaskConfig
 
 COMPONENTS: dict[str, Registry] = {"world": WORLDS, "encoder": ENCODERS, "objective": OBJECTIVES}
-
-
-class ConfigError(ValueError):
-    """An invalid config, override or preset; the message is one line a user can act on."""
 
 
 class Config(BaseModel):
@@ -51,6 +50,8 @@ class Config(BaseModel):
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     bounds: BoundsConfig = Field(default_factory=BoundsConfig)
+    task: SerializeAsAny[TaskConfig] | None = Field(
+        None, description="derives the downstream tasks from the world (id and ood views); null: the world's own")
 
     @model_validator(mode="before")
     @classmethod
@@ -73,6 +74,15 @@ class Config(BaseModel):
                 data[key] = registry.parse(value)
             except ValidationError as error:
                 raise ValueError(format_validation_error(error, prefix=key, model=registry.entry(kind).params)) from None
+        task = data.get("task")
+        if task is not None and not isinstance(task, TaskConfig):
+            if not isinstance(task, dict) or task.get("kind") not in TASKS.names():
+                kind = task.get("kind") if isinstance(task, dict) else task
+                raise ValueError(f"task.kind: got {kind!r}; allowed: {', '.join(TASKS.names())}")
+            try:
+                data["task"] = TASKS.parse(task)
+            except ValidationError as error:
+                raise ValueError(format_validation_error(error, prefix="task", model=TASKS.entry(task["kind"]).params)) from None
         return data
 
     @model_validator(mode="after")
@@ -91,13 +101,20 @@ class Config(BaseModel):
                 self.encoder.check_input(spec)
             except ValueError as error:
                 raise ValueError(f"encoder.{error}") from None
+            if self.task is not None:
+                try:
+                    self.task.check_input(spec)
+                except ValueError as error:
+                    raise ValueError(f"task.{error}") from None
         object.__setattr__(self, "evaluate", self.evaluate.fit_classes(classes))  # defaults only
         self.evaluate.check_classes(classes)
         try:  # what the sampler will draw (debiased: blocks of M + 1)
-            block_size = getattr(OBJECTIVES.build(self.objective), "block_size", 1)
+            block_size = OBJECTIVES.build(self.objective).block_size
+        except ObjectiveTypeError as error:  # a user's factory that builds no Objective: refused here
+            raise ValueError(f"objective.kind: {error}") from None
         except Exception:  # a user's factory that cannot build here is reported when the run builds it
             block_size = 1
-        if isinstance(block_size, int) and block_size > self.evaluate.mean_samples:
+        if block_size > self.evaluate.mean_samples:
             raise ValueError(f"objective: draws blocks of {block_size} points; allowed: at most evaluate.mean_samples = "
                              f"{self.evaluate.mean_samples} (μ̂ must average at least as many points as a block)")
         steps = self.pretrain.checkpoint_steps
@@ -205,11 +222,13 @@ def format_validation_error(error: ValidationError, prefix: str = "", model: typ
     ``model``: the model validated, for a suggestion when a field is unknown."""
     first = error.errors(include_url=False)[0]
     message = first["msg"]
+    loc = _loc(((prefix,) if prefix else ()) + tuple(first["loc"]))
     if message.startswith("Value error, "):
         message = message[len("Value error, "):]
         if not first["loc"]:  # our own model-level messages already name the field
             return message if not prefix else f"{prefix}.{message}"
-    loc = _loc(((prefix,) if prefix else ()) + tuple(first["loc"]))
+        if message.startswith((".", ":")):  # a field validator's message that continues the location
+            return f"{loc}{message}"
     if first["type"] == "extra_forbidden":
         parents, unknown = tuple(first["loc"][:-1]), first["loc"][-1]
         close = suggest_field(str(unknown), model, parents) if model is not None else None
@@ -315,8 +334,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     >>> load_config(preset="demo", overrides=["world.classes=12"]).world.classes
     12
     """
-    from preadapt.experiment.presets import preset_data
-
     if path is not None and preset is not None:
         raise ConfigError("give a CONFIG file or --preset, not both")
     data = read_yaml(path) if path is not None else preset_data(preset or "demo")

@@ -60,7 +60,7 @@ def execute(task: RunTask) -> RunOutcome:
     ...     "encoder": {"kind": "linear", "out_dim": 2}, "pretrain": {"tuples": 64, "epochs": 1, "batch_size": 64,
     ...     "checkpoints": [0]}, "evaluate": {"samples": 64, "mean_samples": 32,
     ...     "test_per_class": 8, "task_classes": [2], "top_r": [1], "probe_tasks": 2, "probe_shots": 4,
-    ...     "probe_val": 4, "sup_samples": 8, "bootstrap": 10}})
+    ...     "probe_val": 4, "star_samples": 8, "bootstrap": 10}})
     >>> outcome = execute(RunTask("tiny-run", config.model_dump_json()))
     >>> outcome.status, outcome.error is not None, sorted({row["step"] for row in outcome.rows})
     ('finished', False, [0, 1])

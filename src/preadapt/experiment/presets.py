@@ -7,6 +7,8 @@ from typing import Any
 
 import yaml
 
+from preadapt.experiment.errors import ConfigError
+
 PRESET_DIR = Path(__file__).parent / "presets"
 
 
@@ -15,8 +17,6 @@ def preset_names() -> list[str]:
 
 
 def preset_path(name: str) -> Path:
-    from preadapt.experiment.config import ConfigError
-
     path = PRESET_DIR / f"{name}.yaml"
     if not path.is_file() and (PRESET_DIR / "sweeps" / f"{name}.yaml").is_file():
         raise ConfigError(f"--preset: {name!r} is a sweep preset; run it with: preadapt sweep --preset {name}")

@@ -1,5 +1,6 @@
 """The one pipeline: config → world → tuples → encoder → pretrain → per checkpoint: estimates and
-bound checks → store → report (DESIGN.md section 1)."""
+bound checks → store → report (DESIGN.md section 1). The report is written by a writer passed in
+(``run(..., report=...)``): report/ is a layer above this one (``preadapt.run`` passes its writer)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
 import pandas as pd
@@ -22,15 +23,16 @@ from torch import nn
 from preadapt.bounds import BoundCheck, Training, every_f_checks, theorem_checks
 from preadapt.bounds.rademacher import class_complexity, tuple_points
 from preadapt.encoders import ENCODERS
-from preadapt.estimate.quantities import Evaluation, Measurement, evaluate_encoder
+from preadapt.estimate.quantities import Evaluation, Measurement, build_adapters, evaluate_encoder
 from preadapt.estimate.spec import EvaluateConfig
 from preadapt.experiment.config import Config, ConfigError, load_config, parse_config
 from preadapt.experiment.store import Store, tidy_frame
 from preadapt.experiment.testing import gate
-from preadapt.objectives import OBJECTIVES
+from preadapt.objectives import OBJECTIVES, Objective
 from preadapt.pretrain import DivergenceError, pretrain
 from preadapt.worlds import WORLDS, World, tau
 from preadapt.worlds.finite import split_of
+from preadapt.worlds.tasks import TaskConfig, derive_task
 from preadapt.worlds.sampling import draw_tuples, make_generator
 
 OUTPUT_FILES = ["config.yaml", "results.sqlite", "results.sqlite-wal", "results.sqlite-shm", "results.csv",
@@ -153,9 +155,10 @@ def measurement_rows(measurements: list[Measurement], run_id: str, step: int) ->
 
 
 def _curl_loss_name(config: Config) -> str:
+    """The ℓ of L_un: ``evaluate.loss``, else the objective's own when it is the CURL loss, else logistic."""
     if config.evaluate.loss is not None:
         return config.evaluate.loss
-    return getattr(config.objective, "loss", "logistic") if config.objective.kind == "curl" else "logistic"
+    return config.objective.curl_loss_name or "logistic"
 
 
 def check_bounds(evaluation: Evaluation, world: World, evaluate_config: EvaluateConfig,
@@ -164,23 +167,23 @@ def check_bounds(evaluation: Evaluation, world: World, evaluate_config: Evaluate
     return every_f_checks(evaluation, world.prior, evaluate_config, loss)
 
 
-def _theorems(config: Config, encoder: nn.Module, objective: nn.Module, evaluations: dict[int, Evaluation],
+def _theorems(config: Config, encoder: nn.Module, objective: Objective, evaluations: dict[int, Evaluation],
               states: list[dict[str, torch.Tensor]], train_tuples, world: World, loss: str) -> dict[int, list[BoundCheck]]:
     """Theorems 4.1 and 4.5 at every evaluated checkpoint, once all are known (the comparator is one of them)."""
     complexity = class_complexity(encoder, states, tuple_points(train_tuples), config.bounds.rademacher_draws,
                                   make_generator(config.seed, "bounds", "rademacher"), config.evaluate.level)
-    training = Training(config.objective.kind, getattr(config.objective, "loss", None), objective.negatives,
+    training = Training(config.objective.kind, config.objective.curl_loss_name, objective.negatives,
                         objective.block_size, len(train_tuples), complexity)
     return theorem_checks(evaluations, world.prior, training, loss, config.evaluate, config.bounds)
 
 
-def _attach(objective: nn.Module, encoder: nn.Module, world: World, seed: int, device) -> None:
-    """Give an objective with parameters of its own (``attach(classes, dim, generator)``, e.g. a
-    supervised head) the number of latent classes and the encoder's output dimension, and one that
-    reads the class prior (``use_prior(prior)``, e.g. the debiased loss's τ⁺) the world's ρ."""
-    if hasattr(objective, "use_prior"):
-        objective.use_prior(world.prior)
-    if not hasattr(objective, "attach"):
+def attach_objective(objective: Objective, encoder: nn.Module, world: World, seed: int, device) -> None:
+    """The objective's hooks (``preadapt.objectives.Objective``): ``use_prior`` gets the world's ρ
+    (e.g. the debiased loss's τ⁺); when it ``needs_attach`` (parameters of its own, e.g. a supervised
+    head), ``attach`` gets the number of latent classes and the encoder's output dimension d, learnt
+    by encoding one input drawn with the generator ``attach``."""
+    objective.use_prior(world.prior)
+    if not objective.needs_attach:
         return
     with torch.no_grad():
         probe = world.sample(torch.zeros(1, dtype=torch.long), make_generator(seed, "attach"))
@@ -277,13 +280,15 @@ def _pipeline(config: Config, device: torch.device, run_id: str, rows: list[dict
     world = WORLDS.build(config.world, make_generator(seed, "world"))
     objective = OBJECTIVES.build(config.objective)
     encoder = ENCODERS.build(config.encoder, world.input_shape, make_generator(seed, "encoder")).to(device)
-    _attach(objective, encoder, world, seed, device)
+    attach_objective(objective, encoder, world, seed, device)
     objective = objective.to(device)
     train_tuples = draw_tuples(split_of(world, "train"), config.pretrain.tuples,  # a held-out world's train view
                                make_generator(seed, "train-tuples"), objective.negatives, objective.block_size,
-                               true_negatives=getattr(objective, "true_negatives", False))
+                               true_negatives=objective.true_negatives)
     steps = config.pretrain.checkpoint_steps
     loss_name = _curl_loss_name(config)
+    adapters = build_adapters(config.evaluate)
+    task = None if config.task is None else derive_task(world, config.task, make_generator(seed, "task"))
     where.update(step=0, stage="training")
 
     def on_checkpoint(step: int, model: nn.Module) -> None:
@@ -295,7 +300,7 @@ def _pipeline(config: Config, device: torch.device, run_id: str, rows: list[dict
         evaluation = evaluate_encoder(
             model, world, config.evaluate, seed, curl_loss_name=loss_name,
             negatives=objective.negatives, block_size=objective.block_size, objective=objective,
-            train_tuples=train_tuples, device=device)
+            train_tuples=train_tuples, device=device, adapters=adapters, task=task)
         evaluations[step] = evaluation
         states.append({name: value.detach().to("cpu", copy=True) for name, value in model.state_dict().items()})
         checked = check_bounds(evaluation, world, config.evaluate, loss_name)
@@ -331,10 +336,21 @@ def _pipeline(config: Config, device: torch.device, run_id: str, rows: list[dict
     return status, error
 
 
+class RunReportWriter(Protocol):
+    """Writes a run's report into ``out`` and returns its path (``preadapt.report.html.write_report``):
+    ``results`` is the tidy table, ``runs`` the store's provenance rows, ``config_yaml`` the resolved
+    config as YAML."""
+
+    def __call__(self, out: Path, results: pd.DataFrame, runs: pd.DataFrame, config_yaml: str, /, *,
+                 title: str) -> Path: ...
+
+
 def run(config: Config | dict | str | Path, out: str | Path | None = None, force: bool = False,
-        progress: Callable[[str, int, int], None] | None = None) -> RunResult:
+        progress: Callable[[str, int, int], None] | None = None, report: RunReportWriter | None = None) -> RunResult:
     """Pretrain, evaluate every checkpoint and (when ``out`` is given) write the run's files; without
-    ``out`` nothing is written.
+    ``out`` nothing is written. The files are ``config.yaml``, ``checkpoints/``, ``results.sqlite``,
+    ``results.csv`` and, with a ``report`` writer, the report (None writes none: ``preadapt.run``
+    passes the HTML writer of ``preadapt.report``, a layer above this one).
 
     ``progress(stage, done, total)`` reports training steps (stage ``"pretrain"``) and evaluated
     checkpoints (stage ``"evaluate"``). A run that diverges is returned with status ``failed`` and
@@ -352,7 +368,7 @@ def run(config: Config | dict | str | Path, out: str | Path | None = None, force
     ...               "pretrain": {"tuples": 256, "epochs": 1, "batch_size": 128, "checkpoints": [0]},
     ...               "evaluate": {"samples": 512, "mean_samples": 64, "test_per_class": 16,
     ...                            "task_classes": [2, 3], "top_r": [1], "probe_tasks": 4,
-    ...                            "probe_shots": 8, "probe_val": 8, "sup_samples": 32, "bootstrap": 10}})
+    ...                            "probe_shots": 8, "probe_val": 8, "star_samples": 32, "bootstrap": 10}})
     >>> result.status, sorted(result.results.step.unique().tolist())
     ('finished', [0, 2])
     """
@@ -391,9 +407,8 @@ def run(config: Config | dict | str | Path, out: str | Path | None = None, force
             phase = "recorded"
             runs = store.runs()
             _write_whole(out / "results.csv", lambda path: results.to_csv(path, index=False))
-            from preadapt.report.html import write_report
-
-            write_report(out, results, runs, config.to_yaml(), title=f"preadapt run: {config.name}")
+            if report is not None:
+                report(out, results, runs, config.to_yaml(), title=f"preadapt run: {config.name}")
     except KeyboardInterrupt as stop:
         raise _interrupted(stop, config, run_id, rows, store, out, phase,
                            status if phase == "recorded" else None) from None
@@ -444,9 +459,12 @@ def _interrupted(stop: KeyboardInterrupt, config: Config, run_id: str, rows: lis
 
 
 def evaluate(encoder: nn.Module, world: World | dict, evaluate_config: EvaluateConfig | dict | None = None, *,
-             seed: int = 0, loss: str = "logistic", device: str = "cpu") -> pd.DataFrame:
+             seed: int = 0, loss: str = "logistic", device: str = "cpu", task: dict | TaskConfig | None = None
+             ) -> pd.DataFrame:
     """Measure an encoder the user built on a world: every quantity and bound check, as the tidy
     table (one step, 0). ``world`` is a World or a world config mapping (``{"kind": "gaussian", ...}``).
+    ``task``: a ``task`` section (``{"kind": "subspace", "rank": 4}``): the adapters fit on its id
+    view and are tested on id and ood (docs/config.md).
     """
     if isinstance(world, dict):
         world = WORLDS.build(WORLDS.parse(world), make_generator(seed, "world"))
@@ -458,8 +476,14 @@ def evaluate(encoder: nn.Module, world: World | dict, evaluate_config: EvaluateC
         evaluate_config.check_classes(classes)
     except ValueError as error:
         raise ConfigError(str(error)) from None
+    views = None
+    if task is not None:
+        try:
+            views = derive_task(world, task, make_generator(seed, "task"))
+        except (KeyError, ValueError, ValidationError) as error:
+            raise ConfigError(f"task: {error.args[0] if error.args else error}") from None
     encoder = encoder.to(device).eval()
-    evaluation = evaluate_encoder(encoder, world, evaluate_config, seed, curl_loss_name=loss, device=device)
+    evaluation = evaluate_encoder(encoder, world, evaluate_config, seed, curl_loss_name=loss, device=device, task=views)
     checks = check_bounds(evaluation, world, evaluate_config, loss)  # no training: no theorems
     measured = evaluation.measurements + [m for c in checks for m in c.measurements()]
     return tidy_frame(measurement_rows(measured, "evaluate", 0))

@@ -25,10 +25,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -43,61 +42,9 @@ from preadapt.experiment.config import (
 )
 from preadapt.experiment.executors import LOST, Executor, RunTask
 from preadapt.experiment.run import output_folder, utc_now
+from preadapt.experiment.selector import Selector, parse_selector  # Selector: importable from here too
 from preadapt.experiment.store import Store, tidy_frame
 from preadapt.experiment.testing import gate, gate_run_row_writes
-
-_SELECTOR = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\[(.*)\])?\s*$")
-SELECTOR_CONTEXT = ("negatives", "block_size", "task_classes", "top_r", "adapter", "shots", "split", "bound", "status",
-                    "term")
-"""The context columns a selector may pin (the tidy table's, DESIGN.md section 3)."""
-_INTEGER_CONTEXT = ("negatives", "block_size", "task_classes", "top_r", "shots")
-
-
-@dataclass(frozen=True)
-class Selector:
-    """One quantity of the tidy table with some context columns pinned, written
-    ``quantity[column=value,...]``; the context columns it leaves free may vary (one series each).
-
-    >>> parse_selector("acc_avg[adapter=mean, task_classes=2]")
-    Selector(quantity='acc_avg', context={'adapter': 'mean', 'task_classes': 2})
-    >>> str(parse_selector("L_un"))
-    'L_un'
-
-    ``none`` pins a column to "not applicable" (``acc_avg[adapter=mean,shots=none]``: the exact
-    AVG-k of the population means, not the few-shot mean classifier).
-    """
-
-    quantity: str
-    context: dict[str, Any] = field(default_factory=dict)
-
-    def __str__(self) -> str:
-        pinned = ",".join(f"{key}={'none' if value is None else value}" for key, value in self.context.items())
-        return f"{self.quantity}[{pinned}]" if pinned else self.quantity
-
-
-def parse_selector(text: str) -> Selector:
-    """Read ``quantity[column=value,...]``; raise ConfigError naming what is wrong."""
-    match = _SELECTOR.match(str(text))
-    if match is None:
-        raise ConfigError(f"report.quantities: got {text!r}; expected QUANTITY or QUANTITY[column=value,...], "
-                          f"for example acc_avg[adapter=mean,task_classes=2]")
-    quantity, inside = match.group(1), match.group(2)
-    context: dict[str, Any] = {}
-    for item in (inside.split(",") if inside and inside.strip() else []):
-        key, sep, value = (part.strip() for part in item.partition("="))
-        if not sep or key not in SELECTOR_CONTEXT or not value:
-            raise ConfigError(f"report.quantities: got {text!r}; each pin is column=value with column one of "
-                              f"{', '.join(SELECTOR_CONTEXT)}")
-        if value.lower() == "none":  # the column does not apply: e.g. acc_avg[adapter=mean,shots=none]
-            context[key] = None
-        elif key in _INTEGER_CONTEXT:
-            if not re.fullmatch(r"[0-9]+", value):
-                raise ConfigError(f"report.quantities: got {text!r}; {key} must be a whole number")
-            context[key] = int(value)
-        else:
-            context[key] = value
-    return Selector(quantity, context)
-
 
 DEFAULT_QUANTITIES = ["acc_avg[adapter=mean]", "acc_avg[adapter=linear]", "L_sup_mean", "L_un[negatives=1]"]
 """What a sweep report plots when the sweep file does not say."""
@@ -429,11 +376,23 @@ def open_sweep_store(out: Path, sweep: Sweep) -> Store:
     return store
 
 
+class SweepReportWriter(Protocol):
+    """Writes a sweep's report into ``out`` and returns its path (``preadapt.report.sweep.write_sweep_report``):
+    ``results`` is the sweep's tidy table with its runs' replicate, swept fields and ``run_status``,
+    ``runs`` the store's provenance rows, ``sweep`` the plan (``Sweep.describe()``)."""
+
+    def __call__(self, out: Path, results: pd.DataFrame, runs: pd.DataFrame, sweep: dict[str, Any], /, *,
+                 title: str) -> Path: ...
+
+
 def run_sweep(sweep: Sweep, out: str | Path, executor: Executor, retry_failed: bool = False,
-              progress: Callable[[SweepProgress], None] | None = None) -> SweepSummary:
+              progress: Callable[[SweepProgress], None] | None = None,
+              report: SweepReportWriter | None = None) -> SweepSummary:
     """Run the sweep's runs not yet finished (failed ones only with ``retry_failed``), at most
     ``executor.capacity`` at a time, recording each outcome in the store as it arrives; then write
-    ``results.csv`` and the sweep report.
+    ``results.csv`` and, with a ``report`` writer, the sweep report. The report is written here, in
+    the driver, whichever executor computed the runs; None writes none (``preadapt.run_sweep``
+    passes the HTML writer of ``preadapt.report``, a layer above this one).
 
     Resumable: a run is recorded as running when submitted and finished or failed, with all its
     rows, in one transaction when it returns, so a driver killed at any moment loses no finished
@@ -445,13 +404,13 @@ def run_sweep(sweep: Sweep, out: str | Path, executor: Executor, retry_failed: b
     >>> base = {"world": {"kind": "gaussian", "classes": 3, "dim": 2}, "encoder": {"kind": "linear", "out_dim": 2},
     ...         "pretrain": {"tuples": 64, "epochs": 1, "batch_size": 64, "checkpoints": []},
     ...         "evaluate": {"samples": 64, "mean_samples": 32, "test_per_class": 8, "task_classes": [2],
-    ...                      "top_r": [1], "probe_tasks": 2, "probe_shots": 4, "probe_val": 4, "sup_samples": 8,
+    ...                      "top_r": [1], "probe_tasks": 2, "probe_shots": 4, "probe_val": 4, "star_samples": 8,
     ...                      "bootstrap": 10}}
     >>> sweep = expand(SweepSpec(name="doc", base=base, grid={"objective.negatives": [1, 2]}), "doc", Path("."))
     >>> out = Path(tempfile.mkdtemp())
     >>> summary = run_sweep(sweep, out, InProcess())
     >>> sorted(summary.statuses.values()), sorted(p.name for p in out.iterdir() if p.suffix != ".sqlite-wal")
-    (['finished', 'finished'], ['.lock', 'figures', 'report.html', 'results.csv', 'results.sqlite'])
+    (['finished', 'finished'], ['.lock', 'results.csv', 'results.sqlite'])
     >>> len(run_sweep(sweep, out, InProcess()).seconds)  # resumed: nothing left to run
     0
     """
@@ -459,7 +418,7 @@ def run_sweep(sweep: Sweep, out: str | Path, executor: Executor, retry_failed: b
     _check_shared_components(sweep, executor)
     lock = _lock(out)
     try:
-        return _run_locked(sweep, out, executor, retry_failed, progress)
+        return _run_locked(sweep, out, executor, retry_failed, progress, report)
     finally:
         lock.close()
 
@@ -499,7 +458,7 @@ def _lock(out: Path):
 
 
 def _run_locked(sweep: Sweep, out: Path, executor: Executor, retry_failed: bool,
-                progress: Callable[[SweepProgress], None] | None) -> SweepSummary:
+                progress: Callable[[SweepProgress], None] | None, report: SweepReportWriter | None) -> SweepSummary:
     gate("open")  # test hooks (experiment/testing.py): nothing unless a test sets PREADAPT_TEST_GATE
     store = open_sweep_store(out, sweep)
     gate_run_row_writes(store.connection)
@@ -564,9 +523,8 @@ def _run_locked(sweep: Sweep, out: Path, executor: Executor, retry_failed: bool,
         counts.stage = "report"
         progress(counts)
     results.to_csv(out / "results.csv", index=False)
-    from preadapt.report.sweep import write_sweep_report
-
-    write_sweep_report(out, results, runs, sweep.describe(), title=f"preadapt sweep: {sweep.name}")
+    if report is not None:
+        report(out, results, runs, sweep.describe(), title=f"preadapt sweep: {sweep.name}")
     return summary
 
 

@@ -28,7 +28,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from preadapt.objectives.curl import Encoded
+from preadapt.objectives.base import Encoded, Objective
 from preadapt.registry import ComponentConfig
 
 
@@ -87,7 +87,7 @@ def align_uniform_loss(anchor: torch.Tensor, positive: torch.Tensor, negatives: 
     return align_loss(anchor, positive, alpha) + uniform_weight * uniform_loss(anchor, negatives, t)
 
 
-class AlignUniform(nn.Module):
+class AlignUniform(Objective):
     """ℓ_align + λ·ℓ_uniform of [Wang20] on encoded tuples: the positive is positives[:, 0], the k
     negatives are negatives[:, :, 0]; ``block_size`` = 1."""
 

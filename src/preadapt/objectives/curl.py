@@ -6,50 +6,17 @@ by the means of f over the positive block and over the i-th negative block.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Literal
 
 import torch
 from pydantic import Field
-from torch import nn
 
+from preadapt.objectives.base import Encoded, Objective
+from preadapt.objectives.base import encode_tuples  # noqa: F401  (re-exported: it lived here before base.py)
 from preadapt.objectives.losses import LOSSES, logistic
 from preadapt.registry import ComponentConfig
 
 MarginLoss = Callable[[torch.Tensor], torch.Tensor]
-
-
-@dataclass
-class Encoded:
-    """Features of a batch of tuples: anchor (n, d), positives (n, b, d), negatives (n, k, b, d),
-    with the latent classes anchor_class (n,) and negative_class (n, k)."""
-
-    anchor: torch.Tensor
-    positives: torch.Tensor
-    negatives: torch.Tensor
-    anchor_class: torch.Tensor
-    negative_class: torch.Tensor
-
-
-def encode_tuples(encoder: nn.Module, tuples, dtype: torch.dtype | None = None) -> Encoded:
-    """Encode anchors, positives and negatives in one forward pass; optionally cast the features."""
-    n, k, b = len(tuples), tuples.negatives_count, tuples.block_size
-    inputs = torch.cat([
-        tuples.anchor,
-        tuples.positives.flatten(0, 1),
-        tuples.negatives.flatten(0, 2),
-    ])
-    features = encoder(inputs)
-    if dtype is not None:
-        features = features.to(dtype)
-    anchor, positives, negatives = features.split([n, n * b, n * k * b])
-    return Encoded(
-        anchor=anchor,
-        positives=positives.view(n, b, -1),
-        negatives=negatives.view(n, k, b, -1),
-        anchor_class=tuples.anchor_class,
-        negative_class=tuples.negative_class,
-    )
 
 
 def curl_margins(anchor: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
@@ -76,7 +43,7 @@ def curl_loss(anchor: torch.Tensor, positives: torch.Tensor, negatives: torch.Te
     return loss(curl_margins(anchor, positives, negatives))
 
 
-class CURL(nn.Module):
+class CURL(Objective):
     """The CURL objective: per-sample ``curl_loss`` of encoded tuples.
 
     ``negatives`` (k) and ``block_size`` (b) tell the sampler what to draw.
@@ -99,6 +66,10 @@ class CURLConfig(ComponentConfig):
     loss: Literal["hinge", "logistic"] = Field("logistic", description="ℓ: hinge or base-2 logistic")
     negatives: int = Field(1, ge=1, description="k, negatives per anchor")
     block_size: int = Field(1, ge=1, description="b, points per positive and per negative block")
+
+    @property
+    def curl_loss_name(self) -> str:
+        return self.loss
 
 
 def build_curl(config: CURLConfig) -> CURL:

@@ -29,7 +29,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from preadapt.objectives.curl import Encoded
+from preadapt.objectives.base import Encoded, Objective
 from preadapt.registry import ComponentConfig
 
 
@@ -82,7 +82,7 @@ def debiased_loss(anchor: torch.Tensor, positive: torch.Tensor, extra_positives:
     return nn.functional.softplus(math.log(count_neg) + log_g - s_pos, threshold=40.0)
 
 
-class Debiased(nn.Module):
+class Debiased(Objective):
     """The debiased contrastive objective of [Chuang20] on encoded tuples.
 
     The sampler draws ``negatives`` = N negative blocks and ``block_size`` = M + 1 points per block:

@@ -29,9 +29,8 @@ from typing import Literal
 
 import torch
 from pydantic import Field, model_validator
-from torch import nn
 
-from preadapt.objectives.curl import Encoded
+from preadapt.objectives.base import Encoded, Objective
 from preadapt.registry import ComponentConfig
 
 
@@ -84,7 +83,7 @@ TRUE_NEGATIVES_IN_BATCH = ("true_negatives = true draws the explicit negatives f
                            "negatives (other anchors' positives) may share the anchor's class: set in_batch = false")
 
 
-class InfoNCE(nn.Module):
+class InfoNCE(Objective):
     """The InfoNCE objective on encoded tuples (module docstring for the formula).
 
     ``negatives`` and ``block_size`` are what the sampler draws: k negative blocks of b points,

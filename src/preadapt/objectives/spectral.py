@@ -15,9 +15,8 @@ from typing import Literal
 
 import torch
 from pydantic import Field
-from torch import nn
 
-from preadapt.objectives.curl import Encoded
+from preadapt.objectives.base import Encoded, Objective
 from preadapt.registry import ComponentConfig
 
 
@@ -35,7 +34,7 @@ def spectral_loss(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch
     return -2.0 * attraction + repulsion
 
 
-class Spectral(nn.Module):
+class Spectral(Objective):
     """The spectral contrastive objective of [HaoChen21] on encoded tuples: ``negatives`` = k
     marginal draws x' per anchor, ``block_size`` = 1."""
 

@@ -18,7 +18,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from preadapt.objectives.curl import Encoded
+from preadapt.objectives.base import Encoded, Objective
 from preadapt.registry import ComponentConfig
 
 
@@ -35,7 +35,7 @@ def supervised_loss(features: torch.Tensor, labels: torch.Tensor, weight: torch.
     return nn.functional.cross_entropy(logits, labels, reduction="none")
 
 
-class Supervised(nn.Module):
+class Supervised(Objective):
     """Cross-entropy of a linear head on f(x) over the latent classes ([Arora19]'s supervised baseline).
 
     ``head_`` is None until ``attach``; the head computes in the features' dtype (its parameters stay

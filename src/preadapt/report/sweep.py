@@ -22,22 +22,27 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from preadapt.estimate.estimate import mean_estimate
-from preadapt.experiment.sweep import Selector, parse_selector
-from preadapt.report.figures import _discrete_axis, _errors, _save, _select, _series
-from preadapt.report.html import _ENVIRONMENT, _text
+from preadapt.experiment.selector import Selector, parse_selector
+from preadapt.report.figures import discrete_axis as _discrete_axis
+from preadapt.report.figures import draw_series as _series
+from preadapt.report.figures import interval_errors as _errors
+from preadapt.report.figures import save_figure as _save
+from preadapt.report.figures import select_rows as _select
+from preadapt.report.html import ENVIRONMENT as _ENVIRONMENT
+from preadapt.report.html import cell_text as _text
 from preadapt.report.tables import (
     CONTEXT_COLUMNS,
     STATEMENT_TITLES,
-    _cell,
-    _context_key,
-    _missing,
-    _native,
-    _plain,
     dominant_level,
     format_level,
     instance_label,
     theory_checks,
 )
+from preadapt.report.tables import context_sort_key as _context_key
+from preadapt.report.tables import estimate_cell as _cell
+from preadapt.report.tables import is_missing as _missing
+from preadapt.report.tables import native_value as _native
+from preadapt.report.tables import plain_text as _plain
 
 REPLICATES_METHOD = "replicates-t"
 """The method of an aggregate over two or more replicates: a Student-t interval across them."""

@@ -1,14 +1,29 @@
-import sys, torch
-torch.set_num_threads(1)
-from preadapt import run
-from preadapt.experiment.presets import preset_data
-for name in sys.argv[1:]:
-    data = preset_data(name)
-    data["device"] = "cpu"; data["threads"] = 1
-    if name == "digits":
-        data["pretrain"]["tuples"] = 2000; data["pretrain"]["epochs"] = 1; data["pretrain"]["checkpoints"] = [0, 8]
-        data["evaluate"]["samples"] = 2000
-    r = run(data)
-    df = r.results.drop(columns=["run"])
-    df.to_csv(f"tests/experiment/data/reference_{name}.csv", index=False, float_format="%.17g")
-    print(name, len(df))
+"""Write the reference tables of tests/experiment/test_default_adapters.py: the tidy results of the demo
+preset and of a small digits run, on one thread, at the commit before the adapter seam (c148f82).
+
+    .venv/bin/python tests/experiment/data/make_reference.py demo digits
+"""
+
+import sys
+
+import torch
+
+
+def main(names: list[str]) -> None:
+    from preadapt import run
+    from preadapt.experiment.presets import preset_data
+
+    torch.set_num_threads(1)
+    for name in names:
+        data = preset_data(name)
+        data["device"], data["threads"] = "cpu", 1
+        if name == "digits":
+            data["pretrain"].update(tuples=2000, epochs=1, checkpoints=[0, 8])
+            data["evaluate"]["samples"] = 2000
+        frame = run(data).results.drop(columns=["run"])
+        frame.to_csv(f"tests/experiment/data/reference_{name}.csv", index=False, float_format="%.17g")
+        print(name, len(frame))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
