@@ -61,3 +61,32 @@ def test_the_component_presets_learn_and_never_violate_an_every_f_statement(pres
                        & (results["task_classes"] == 2) & results["shots"].isna()].set_index("step")  # exact AVG-2
     first, last = accuracy.loc[0], accuracy.loc[accuracy.index.max()]
     assert last["lower"] > first["upper"]  # pretraining helps the mean classifier, beyond the CIs
+
+
+@pytest.mark.slow
+def test_lpft_reports_lp_ft_and_lpft_in_and_out_of_distribution(tmp_path):
+    """The lpft preset ([Kumar22]): every adapter's ID and OOD loss and accuracy with an interval, the
+    distortion rows and the chain in the report. The ordering of the adapters is a measured result
+    (docs/adaptation.md), not asserted; the mechanism is: plain gradient steps on ID inputs x ∈ S move
+    B only along S, so the change outside S is rounding (the ID inputs are float32 projections: about
+    ε₃₂·‖x‖ off S, so the change outside S is ≲ 1e-6 of the change inside)."""
+    result = run(preadapt.load_config(preset="lpft"), out=tmp_path / "run")
+    assert result.status == "finished"
+    results = result.results
+    steps = sorted(results["step"].unique())
+    assert len(steps) == 2  # the early checkpoint and the final one
+    for step in steps:
+        at = results[results["step"] == step]
+        for quantity in ("L_adapt", "acc_avg", "L_adapt_star"):
+            rows = at[(at["quantity"] == quantity) & at["split"].isin(["id", "ood"])]
+            assert {(a, s) for a, s in zip(rows["adapter"], rows["split"])} == {
+                (a, s) for a in ("linear", "finetune", "lpft") for s in ("id", "ood")}, quantity
+            assert (rows["lower"] <= rows["value"]).all() and (rows["value"] <= rows["upper"]).all()
+        outside = at[at["quantity"] == "distortion_outside"].set_index("adapter")["value"]
+        inside = at[at["quantity"] == "distortion_inside"].set_index("adapter")["value"]
+        assert set(outside.index) == {"finetune", "lpft"}
+        assert (outside <= 1e-6 * inside.clip(lower=1e-3)).all(), outside
+        assert inside["finetune"] > inside["lpft"]  # LP-FT starts at the probe's head: it moves B less
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert "Adaptation" in html and "distortion" in html.lower()
+    assert (tmp_path / "run" / "figures" / "chain.png").stat().st_size > 0
