@@ -133,3 +133,48 @@ def test_a_task_the_world_cannot_take_is_one_line(world, task, message):
     with pytest.raises(ConfigError) as failure:
         parse_config({"world": world, "task": task})
     assert str(failure.value) == message
+
+
+def test_fine_tuning_on_a_finite_world_with_a_subspace_task():
+    """The whole path on a world of finite vector examples: split views of the projected id view,
+    example ids (clustered intervals, n = distinct held-out examples), inputs kept for fine-tuning, and
+    L_sup still of the world's own tasks."""
+    import numpy as np
+
+    import preadapt
+    from preadapt.encoders import ENCODERS
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 60)
+    inputs = rng.normal(scale=2.0, size=(4, 6))[labels] + rng.normal(size=(240, 6))
+    world = preadapt.FiniteWorld.from_arrays(torch.tensor(inputs), labels, generator=torch.Generator().manual_seed(1))
+    encoder = ENCODERS.build(ENCODERS.parse({"kind": "linear", "out_dim": 3}), (6,), torch.Generator().manual_seed(2))
+    results = preadapt.evaluate(encoder.double(), world, {
+        "samples": 300, "mean_samples": 20, "test_per_class": 10, "task_classes": [2], "top_r": [1], "probe_tasks": 6,
+        "probe_shots": 5, "probe_val": 5, "star_samples": 10, "bootstrap": 10,
+        "adapters": [{"kind": "linear"}, {"kind": "finetune", "optimizer": "sgd", "max_steps": 5, "eval_every": 5}]},
+        task={"kind": "subspace", "rank": 2})
+    l_adapt = _rows(results, "L_adapt")
+    assert set(zip(l_adapt.adapter, l_adapt.split)) == {(a, s) for a in ("linear", "finetune") for s in ("id", "ood")}
+    assert (l_adapt.method == "cluster").all() and (l_adapt.n <= 240).all()  # distinct held-out examples
+    assert _rows(results, "L_sup").split.tolist() == ["test"]
+    outside = float(_rows(results, "distortion_outside").value.iloc[0])
+    inside = float(_rows(results, "distortion_inside").value.iloc[0])
+    # float64 inputs projected in float64: off S by ≲ 8·d·ε·‖x‖, so the change outside S is rounding
+    assert outside < 1e-10 < inside
+
+
+def test_shots_beyond_a_finite_train_split_are_refused():
+    import numpy as np
+
+    import preadapt
+    from preadapt.encoders import IdentityEncoder
+
+    labels = np.repeat(np.arange(3), 30)  # 70% of 30 = 21 train examples per class
+    world = preadapt.FiniteWorld.from_arrays(torch.randn(90, 4, generator=torch.Generator().manual_seed(0)), labels,
+                                             generator=torch.Generator().manual_seed(1))
+    with pytest.raises(ValueError, match=r"evaluate.shots: got 25; allowed: 1..\d+ \(the smallest class of the train"):
+        preadapt.evaluate(IdentityEncoder(), world, {"samples": 100, "mean_samples": 40, "test_per_class": 5,
+                                                     "task_classes": [2], "top_r": [1], "probe_tasks": 2,
+                                                     "probe_shots": 5, "probe_val": 5, "star_samples": 5,
+                                                     "bootstrap": 10, "shots": [25]})

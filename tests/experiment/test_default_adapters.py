@@ -63,3 +63,8 @@ def test_default_adapters_reproduce_every_row_of_before(name):
         pd.testing.assert_series_equal(now[column].astype(float), before[column].astype(float), check_exact=True,
                                        check_names=False)
     assert (now["method"] == before["method"]).all()
+    # L*_adapt ≤ L_adapt within the interval, for every shots value (the protocol's one draw at
+    # probe_shots here): the interval of L_adapt − L*_adapt never lies entirely below 0
+    excess = result.results[result.results.quantity == "link_adapt_excess"]
+    assert len(excess) == 2 * result.results.step.nunique()  # mean and linear at every checkpoint
+    assert (excess.upper >= 0).all(), excess[["step", "adapter", "shots", "value", "lower", "upper"]]

@@ -33,7 +33,7 @@ from preadapt.estimate.spec import EvaluateConfig
 from preadapt.objectives.losses import margins_from_scores
 from preadapt.worlds.base import World
 from preadapt.worlds.finite import split_of
-from preadapt.worlds.sampling import draw_examples, make_generator, sample_tasks
+from preadapt.worlds.sampling import draw_examples, example_ids, make_generator, sample_tasks
 
 F64 = torch.float64
 STAR_CLASSES = 2  # L*_adapt and the chain are measured on 2-class tasks, the tasks of L_sup and Lemma 4.3
@@ -202,7 +202,7 @@ def subspace_changes(changes: dict[str, torch.Tensor], projector: torch.Tensor) 
     dim = projector.shape[0]
     for delta in changes.values():
         if delta.dim() == 3 and delta.shape[-1] == dim:
-            delta = delta.to(F64)
+            delta = delta.to("cpu", F64)  # the encoder's device (CUDA) → where the projector is
             inside = delta @ projector.to(F64)
             return {"distortion_outside": (delta - inside).flatten(1).norm(dim=1),
                     "distortion_inside": inside.flatten(1).norm(dim=1)}
@@ -240,6 +240,20 @@ def shots_schedule(config: EvaluateConfig) -> list[tuple[int, int]]:
     return [(s, config.draws) for s in config.shots] if config.shots else [(config.probe_shots, 1)]
 
 
+def check_shots(views: Views, config: EvaluateConfig) -> None:
+    """Refuse (ValueError, one line) shots a finite train split cannot give as distinct examples: a
+    task's training points of a class must be at most the class's train examples."""
+    examples = example_ids(views.train)
+    if examples is None:
+        return
+    counts = torch.bincount(examples[1])
+    smallest = int(counts[counts > 0].min())
+    largest = max(config.shots or [config.probe_shots])
+    if largest > smallest:
+        raise ValueError(f"evaluate.shots: got {largest}; allowed: 1..{smallest} (the smallest class of the train split "
+                         f"has {smallest} examples)")
+
+
 def adapt_measurements(encoder: nn.Module, world: World, adapters: list[AdapterSpec], config: EvaluateConfig,
                        seed: int, loss, means: torch.Tensor, device, views: Views) -> Adaptation:
     """Every adapter on the accuracy tasks (every task size and shots value) and on the star tasks:
@@ -259,6 +273,7 @@ def adapt_measurements(encoder: nn.Module, world: World, adapters: list[AdapterS
                          make_generator(seed, "adapt", spec.label, *name), device)
         return spec.adapter.fit(task)
 
+    check_shots(views, config)
     for size in config.task_classes:
         generator = make_generator(seed, "evaluate", "probe", size)
         tasks = sample_tasks(world.prior, config.probe_tasks, size, generator)  # (P, K)
@@ -299,24 +314,44 @@ def adapt_measurements(encoder: nn.Module, world: World, adapters: list[AdapterS
             for name, values in outcome.chosen.items():
                 value = sum(values) / len(values)
                 add(f"chosen_{name}", Estimate(value, min(values), max(values), config.probe_tasks, 1.0, "chosen"),
-                    **context, split="train")
+                    **context, split="validation")
             for side, norms in outcome.distortion.items():
                 add(side, mean_estimate(torch.stack(norms).mean(0), level), **context)
 
     # L*_adapt: every adapter fitted on star_samples points per class of the tasks of L_sup
+    for (label, name), star in star_estimates(encoder, world, adapters, config, seed, loss, means, device,
+                                              views).items():
+        result.star[(label, name)] = star
+        add("L_adapt_star", star, adapter=label, task_classes=STAR_CLASSES, split=name)
+    return result
+
+
+def star_estimates(encoder: nn.Module, world: World, adapters: list[AdapterSpec], config: EvaluateConfig, seed: int,
+                   loss, means: torch.Tensor, device, views: Views) -> dict[tuple[str, str], Estimate]:
+    """L*_adapt of each adapter per test view: fitted (``AdaptTask.star``) on ``star_samples`` points per
+    class of the 2-class tasks of L_sup, chosen on their validation points, scored on their test points.
+
+    ``means: (C, d)``: the run's μ̂, the reference heads W^μ̂ of the world's own tasks. With a task
+    section the fitted points come from another distribution (its id view), so the reference is each
+    task's own class means of its fitting points instead (W^μ̂ of the task's distribution).
+    """
     generator = make_generator(seed, "evaluate", "L_sup")
     tasks = sample_tasks(world.prior, config.probe_tasks, STAR_CLASSES, generator)  # (P, 2)
     sizes = (config.star_samples, config.probe_val, config.test_per_class)
-    train, validation, tests = draw_split_points(encoder, views, tasks, sizes, generator, block, device, keep_inputs)
+    keep_inputs = any(spec.adapter.trains_encoder for spec in adapters)
+    train, validation, tests = draw_split_points(encoder, views, tasks, sizes, generator, config.block, device,
+                                                 keep_inputs)
+    reference = means[tasks] if "test" in views.tests else train.features.mean(dim=2)  # (P, 2, d)
+    out = {}
     for spec in adapters:
-        adapted = fit(spec, train, validation, tasks, True, ("star",))
+        task = AdaptTask(train.points(), validation.points(), STAR_CLASSES, encoder, reference, loss, True,
+                         make_generator(seed, "adapt", spec.label, "star"), device)
+        adapted = spec.adapter.fit(task)
         for name, drawn in tests.items():
             points = drawn.points()
             losses = loss(margins_from_scores(adapted.scores(points), points.labels))  # (P, 2·t)
-            star = task_mean(losses, drawn.flat_ids(), level)
-            result.star[(spec.label, name)] = star
-            add("L_adapt_star", star, adapter=spec.label, task_classes=STAR_CLASSES, split=name)
-    return result
+            out[(spec.label, name)] = task_mean(losses, drawn.flat_ids(), config.level)
+    return out
 
 
 def chain_measurements(adaptation: Adaptation, l_pre: Estimate | None, l_pre_train: Estimate | None, level: float,

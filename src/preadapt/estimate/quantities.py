@@ -20,7 +20,8 @@ from preadapt.adapt import ADAPTERS
 from preadapt.adapt.linear import keep_best_heads
 from preadapt.adapt.mean_classifier import MeanClassifier
 from preadapt.estimate.adaptation import (AdapterSpec, Drawn, Measurement, Views, adapt_measurements,
-                                         chain_measurements, encode, full_problem_measurements, task_mean)
+                                         chain_measurements, encode, full_problem_measurements, star_estimates,
+                                         task_mean)
 from preadapt.estimate.avg_k import avg_k_estimate, top_r_estimate
 from preadapt.estimate.collision import CollisionMoments, block_moments, negatives_moments
 from preadapt.estimate.estimate import Estimate, PlugIn, RunningMean, critical, mean_estimate
@@ -535,10 +536,14 @@ def evaluate_encoder(
     adaptation = adapt_measurements(encoder, world, adapters, config, seed, loss, adapt_means, device,
                                     Views.of(world, task))
     out.extend(adaptation.measurements)
-    for spec in adapters:  # an adapter's L*_adapt on the world's own 2-class tasks may be a theory quantity
-        if spec.adapter.star_quantity is not None and (spec.label, "test") in adaptation.star:
-            add(spec.adapter.star_quantity, adaptation.star[(spec.label, "test")], adapter=spec.label, task_classes=2,
-                split="test")
+    # An adapter's L*_adapt on the world's own 2-class tasks may be a theory quantity (the linear
+    # adapter's is L_sup): with a task section, fitted on the world's own tasks as well
+    theory = [spec for spec in adapters if spec.adapter.star_quantity is not None]
+    own = {key: value for key, value in adaptation.star.items() if key[1] == "test"}
+    if task is not None and theory:
+        own = star_estimates(encoder, world, theory, config, seed, loss, adapt_means, device, Views.of(world))
+    for spec in theory:
+        add(spec.adapter.star_quantity, own[(spec.label, "test")], adapter=spec.label, task_classes=2, split="test")
     test = Drawn(test_f[None, None], None, None if test_inputs is None else test_inputs[None, None])
     shots = config.probe_shots
     out.extend(full_problem_measurements(encoder, adapters, adapt_pool.part(0, shots), val_pool, test, test_y,

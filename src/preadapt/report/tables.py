@@ -1296,7 +1296,7 @@ def chosen_table(results: pd.DataFrame, step: int | None = None) -> pd.DataFrame
     task size, when several); a hyperparameter no adapter has is left out.
 
     >>> row = {"step": 5, "n": 20, "level": 1.0, "method": "chosen", "adapter": "linear", "shots": 8,
-    ...        "split": "train"}
+    ...        "split": "validation"}
     >>> chosen_table(pd.DataFrame([dict(row, quantity="chosen_lr", value=0.01, lower=0.01, upper=0.01)]
     ...                           )).to_dict("records")
     [{'adapter': 'linear', 'shots': 8, 'chosen_lr': '0.01'}]
