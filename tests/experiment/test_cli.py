@@ -41,7 +41,7 @@ def tiny_file(tmp_path):
     (["--set", "objective.negatives=0"], "objective.negatives: got 0"),
     (["--set", "world.classes=1"], "world.classes: got 1"),
     (["--set", "world.noise=-1"], "world.noise: got -1"),
-    (["--set", "world.kind=banana"], "world.kind: got 'banana'; allowed: finite, gaussian, topics"),
+    (["--set", "world.kind=banana"], "world.kind: got 'banana'; allowed: finite, gaussian, hypercube, topics"),
     (["--set", "world.classes"], "--set 'world.classes': expected FIELD.PATH=VALUE"),
     (["missing.yaml"], "config file not found: missing.yaml"),
     (["--preset", "nope"], "--preset: got 'nope'; allowed:"),

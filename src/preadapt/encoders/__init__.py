@@ -5,6 +5,7 @@ from preadapt.encoders.base import (
     build_identity, build_linear, build_mlp, clip_norm,
 )
 from preadapt.encoders.cnn import CNNEncoder, CNNEncoderConfig, build_cnn
+from preadapt.encoders.lookup import LookupConfig, LookupEncoder, build_lookup
 from preadapt.encoders.pretrained import FrozenTextEncoder, FrozenTextEncoderConfig, build_minilm, embed_sentences
 from preadapt.encoders.tokens import (
     BagOfWordsEncoder, BagOfWordsEncoderConfig, GRUEncoder, GRUEncoderConfig, build_bow, build_gru,
@@ -18,6 +19,7 @@ ENCODERS.register("mlp", build_mlp, MLPEncoderConfig)
 ENCODERS.register("cnn", build_cnn, CNNEncoderConfig)
 ENCODERS.register("bow", build_bow, BagOfWordsEncoderConfig)
 ENCODERS.register("gru", build_gru, GRUEncoderConfig)
+ENCODERS.register("lookup", build_lookup, LookupConfig)
 ENCODERS.register("minilm", build_minilm, FrozenTextEncoderConfig)  # optional extra `text`
 
 
@@ -32,4 +34,5 @@ def register_encoder(name: str, factory, params=None) -> None:
 __all__ = [
     "ENCODERS", "register_encoder", "IdentityEncoder", "LinearEncoder", "MLPEncoder", "CNNEncoder",
     "BagOfWordsEncoder", "GRUEncoder", "FrozenTextEncoder", "embed_sentences", "clip_norm",
+    "LookupEncoder", "LookupConfig",
 ]

@@ -59,14 +59,19 @@ class Views:
     tests: dict[str, World]
     projector: torch.Tensor | None = None
 
+    @property
+    def prior(self):
+        """ρ of the tasks' classes: the tasks are drawn from the first test view's prior."""
+        return next(iter(self.tests.values())).prior
+
     @classmethod
     def of(cls, world: World, task=None) -> "Views":
         """The views of the pretraining ``world`` (its train, validation and held-out views), or of
-        a task's (``TaskViews``: fitted on its id view, tested on id and ood)."""
+        a task's (``TaskViews``: fitted on its id view, tested on id and, when it has one, ood)."""
         if task is None:
             return cls(split_of(world, "train"), split_of(world, "validation"), {"test": world})
-        return cls(split_of(task.id, "train"), split_of(task.id, "validation"), {"id": task.id, "ood": task.ood},
-                   task.projector)
+        tests = {"id": task.id} if task.ood is None else {"id": task.id, "ood": task.ood}
+        return cls(split_of(task.id, "train"), split_of(task.id, "validation"), tests, task.projector)
 
 
 @torch.no_grad()
@@ -264,19 +269,21 @@ def adapt_measurements(encoder: nn.Module, world: World, adapters: list[AdapterS
     result = Adaptation()
     level, block = config.level, config.block
     keep_inputs = any(spec.adapter.trains_encoder for spec in adapters)
+    own_tasks = "test" in views.tests  # the world's own classes (else a task section's, with their own means)
 
     def add(quantity: str, estimate: Estimate, **context) -> None:
         result.measurements.append(Measurement(quantity, estimate, context))
 
     def fit(spec: AdapterSpec, train: Drawn, validation: Drawn, tasks: torch.Tensor, star: bool, name: tuple) -> Adapted:
-        task = AdaptTask(train.points(), validation.points(), tasks.shape[1], encoder, means[tasks], loss, star,
+        reference = means[tasks] if own_tasks else train.features.mean(dim=2)  # W^μ̂ of the tasks' classes
+        task = AdaptTask(train.points(), validation.points(), tasks.shape[1], encoder, reference, loss, star,
                          make_generator(seed, "adapt", spec.label, *name), device)
         return spec.adapter.fit(task)
 
     check_shots(views, config)
     for size in config.task_classes:
         generator = make_generator(seed, "evaluate", "probe", size)
-        tasks = sample_tasks(world.prior, config.probe_tasks, size, generator)  # (P, K)
+        tasks = sample_tasks(views.prior, config.probe_tasks, size, generator)  # (P, K)
         sizes = (config.probe_shots, config.probe_val, config.test_per_class)
         first_train, first_val, tests = draw_split_points(encoder, views, tasks, sizes, generator, block, device,
                                                           keep_inputs)
@@ -336,7 +343,7 @@ def star_estimates(encoder: nn.Module, world: World, adapters: list[AdapterSpec]
     task's own class means of its fitting points instead (W^μ̂ of the task's distribution).
     """
     generator = make_generator(seed, "evaluate", "L_sup")
-    tasks = sample_tasks(world.prior, config.probe_tasks, STAR_CLASSES, generator)  # (P, 2)
+    tasks = sample_tasks(views.prior, config.probe_tasks, STAR_CLASSES, generator)  # (P, 2)
     sizes = (config.star_samples, config.probe_val, config.test_per_class)
     keep_inputs = any(spec.adapter.trains_encoder for spec in adapters)
     train, validation, tests = draw_split_points(encoder, views, tasks, sizes, generator, config.block, device,

@@ -106,8 +106,14 @@ class Config(BaseModel):
                     self.task.check_input(spec)
                 except ValueError as error:
                     raise ValueError(f"task.{error}") from None
-        object.__setattr__(self, "evaluate", self.evaluate.fit_classes(classes))  # defaults only
-        self.evaluate.check_classes(classes)
+        shared = self._task_limit(classes)  # a task section's views may draw from fewer classes
+        object.__setattr__(self, "evaluate", self.evaluate.fit_classes(shared))  # defaults only
+        if shared != classes:  # sizes given explicitly that the task's views cannot give, with the task's reason
+            for name, sizes, low in (("task_classes", self.evaluate.task_classes, 2), ("top_r", self.evaluate.top_r, 1)):
+                if sizes and max(sizes) > shared:
+                    raise ValueError(f"evaluate.{name}: got {max(sizes)}; allowed: {low}..{shared} "
+                                     f"({self._limit_reason(shared)})")
+        self.evaluate.check_classes(shared)
         try:  # what the sampler will draw (debiased: blocks of M + 1)
             block_size = OBJECTIVES.build(self.objective).block_size
         except ObjectiveTypeError as error:  # a user's factory that builds no Objective: refused here
@@ -134,6 +140,23 @@ class Config(BaseModel):
                 raise ValueError(f"world.prior: got {prior}; at least two classes need a positive weight")
         return classes
 
+    def _task_limit(self, classes: int | None) -> int | None:
+        """``classes`` (the world's classes of positive prior) limited by the task section, whose
+        views may draw from fewer: pretraining's world (``TaskConfig.pretrain_support``) and the tasks'
+        (``task_support``); the task's ``check_classes`` runs first. None when the world config does
+        not say its classes (then the task's factory checks the built world)."""
+        if classes is None or self.task is None:
+            return classes
+        total = self.world.classes
+        try:
+            self.task.check_classes(total)
+        except ValueError as error:
+            raise ValueError(f"task.{error}") from None
+        return min(classes, self.task.pretrain_support(total), self.task.task_support(total))
+
+    def _limit_reason(self, classes: int) -> str:
+        return f"{classes} classes of positive prior in both pretraining and the tasks of task.kind {self.task.kind}"
+
     def defaults_resolved(self) -> list[str]:
         """How defaults were fitted to this config's world and training, one line each (empty when
         every default fit as it is).
@@ -143,11 +166,13 @@ class Config(BaseModel):
         evaluate.task_classes [2, 10] → [2] (world has 3 classes)
         evaluate.top_r [1, 5] → [1] (world has 3 classes)
         """
-        classes = self._task_support()
+        world_classes = self._task_support()
+        classes = self._task_limit(world_classes)
         of_prior = "" if classes == getattr(self.world, "classes", None) else " of positive prior"
+        reason = (f"world has {classes} classes{of_prior}" if classes == world_classes
+                  else self._limit_reason(classes))
         steps = self.pretrain.total_steps
-        fitted = [(self.evaluate, "evaluate", name, f"world has {classes} classes{of_prior}")
-                  for name in ("task_classes", "top_r")]
+        fitted = [(self.evaluate, "evaluate", name, reason) for name in ("task_classes", "top_r")]
         fitted.append((self.pretrain, "pretrain", "checkpoints",
                        f"training has {steps} steps: epochs × ceil(tuples / batch_size)"))
         lines = []

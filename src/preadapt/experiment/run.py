@@ -278,6 +278,9 @@ def _pipeline(config: Config, device: torch.device, run_id: str, rows: list[dict
     status, error = "finished", None
     seed = config.seed
     world = WORLDS.build(config.world, make_generator(seed, "world"))
+    task = None if config.task is None else derive_task(world, config.task, make_generator(seed, "task"))
+    if task is not None and task.pretrain is not None:
+        world = task.pretrain  # what pretraining sees (e.g. the seen classes only); the tasks keep their views
     objective = OBJECTIVES.build(config.objective)
     encoder = ENCODERS.build(config.encoder, world.input_shape, make_generator(seed, "encoder")).to(device)
     attach_objective(objective, encoder, world, seed, device)
@@ -288,7 +291,6 @@ def _pipeline(config: Config, device: torch.device, run_id: str, rows: list[dict
     steps = config.pretrain.checkpoint_steps
     loss_name = _curl_loss_name(config)
     adapters = build_adapters(config.evaluate)
-    task = None if config.task is None else derive_task(world, config.task, make_generator(seed, "task"))
     where.update(step=0, stage="training")
 
     def on_checkpoint(step: int, model: nn.Module) -> None:
@@ -482,6 +484,14 @@ def evaluate(encoder: nn.Module, world: World | dict, evaluate_config: EvaluateC
             views = derive_task(world, task, make_generator(seed, "task"))
         except (KeyError, ValueError, ValidationError) as error:
             raise ConfigError(f"task: {error.args[0] if error.args else error}") from None
+        pretraining = world if views.pretrain is None else views.pretrain
+        support = min(int(np.count_nonzero(views.id.prior)), int(np.count_nonzero(pretraining.prior)))
+        kind = task["kind"] if isinstance(task, dict) else task.kind
+        if max(evaluate_config.task_classes) > support:
+            raise ConfigError(f"evaluate.task_classes: got {max(evaluate_config.task_classes)}; allowed: 2..{support} "
+                              f"(classes of positive prior in both pretraining and the tasks of task.kind {kind})")
+        if views.pretrain is not None:
+            world = views.pretrain  # what pretraining sees: the theory's quantities are measured on it
     encoder = encoder.to(device).eval()
     evaluation = evaluate_encoder(encoder, world, evaluate_config, seed, curl_loss_name=loss, device=device, task=views)
     checks = check_bounds(evaluation, world, evaluate_config, loss)  # no training: no theorems

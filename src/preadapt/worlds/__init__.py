@@ -4,6 +4,7 @@ from preadapt.registry import Registry
 from preadapt.worlds.base import World
 from preadapt.worlds.finite import SPLITS, FiniteWorld, FiniteWorldConfig, build_finite_world, split_of
 from preadapt.worlds.gaussian import GaussianWorld, GaussianWorldConfig, build_gaussian_world
+from preadapt.worlds.hypercube import HypercubeConfig, HypercubeTaskWorld, HypercubeWorld, build_hypercube_world
 from preadapt.worlds.prior import as_prior, tau, tau_k
 from preadapt.worlds.sampling import Tuples, draw_tuples, sample_distinct_pairs, sample_per_class, sample_tasks
 from preadapt.worlds.tasks import TASKS, SubspaceTaskConfig, TaskConfig, TaskViews, derive_task, register_task
@@ -13,6 +14,7 @@ WORLDS = Registry("world")
 WORLDS.register("gaussian", build_gaussian_world, GaussianWorldConfig)
 WORLDS.register("topics", build_topic_world, TopicWorldConfig)
 WORLDS.register("finite", build_finite_world, FiniteWorldConfig)
+WORLDS.register("hypercube", build_hypercube_world, HypercubeConfig)
 
 
 def register_world(name: str, factory, params=None) -> None:
@@ -29,4 +31,5 @@ __all__ = [
     "FiniteWorldConfig", "SPLITS", "split_of", "Tuples", "WORLDS", "register_world", "as_prior",
     "tau", "tau_k", "draw_tuples", "sample_distinct_pairs", "sample_tasks", "sample_per_class",
     "TASKS", "TaskConfig", "SubspaceTaskConfig", "TaskViews", "derive_task", "register_task",
+    "HypercubeWorld", "HypercubeTaskWorld", "HypercubeConfig",
 ]

@@ -54,18 +54,24 @@ class InputSpec:
     loaded, nothing is built), so that validation can check an encoder against it.
 
     ``shape``: the world's ``input_shape``. ``dtype``: what ``sample`` returns. ``vocabulary``: for
-    token ids, V (ids lie in [0, V), 0 = padding); None otherwise. A world config gives it as
-    ``input_spec`` (``preadapt.registry.ComponentConfig``; None, the default, means unknown).
+    token ids, V (ids lie in [0, V), 0 = padding); None otherwise. ``signs``: real inputs that never
+    have an entry 0 and are meant to be told apart by their sign pattern sgn(x) ∈ {±1}^shape, a finite
+    key (the ``hypercube`` world of [Saunshi22]; a table encoder, ``lookup``, indexes by it); False,
+    the default, promises nothing. A world config gives the spec as ``input_spec``
+    (``preadapt.registry.ComponentConfig``; None, the default, means unknown).
 
     >>> print(InputSpec((16,), torch.float32))
     float32 inputs of shape (16,)
     >>> print(InputSpec((32,), torch.int64, vocabulary=1000))
     int64 token ids of shape (32,) in [0, 1000)
+    >>> print(InputSpec((24,), torch.float32, signs=True))
+    float32 inputs of shape (24,) with no entry 0 (keyed by their sign pattern)
     """
 
     shape: tuple[int, ...]
     dtype: torch.dtype = torch.float32
     vocabulary: int | None = None
+    signs: bool = False
 
     @property
     def real(self) -> bool:
@@ -75,6 +81,6 @@ class InputSpec:
     def __str__(self) -> str:
         dtype, shape = str(self.dtype).removeprefix("torch."), tuple(self.shape)
         if self.real:
-            return f"{dtype} inputs of shape {shape}"
+            return f"{dtype} inputs of shape {shape}" + (" with no entry 0 (keyed by their sign pattern)" if self.signs else "")
         ids = f"{dtype} token ids of shape {shape}"
         return ids if self.vocabulary is None else f"{ids} in [0, {self.vocabulary})"
