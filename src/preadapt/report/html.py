@@ -1,7 +1,7 @@
 """The HTML report of one run, answer first: what was run, every statement's verdict and the headline
 numbers (the first screen), the key figures, the detail sections (the adaptation results and the error
-chain when they were measured, then the theory's checks), then (collapsed) every quantity, the config
-and the provenance.
+chain when they were measured, the interface of L_pre and L*_adapt across checkpoints, then the theory's
+checks), then (collapsed) every quantity, the config and the provenance.
 
 The page is self-contained (inline CSS, figures as relative PNG paths, no external resources) and
 rendered with jinja2 autoescaping, so a config or an error message can never inject markup. It is
@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
+from collections.abc import Collection
 from typing import Any, Mapping
 
 import jinja2
@@ -31,6 +32,15 @@ from preadapt.report.figures import (
     plot_losses,
     plot_negatives,
     plot_theory,
+)
+from preadapt.report.interface import (
+    RESAMPLES,
+    interface_analysis,
+    interface_table,
+    lemma_4_3_applies,
+    plot_interface,
+    points_table,
+    pretraining_unit,
 )
 from preadapt.report.tables import (
     ADAPTATION_COLUMNS,
@@ -290,6 +300,58 @@ def _adaptation(results: pd.DataFrame) -> dict[str, Any] | None:
     }
 
 
+INTERFACE_HEADERS = {"adapter": "adapter", "split": "task view", "spearman": "Spearman ρ [CI]", "points": "points",
+                     "clusters": "clusters (resampled)", "breaks": "breaks the pattern", "note": "note",
+                     "run": "run", "step": "step", "L_pre": "L_pre", "L_adapt_star": "L*_adapt"}
+INTERFACE_NUMBERS = ("spearman", "points", "L_pre", "L_adapt_star")
+"""The interface tables' columns shown as numbers (every other column as text)."""
+
+
+def _interface_page_table(table: pd.DataFrame) -> dict[str, Any]:
+    table = _without_empty_notes(table)
+    return {"columns": [{"key": str(c), "header": INTERFACE_HEADERS.get(str(c), str(c)),
+                         "kind": "num" if c in INTERFACE_NUMBERS else "text"} for c in table.columns],
+            "rows": [{str(k): cell_text(v) for k, v in row.items()} for row in table.to_dict("records")]}
+
+
+def interface_context(results: pd.DataFrame, figure: str | Path, *, pre_unit: str, star_unit: str,
+                      theory_runs: Collection[str] = (),
+                      labels: Mapping[str, str] | None = None) -> dict[str, Any] | None:
+    """The Interface section of a run's or a sweep's page (``preadapt.report.interface``): the sentences,
+    the table, every point, and the figure written at ``figure`` (a path ending ``figures/NAME.png``; a
+    stale one is removed when there is nothing to draw). None, and no figure, when no adapter and task
+    view has at least 3 points with both L_pre and L*_adapt."""
+    figure = Path(figure)
+    views = interface_analysis(results, theory_runs=theory_runs, labels=labels)
+    if not views:
+        if figure.exists():
+            figure.unlink()
+        return None
+    drawn = plot_interface(views, figure, pre_unit=pre_unit, star_unit=star_unit, labels=labels)
+    table_level = dominant_level(results) if len(results) else None
+    levels = sorted({view.correlation.level for view in views})
+    table = interface_table(views, labels)
+    views_of: dict[str, list[str]] = {}  # each note once, with the views it is about
+    for row in table.to_dict("records"):
+        for note in filter(None, str(row["note"]).split("; ")):
+            views_of.setdefault(note, []).append(f"{row['adapter']}, {row['split']}")
+    notes: dict[str, list[str]] = {}  # the notes of each set of views, together
+    for note, where in views_of.items():
+        notes.setdefault("every view" if len(where) == len(table) > 1 else "; ".join(where), []).append(note)
+    return {
+        "views": [{"direction": view.direction, "sentence": view.sentence} for view in views],
+        "table": _interface_page_table(table.drop(columns=["note"])),
+        "notes": [(where.capitalize() if where == "every view" else where, "; ".join(found))
+                  for where, found in notes.items()],
+        "points": _interface_page_table(points_table(views, labels, table_level)),
+        "figure": f"{figure.parent.name}/{figure.name}" if drawn is not None else None,
+        "single": views[0].cluster_unit == "checkpoint",
+        "level": ", ".join(format_level(level) for level in levels),
+        "resamples": RESAMPLES,
+        "bound": any(view.bound_taus for view in views),
+    }
+
+
 def _provenance(runs: pd.DataFrame | None) -> list[dict[str, Any]]:
     """The provenance rows transposed (one row per field, one column per run), so they fit the page."""
     if runs is None or len(runs) == 0:
@@ -396,6 +458,9 @@ def write_report(out_dir: str | Path, results: pd.DataFrame, runs: pd.DataFrame,
 
     steps = sorted(int(s) for s in results["step"].unique()) if len(results) else []
     table_level = dominant_level(results) if len(results) else None
+    run_ids = set(results["run"].astype(str)) if len(results) and "run" in results.columns else set()
+    interface = interface_context(results, figures_dir / "interface.png", pre_unit=pretraining_unit(config, unit),
+                                  star_unit=unit, theory_runs=run_ids if lemma_4_3_applies(config) else ())
     all_bounds = bound_table(results)
     lemma = all_bounds[all_bounds["bound"].str.match(r"lemma_4_3( \(|$)")] if len(all_bounds) else all_bounds
     per_checkpoint = checkpoint_table(results)
@@ -424,6 +489,7 @@ def write_report(out_dir: str | Path, results: pd.DataFrame, runs: pd.DataFrame,
         table_level=format_level(table_level) if table_level is not None and math.isfinite(table_level) else "",
         checkpoints=_transposed(per_checkpoint.rename(columns=lambda step: f"step {step}")),
         adaptation=_adaptation(results),
+        interface=interface,
     )
     path = out_dir / "report.html"
     path.write_text(html, encoding="utf-8")

@@ -10,6 +10,7 @@ measured them.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -30,6 +31,8 @@ from preadapt.report.figures import save_figure as _save
 from preadapt.report.figures import select_rows as _select
 from preadapt.report.html import ENVIRONMENT as _ENVIRONMENT
 from preadapt.report.html import cell_text as _text
+from preadapt.report.html import interface_context, loss_unit
+from preadapt.report.interface import lemma_4_3_applies, pretraining_unit
 from preadapt.report.tables import (
     CONTEXT_COLUMNS,
     STATEMENT_TITLES,
@@ -627,6 +630,49 @@ def _axes_rows(sweep: Mapping[str, Any]) -> list[dict[str, str]]:
             for axis in sweep.get("axes", [])]
 
 
+def _run_configs(runs: pd.DataFrame | None) -> dict[str, dict[str, Any]]:
+    """Each run's resolved config (``config_json`` of the store's runs rows); {} for one without."""
+    if runs is None or len(runs) == 0 or not {"run_id", "config_json"} <= set(runs.columns):
+        return {}
+    configs = {}
+    for run_id, text in zip(runs["run_id"].astype(str), runs["config_json"]):
+        try:
+            config = json.loads(text) if isinstance(text, str) and text else {}
+        except ValueError:
+            config = {}
+        configs[run_id] = config if isinstance(config, dict) else {}
+    return configs
+
+
+def _one_unit(units: list[str]) -> str:
+    """The loss unit the runs share, or a word that it varies."""
+    found = list(dict.fromkeys(units))
+    return found[0] if len(found) == 1 else "unit varies by run" if found else "bits"
+
+
+def sweep_interface(results: pd.DataFrame, runs: pd.DataFrame | None, sweep: Mapping[str, Any],
+                    figure: str | Path) -> dict[str, Any] | None:
+    """The Interface section of a sweep (``preadapt.report.interface``): the points are run × checkpoint
+    of the finished runs, the clusters of the bootstrap the runs (their checkpoints kept together), each
+    run named by its id, point and replicate. Lemma 4.3's line is drawn where every run of a view
+    qualifies (``lemma_4_3_applies`` of its config). None when no view has 3 points."""
+    statuses = _statuses(runs)
+    entries = {str(entry["run_id"]): entry for entry in sweep.get("runs", [])
+               if statuses.get(str(entry["run_id"])) == "finished"}
+    chosen = (results[results["run"].astype(str).isin(entries)] if results is not None and len(results)
+              else pd.DataFrame())
+    configs = {run: config for run, config in _run_configs(runs).items() if run in entries}
+    labels = {run: f"{run} ({_point_text(entry.get('point', {}))}, replicate {_text(entry.get('replicate'))})"
+              if entry.get("point") else run for run, entry in entries.items()}
+    present = set(chosen["run"].astype(str)) if len(chosen) else set()
+    return interface_context(
+        chosen, figure,
+        pre_unit=_one_unit([pretraining_unit(configs[run], loss_unit(configs[run]))
+                            for run in present if run in configs]),
+        star_unit=_one_unit([loss_unit(configs[run]) for run in present if run in configs]),
+        theory_runs={run for run, config in configs.items() if lemma_4_3_applies(config)}, labels=labels)
+
+
 def write_sweep_report(out_dir: str | Path, results: pd.DataFrame, runs: pd.DataFrame | None,
                        sweep: Mapping[str, Any], title: str) -> Path:
     """Write ``out_dir/figures/sweep_*.png`` and ``out_dir/report.html``; return the HTML's path.
@@ -710,8 +756,10 @@ def write_sweep_report(out_dir: str | Path, results: pd.DataFrame, runs: pd.Data
                                 sorted(set(aggregated.loc[replicated >= 2, "level"]))),
         })
 
+    interface = sweep_interface(results, runs, sweep, figures_dir / "sweep_interface.png")
     html = _ENVIRONMENT.get_template("sweep.html").render(
         title=title,
+        interface=interface,
         verdicts=_verdict_tables(sweep_verdicts(results, runs, sweep), axes),
         name=str(sweep.get("name", "")),
         runs=_runs_summary(results, runs, sweep),
