@@ -16,7 +16,11 @@ from preadapt.report.sweep import aggregate
 
 
 def test_the_sweep_presets_expand_into_the_grids_they_promise():
-    assert sweep_preset_names() == ["debiased", "lpft-seeds", "sweep-negatives", "sweep-shots"]
+    assert sweep_preset_names() == ["architecture", "debiased", "lpft-seeds", "sweep-negatives", "sweep-shots"]
+    architecture = load_sweep(preset="architecture")  # equal budget: only the encoder changes
+    assert len(architecture.runs) == 6 * 3 and len({r.config.encoder.model_dump_json() for r in architecture.runs}) == 6
+    assert len({(r.config.pretrain.model_dump_json(), r.config.objective.model_dump_json(), r.config.world.model_dump_json())
+                for r in architecture.runs}) == 1
     seeds = load_sweep(preset="lpft-seeds")  # the lpft run preset at five seeds, nothing else changed
     assert len(seeds.runs) == 5 and len({r.config.seed for r in seeds.runs}) == 5
     assert {r.config.model_copy(update={"seed": 0, "name": "lpft"}).config_hash() for r in seeds.runs} == {
@@ -87,3 +91,19 @@ def test_a_reduced_negatives_sweep_draws_lines_and_a_heatmap_with_bands(tmp_path
     finally:
         store.close()
     assert len(table) == 4 and (table["replicates"] == 2).all() and (table["lower"] < table["upper"]).all()
+
+
+@pytest.mark.slow
+def test_a_reduced_architecture_sweep_has_the_interface_section(tmp_path):
+    """Two encoders × two seeds: 16 (L_pre, L*_adapt) points from 4 runs; the report answers in one
+    sentence per adapter with Spearman's ρ and its bootstrap CI, and draws the figure."""
+    sweep = _reduced(load_sweep(preset="architecture"),
+                     lambda r: r.replicate < 2 and r.point["encoder"] in ("linear", "mlp-64"))
+    summary = run_sweep(sweep, tmp_path / "out", InProcess())
+    assert sorted(summary.statuses.values()) == ["finished"] * 4
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert 'id="interface"' in html
+    for adapter in ("mean", "linear"):
+        assert f"{adapter}, test samples:" in html and "16 points from 4 runs" in html
+    assert "Spearman" in html
+    assert (tmp_path / "out" / "figures" / "sweep_interface.png").stat().st_size > 0
