@@ -3,7 +3,7 @@ against each axis (and as a heatmap over two axes), tabulated, and written as on
 
 A sweep is many runs in one store (one per grid point and replicate seed); its description (the
 driver's plan, a dict) names the axes, the replicates, the quantities as selectors
-(``acc_avg[adapter=mean,task_classes=2]``, see ``preadapt.experiment.sweep``) and each run's
+(``acc_avg[adapter=mean,task_classes=2]``, see ``preadapt.experiment.selector``) and each run's
 point. Only finished runs count; each contributes the selected rows at its last checkpoint that
 measured them.
 """
@@ -24,28 +24,22 @@ from matplotlib.figure import Figure
 
 from preadapt.estimate.estimate import mean_estimate
 from preadapt.experiment.selector import Selector, parse_selector
-from preadapt.report.figures import discrete_axis as _discrete_axis
-from preadapt.report.figures import draw_series as _series
-from preadapt.report.figures import interval_errors as _errors
-from preadapt.report.figures import save_figure as _save
-from preadapt.report.figures import select_rows as _select
-from preadapt.report.html import ENVIRONMENT as _ENVIRONMENT
-from preadapt.report.html import cell_text as _text
-from preadapt.report.html import interface_context, loss_unit
+from preadapt.report.figures import discrete_axis, draw_series, interval_errors, save_figure, select_rows
+from preadapt.report.html import ENVIRONMENT, cell_text, interface_context, loss_unit
 from preadapt.report.interface import lemma_4_3_applies, pretraining_unit
 from preadapt.report.tables import (
     CONTEXT_COLUMNS,
     STATEMENT_TITLES,
+    context_sort_key,
     dominant_level,
+    estimate_cell,
     format_level,
     instance_label,
+    is_missing,
+    native_value,
+    plain_text,
     theory_checks,
 )
-from preadapt.report.tables import context_sort_key as _context_key
-from preadapt.report.tables import estimate_cell as _cell
-from preadapt.report.tables import is_missing as _missing
-from preadapt.report.tables import native_value as _native
-from preadapt.report.tables import plain_text as _plain
 
 REPLICATES_METHOD = "replicates-t"
 """The method of an aggregate over two or more replicates: a Student-t interval across them."""
@@ -103,13 +97,13 @@ def _replicate_level(rows: list[Mapping[str, Any]], level: float | None) -> floa
     """``level`` when given, else the most common level of the rows in (0, 1), else DEFAULT_LEVEL."""
     if level is not None:
         return float(level)
-    levels = [float(row["level"]) for row in rows if not _missing(row["level"]) and 0.0 < float(row["level"]) < 1.0]
+    levels = [float(row["level"]) for row in rows if not is_missing(row["level"]) and 0.0 < float(row["level"]) < 1.0]
     return max(dict.fromkeys(levels), key=levels.count) if levels else DEFAULT_LEVEL
 
 
 def _context_value(value: Any) -> Any:
     """A context cell as a plain scalar, None when missing (integral floats as int)."""
-    return None if _missing(value) else _native(value)
+    return None if is_missing(value) else native_value(value)
 
 
 TIED = "per point"
@@ -137,7 +131,7 @@ def _grouped(results: pd.DataFrame, runs: pd.DataFrame | None, sweep: Mapping[st
     finished run's last step, by run id (the rows behind ``aggregate`` and ``paired_contrast``)."""
     axes = axis_names(sweep)
     statuses = _statuses(runs)
-    selected = _select(results, selector.quantity, **selector.context) if results is not None else pd.DataFrame()
+    selected = select_rows(results, selector.quantity, **selector.context) if results is not None else pd.DataFrame()
     by_run = dict(tuple(selected.groupby("run", sort=False))) if len(selected) else {}
     picked: list[tuple[Mapping[str, Any], pd.DataFrame]] = []
     for entry in sweep.get("runs", []):
@@ -224,9 +218,9 @@ def _frame(records: list[tuple], sweep: Mapping[str, Any], axes: list[str], free
     ranks = [_axis_rank(sweep, axis) for axis in axes]
     records.sort(key=lambda record: (
         tuple(rank.get(value, len(rank)) for rank, value in zip(ranks, record)),
-        tuple(_context_key(column, value) for column, value in zip(free, record[len(axes):]))))
+        tuple(context_sort_key(column, value) for column, value in zip(free, record[len(axes):]))))
     frame = pd.DataFrame(records, columns=[*axes, *free, *ESTIMATE_FIELDS])
-    frame["n"] = pd.array([None if _missing(n) else int(n) for n in frame["n"]], dtype="Int64")
+    frame["n"] = pd.array([None if is_missing(n) else int(n) for n in frame["n"]], dtype="Int64")
     frame["replicates"] = frame["replicates"].astype(int)
     for column in ("value", "lower", "upper", "level"):
         frame[column] = frame[column].astype(float)
@@ -291,7 +285,7 @@ def _series_columns(aggregated: pd.DataFrame, exclude: tuple[str, ...]) -> list[
 
 
 def _series_label(row: Mapping[str, Any], columns: list[str]) -> str:
-    return ", ".join(f"{column}={_plain(row[column])}" for column in columns if not _missing(row[column]))
+    return ", ".join(f"{column}={plain_text(row[column])}" for column in columns if not is_missing(row[column]))
 
 
 def _by_series(aggregated: pd.DataFrame, columns: list[str]) -> list[tuple[str, pd.DataFrame]]:
@@ -354,13 +348,13 @@ def plot_sweep_lines(aggregated: pd.DataFrame, sweep: Mapping[str, Any], selecto
     for i, (label, rows) in enumerate(lines):
         rows = _finite_band(rows.assign(step=[position[v] for v in rows[axis]]).sort_values("step"))
         # figures._series draws against the "step" column: here the axis positions.
-        _series(ax, rows, label or str(selector), f"C{i % 10}", _MARKERS[i % len(_MARKERS)],
+        draw_series(ax, rows, label or str(selector), f"C{i % 10}", _MARKERS[i % len(_MARKERS)],
                 ("-", "--", ":", "-.")[(i // 10) % 4])
     if numeric:
-        _discrete_axis(ax, [position[v] for v in values], axis, log2=_log2_scale(list(position.values())))
+        discrete_axis(ax, [position[v] for v in values], axis, log2=_log2_scale(list(position.values())))
     else:
-        ax.set_xticks([position[v] for v in values], labels=[_plain(v) for v in values],
-                      rotation=20 if max(len(_plain(v)) for v in values) > 8 else 0)
+        ax.set_xticks([position[v] for v in values], labels=[plain_text(v) for v in values],
+                      rotation=20 if max(len(plain_text(v)) for v in values) > 8 else 0)
         ax.set_xlim(-0.5, len(values) - 0.5)
         ax.set_xlabel(axis)
     if reference is not None:  # e.g. 0 for differences to a baseline
@@ -373,7 +367,7 @@ def plot_sweep_lines(aggregated: pd.DataFrame, sweep: Mapping[str, Any], selecto
         fig.legend(fontsize=8, loc="outside lower center", ncols=min(3, len(lines)))
     else:
         fig.legend(fontsize=8, loc="outside right upper")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_sweep_heatmap(aggregated: pd.DataFrame, sweep: Mapping[str, Any], selector: Selector | str,
@@ -415,7 +409,7 @@ def plot_sweep_heatmap(aggregated: pd.DataFrame, sweep: Mapping[str, Any], selec
     for ax, (label, rows) in zip(grid.flat, panels):
         values = np.full((len(ticks[1]), len(ticks[0])), np.nan)  # (y values, x values)
         halves = np.full_like(values, np.nan)
-        for row, half in zip(rows.to_dict("records"), _errors(rows).max(axis=0)):
+        for row, half in zip(rows.to_dict("records"), interval_errors(rows).max(axis=0)):
             values[y_index[row[y_axis]], x_index[row[x_axis]]] = row["value"]
             halves[y_index[row[y_axis]], x_index[row[x_axis]]] = half
         image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", aspect="auto", origin="lower")
@@ -424,8 +418,8 @@ def plot_sweep_heatmap(aggregated: pd.DataFrame, sweep: Mapping[str, Any], selec
                 red, green, blue, _ = image.cmap(image.norm(value))
                 ink = "black" if 0.299 * red + 0.587 * green + 0.114 * blue > 0.5 else "white"
                 ax.text(j, i, f"{value:.3g}\n±{halves[i, j]:.2g}", ha="center", va="center", fontsize=8, color=ink)
-        ax.set_xticks(range(len(ticks[0])), labels=[_plain(v) for v in ticks[0]])
-        ax.set_yticks(range(len(ticks[1])), labels=[_plain(v) for v in ticks[1]])
+        ax.set_xticks(range(len(ticks[0])), labels=[plain_text(v) for v in ticks[0]])
+        ax.set_yticks(range(len(ticks[1])), labels=[plain_text(v) for v in ticks[1]])
         ax.set_xlabel(x_axis)
         ax.set_ylabel(y_axis)
         ax.set_title(label or str(selector), fontsize=9)
@@ -433,7 +427,7 @@ def plot_sweep_heatmap(aggregated: pd.DataFrame, sweep: Mapping[str, Any], selec
     for ax in list(grid.flat)[len(panels):]:
         ax.set_visible(False)
     fig.suptitle(f"{selector}: {_what(aggregated)} ± CI half-width", fontsize=11)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def sweep_table(aggregated: pd.DataFrame, sweep: Mapping[str, Any], selector: Selector | str,
@@ -457,7 +451,7 @@ def sweep_table(aggregated: pd.DataFrame, sweep: Mapping[str, Any], selector: Se
         label = _series_label(row, context)
         rows.append({**{axis: row[axis] for axis in axes},
                      "quantity": f"{selector} ({label})" if label else str(selector),
-                     "estimate": _cell(row, table_level),
+                     "estimate": estimate_cell(row, table_level),
                      "method": str(row["method"]),
                      "replicates": int(row["replicates"])})
     return pd.DataFrame(rows, columns=[*axes, "quantity", "estimate", "method", "replicates"])
@@ -534,7 +528,7 @@ def _verdict_tables(verdicts: pd.DataFrame, axes: list[str], per_table: int = 6)
                 found = cells.get((point, check))
                 row_cells.append([] if found is None else [
                     (verdict, f"{found[verdict]}/{found['replicates']}") for verdict in VERDICTS if found[verdict]])
-            rows.append({"point": [_plain(value) for value in point], "cells": row_cells})
+            rows.append({"point": [plain_text(value) for value in point], "cells": row_cells})
         tables.append({"axes": axes, "columns": [{"check": check, "title": titles[check]} for check in chosen],
                        "rows": rows})
     return tables
@@ -576,14 +570,14 @@ def figure_name(selector: Selector | str, axis: str | None = None) -> str:
 
 
 def _point_text(point: Mapping[str, Any]) -> str:
-    return ", ".join(f"{axis}={_plain(value)}" for axis, value in point.items())
+    return ", ".join(f"{axis}={plain_text(value)}" for axis, value in point.items())
 
 
 def _page_table(table: pd.DataFrame, numeric: tuple[str, ...]) -> dict[str, Any]:
     """A table for the shared ``data_table`` macro: key, header and kind of each column, text cells."""
     return {"columns": [{"key": str(c), "header": str(c), "kind": "num" if c in numeric else "text"}
                         for c in table.columns],
-            "rows": [{str(k): _text(v) for k, v in row.items()} for row in table.to_dict("records")]}
+            "rows": [{str(k): cell_text(v) for k, v in row.items()} for row in table.to_dict("records")]}
 
 
 def _level(aggregated: pd.DataFrame) -> float:
@@ -616,8 +610,8 @@ def _runs_summary(results: pd.DataFrame, runs: pd.DataFrame | None, sweep: Mappi
         "total": len(entries),
         "finished": counts["finished"],
         "counts": [(status, count) for status, count in counts.items() if count or status != "not started"],
-        "failed": [{"run_id": str(entry["run_id"]), "replicate": _text(entry.get("replicate")),
-                    "point": _point_text(entry.get("point", {})), "error": _text(errors.get(str(entry["run_id"])))}
+        "failed": [{"run_id": str(entry["run_id"]), "replicate": cell_text(entry.get("replicate")),
+                    "point": _point_text(entry.get("point", {})), "error": cell_text(errors.get(str(entry["run_id"])))}
                    for entry in entries if status_of[str(entry["run_id"])] == "failed"],
         "empty": [run_id for run_id, status in status_of.items() if status == "finished" and run_id not in recorded],
     }
@@ -626,7 +620,7 @@ def _runs_summary(results: pd.DataFrame, runs: pd.DataFrame | None, sweep: Mappi
 def _axes_rows(sweep: Mapping[str, Any]) -> list[dict[str, str]]:
     return [{"name": str(axis["name"]),
              "fields": " + ".join(str(f) for f in axis.get("fields", [axis["name"]])),
-             "grid_values": ", ".join(_plain(v) for v in _axis_values(sweep, str(axis["name"])))}
+             "grid_values": ", ".join(plain_text(v) for v in _axis_values(sweep, str(axis["name"])))}
             for axis in sweep.get("axes", [])]
 
 
@@ -662,7 +656,7 @@ def sweep_interface(results: pd.DataFrame, runs: pd.DataFrame | None, sweep: Map
     chosen = (results[results["run"].astype(str).isin(entries)] if results is not None and len(results)
               else pd.DataFrame())
     configs = {run: config for run, config in _run_configs(runs).items() if run in entries}
-    labels = {run: f"{run} ({_point_text(entry.get('point', {}))}, replicate {_text(entry.get('replicate'))})"
+    labels = {run: f"{run} ({_point_text(entry.get('point', {}))}, replicate {cell_text(entry.get('replicate'))})"
               if entry.get("point") else run for run, entry in entries.items()}
     present = set(chosen["run"].astype(str)) if len(chosen) else set()
     return interface_context(
@@ -757,14 +751,14 @@ def write_sweep_report(out_dir: str | Path, results: pd.DataFrame, runs: pd.Data
         })
 
     interface = sweep_interface(results, runs, sweep, figures_dir / "sweep_interface.png")
-    html = _ENVIRONMENT.get_template("sweep.html").render(
+    html = ENVIRONMENT.get_template("sweep.html").render(
         title=title,
         interface=interface,
         verdicts=_verdict_tables(sweep_verdicts(results, runs, sweep), axes),
         name=str(sweep.get("name", "")),
         runs=_runs_summary(results, runs, sweep),
         axes=_axes_rows(sweep),
-        replicates=_text(sweep.get("replicates")),
+        replicates=cell_text(sweep.get("replicates")),
         sections=sections,
         table_level=format_level(table_level) if table_level is not None else "",
         baseline=_point_text(baseline) if baseline else "",
