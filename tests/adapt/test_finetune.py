@@ -148,8 +148,11 @@ def test_fine_tuning_leaves_features_outside_the_training_subspace_unchanged(hea
     changes features only along S, and leaves B x for x ⊥ S as pretrained. Plain gradient descent
     (SGD) keeps this exactly; Adam's elementwise scaling does not (unless S is coordinate-aligned).
     Three tasks, each with its own S, train at once. The bias b of our head does not matter: its
-    gradient mean_i(·) touches only b. Rounding adds components outside S of order 1e-16 a step
-    (measured: 8e-16 after 300 steps); Adam, as a check that the test can fail, leaves 0.3–0.7.
+    gradient mean_i(·) touches only b. Only rounding puts anything outside S, in IEEE-754 float64 on
+    any CPU: the inputs x = basis·z lie within D·ε·‖x‖ of S, and each step's B + ΔB rounds every entry
+    by ≤ ε/2·|B|. After T = 300 steps the change outside S is at most T·(ε·‖B‖_F + lr·‖∇_B‖_F·D·ε) with
+    ‖B‖_F, ‖∇_B‖_F ≲ 10 here: 300·(2.2e-15 + 0.05·10·6·2.2e-16) ≈ 8.6e-13, a hundredth of the bound
+    1e-10 the issue asks (measured: 8e-16). Adam, as a check that the test can fail, leaves 0.3–0.7.
     """
     g = torch.Generator().manual_seed(0)
     P, D, k, s, n = 3, 6, 4, 2, 30
@@ -180,12 +183,14 @@ def test_vmap_path_equals_a_loop_and_independent_runs():
     """The vmap path, the loop over per-task copies and P separate one-task runs give one trajectory.
 
     Each path computes every task's forward and backward with the same operations; only the blocking
-    of the batched matrix products differs, by a few ulps (2e-16 on the MLP's outputs). Such a
-    difference δ in a gradient entry g moves an Adam update by at most lr·δ/ε (ε = 1e-8, reached
-    where √v ≪ ε): with lr = 0.01 and |δ| ≤ 1e-16, 1e-10 per step in the worst case, and far less
-    where √v ≫ ε (the update m/√v is scale-free). We measure at most 3e-16 after 20 and after 100
-    steps; 1e-11 keeps a margin over both while any mixing of tasks would show at the scale of the
-    updates (1e-2).
+    of the batched matrix products differs, and that differs by CPU vendor and library. A gradient
+    entry, a sum of at most n·h = 10·2·64 products of size ≲ 1, then differs by δ ≤ 1280·ε ≈ 3e-13
+    (the summation bound, whatever the order). Such a δ moves an Adam update by at most lr·δ/ε_Adam
+    (ε_Adam = 1e-8, reached where √v̂ ≪ ε_Adam): 0.01·3e-13/1e-8 = 3e-7 per step, 6e-6 over the
+    20 steps (the parameters' own differences feed back only through lr-scaled steps, a factor
+    ≤ (1 + lr·L)^20 ≈ 1.2 for the Lipschitz constant L ≲ 1 of these gradients). So 1e-5 holds on
+    every CPU, while any mixing of tasks would show at the scale of the updates (1e-2). Measured
+    here: 3e-16.
     """
     task = make_task(mlp(), tasks=4, shots=10)
     loss = margin_loss(cross_entropy)
@@ -204,13 +209,13 @@ def test_vmap_path_equals_a_loop_and_independent_runs():
     loop_path, looped = run(False, everything)
     assert loop_path == "loop"
     singles = [run(None, [p])[1] for p in everything]
-    assert torch.allclose(batched.weights, looped.weights, rtol=0, atol=1e-11)
+    assert torch.allclose(batched.weights, looped.weights, rtol=0, atol=1e-5)
     for name in batched.encoder:
-        assert torch.allclose(batched.encoder[name], looped.encoder[name], rtol=0, atol=1e-11)
+        assert torch.allclose(batched.encoder[name], looped.encoder[name], rtol=0, atol=1e-5)
     for p, single in enumerate(singles):
-        assert torch.allclose(batched.weights[p], single.weights[0], rtol=0, atol=1e-11)
+        assert torch.allclose(batched.weights[p], single.weights[0], rtol=0, atol=1e-5)
         for name in batched.encoder:
-            assert torch.allclose(batched.encoder[name][p], single.encoder[name][0], rtol=0, atol=1e-11)
+            assert torch.allclose(batched.encoder[name][p], single.encoder[name][0], rtol=0, atol=1e-5)
 
 
 def test_an_encoder_vmap_cannot_run_falls_back_to_the_loop():

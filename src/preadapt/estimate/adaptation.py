@@ -222,14 +222,18 @@ class AdapterSpec:
     adapter: Adapter
 
 
+def needs_inputs(adapters: list[AdapterSpec]) -> bool:
+    """Whether some adapter trains the encoder: then every set of points keeps its inputs."""
+    return any(spec.adapter.trains_encoder for spec in adapters)
+
+
 @dataclass
 class Adaptation:
-    """The adaptation rows and the estimates the chain combines: L_adapt and L̂_adapt per (adapter,
-    shots, view) at K = 2 and L*_adapt per (adapter, view)."""
+    """The adaptation rows and the estimates the chain combines: L_adapt per (adapter, shots, view)
+    at K = 2 and L*_adapt per (adapter, view)."""
 
     measurements: list[Measurement] = field(default_factory=list)
     losses: dict[tuple[str, int, str], Estimate] = field(default_factory=dict)
-    gaps: dict[tuple[str, int, str], Estimate] = field(default_factory=dict)
     star: dict[tuple[str, str], Estimate] = field(default_factory=dict)
 
 
@@ -268,17 +272,11 @@ def adapt_measurements(encoder: nn.Module, world: World, adapters: list[AdapterS
     """
     result = Adaptation()
     level, block = config.level, config.block
-    keep_inputs = any(spec.adapter.trains_encoder for spec in adapters)
+    keep_inputs = needs_inputs(adapters)
     own_tasks = "test" in views.tests  # the world's own classes (else a task section's, with their own means)
 
     def add(quantity: str, estimate: Estimate, **context) -> None:
         result.measurements.append(Measurement(quantity, estimate, context))
-
-    def fit(spec: AdapterSpec, train: Drawn, validation: Drawn, tasks: torch.Tensor, star: bool, name: tuple) -> Adapted:
-        reference = means[tasks] if own_tasks else train.features.mean(dim=2)  # W^μ̂ of the tasks' classes
-        task = AdaptTask(train.points(), validation.points(), tasks.shape[1], encoder, reference, loss, star,
-                         make_generator(seed, "adapt", spec.label, *name), device)
-        return spec.adapter.fit(task)
 
     check_shots(views, config)
     for size in config.task_classes:
@@ -298,11 +296,13 @@ def adapt_measurements(encoder: nn.Module, world: World, adapters: list[AdapterS
                     train = draw_task_points(encoder, views.train, tasks, shots, fresh, block, device, keep_inputs)
                     validation = draw_task_points(encoder, views.validation, tasks, config.probe_val, fresh, block,
                                                   device, keep_inputs)
-                train_points = train.points()
+                train_points, validation_points = train.points(), validation.points()  # flattened once per draw
+                reference = means[tasks] if own_tasks else train.features.mean(dim=2)  # W^μ̂ of the tasks' classes
                 for spec in adapters:
-                    adapted = fit(spec, train, validation, tasks, False, (size, shots, draw))
+                    task = AdaptTask(train_points, validation_points, size, encoder, reference, loss, False,
+                                     make_generator(seed, "adapt", spec.label, size, shots, draw), device)
                     outcome = outcomes.setdefault((spec.label, shots), Outcome())
-                    outcome.add(adapted, train_points, test_points, loss, views.projector)
+                    outcome.add(spec.adapter.fit(task), train_points, test_points, loss, views.projector)
         for (label, shots), outcome in outcomes.items():
             context = dict(adapter=label, task_classes=size, shots=shots)
             for name, drawn in tests.items():
@@ -316,7 +316,7 @@ def adapt_measurements(encoder: nn.Module, world: World, adapters: list[AdapterS
                 add("L_adapt", l_adapt, **context, split=name)
                 add("link_adapt_gap", gap, **context, split=name)
                 if size == STAR_CLASSES:
-                    result.losses[(label, shots, name)], result.gaps[(label, shots, name)] = l_adapt, gap
+                    result.losses[(label, shots, name)] = l_adapt
             add("L_adapt_train", mean_estimate(outcome.train_loss / outcome.draws, level), **context, split="train")
             for name, values in outcome.chosen.items():
                 value = sum(values) / len(values)
@@ -345,7 +345,7 @@ def star_estimates(encoder: nn.Module, world: World, adapters: list[AdapterSpec]
     generator = make_generator(seed, "evaluate", "L_sup")
     tasks = sample_tasks(views.prior, config.probe_tasks, STAR_CLASSES, generator)  # (P, 2)
     sizes = (config.star_samples, config.probe_val, config.test_per_class)
-    keep_inputs = any(spec.adapter.trains_encoder for spec in adapters)
+    keep_inputs = needs_inputs(adapters)
     train, validation, tests = draw_split_points(encoder, views, tasks, sizes, generator, config.block, device,
                                                  keep_inputs)
     reference = means[tasks] if "test" in views.tests else train.features.mean(dim=2)  # (P, 2, d)

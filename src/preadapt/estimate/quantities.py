@@ -20,8 +20,8 @@ from preadapt.adapt import ADAPTERS
 from preadapt.adapt.linear import keep_best_heads
 from preadapt.adapt.mean_classifier import MeanClassifier
 from preadapt.estimate.adaptation import (AdapterSpec, Drawn, Measurement, Views, adapt_measurements,
-                                         chain_measurements, encode, full_problem_measurements, star_estimates,
-                                         task_mean)
+                                         chain_measurements, encode, full_problem_measurements, needs_inputs,
+                                         star_estimates, task_mean)
 from preadapt.estimate.avg_k import avg_k_estimate, top_r_estimate
 from preadapt.estimate.collision import CollisionMoments, block_moments, negatives_moments
 from preadapt.estimate.estimate import Estimate, PlugIn, RunningMean, critical, mean_estimate
@@ -408,7 +408,7 @@ def evaluate_encoder(
         test_x, test_y = sample_per_class(world, config.test_per_class, make_generator(seed, "evaluate", "test"))
         test_f = encode(encoder, test_x, config.block, device)
     adapters = build_adapters(config) if adapters is None else adapters
-    keep_inputs = any(spec.adapter.trains_encoder for spec in adapters)
+    keep_inputs = needs_inputs(adapters)
     test_inputs = (world.take(ids) if examples is not None else test_x) if keep_inputs else None
     means = pool.means  # (C, d)
     # on a finite split the mean classifier's points are among the examples behind μ̂: leave each out
@@ -424,21 +424,22 @@ def evaluate_encoder(
         add("R", Estimate(largest, largest, largest, len(points), 1.0, "empirical"))
 
     # Pretraining objective on the training tuples (exact mean) and on fresh tuples.
+    l_pre = l_pre_train = None  # the first links of the error chain
     if objective is not None:
         k, b = objective.negatives, objective.block_size
         per_block = _tuples_per_block(config.block, k, b)
         if train_tuples is not None:
             batches = (train_tuples[i:i + per_block] for i in range(0, len(train_tuples), per_block))
             train = _objective_moments(encoder, objective, batches, device, clustered=False)  # an exact mean
-            add("L_pre_train", Estimate(train.mean, train.mean, train.mean, train.count, 1.0, "empirical"),
-                split="train", negatives=k, block_size=b)
+            l_pre_train = Estimate(train.mean, train.mean, train.mean, train.count, 1.0, "empirical")
+            add("L_pre_train", l_pre_train, split="train", negatives=k, block_size=b)
         generator = make_generator(seed, "evaluate", "L_pre")
         true_negatives = objective.true_negatives  # the objective's sampler, not L_un's
         batches = (draw_tuples(world, min(per_block, config.samples - i), generator, k, b,
                                true_negatives=true_negatives)
                    for i in range(0, config.samples, per_block))
-        add("L_pre", _objective_moments(encoder, objective, batches, device).estimate(level),
-            split="fresh", negatives=k, block_size=b)
+        l_pre = _objective_moments(encoder, objective, batches, device).estimate(level)
+        add("L_pre", l_pre, split="fresh", negatives=k, block_size=b)
 
     # L_un at k = 1, with alignment and uniformity [Wang20] on the same tuples.
     align, uniform = RunningMean(), RunningMean()
@@ -548,8 +549,6 @@ def evaluate_encoder(
     shots = config.probe_shots
     out.extend(full_problem_measurements(encoder, adapters, adapt_pool.part(0, shots), val_pool, test, test_y,
                                          adapt_means, config, seed, loss, prior, device))
-    l_pre = next((m.estimate for m in out if m.quantity == "L_pre"), None)
-    l_pre_train = next((m.estimate for m in out if m.quantity == "L_pre_train"), None)
     out.extend(chain_measurements(adaptation, l_pre, l_pre_train, level, dependent=examples is not None))
     return Evaluation(out, means, moments, plug_ins, grids["negatives"], grids["blocks"], collision_plug_ins, deviation,
                       shared_examples=examples is not None)
