@@ -48,6 +48,7 @@ TASK_CASES = {
     "unseen": Case({"fraction": 0.5, "tasks": "unseen"}),
     "covariate": Case({"severity": 0.5}),
     "hierarchy": Case({"groups": 2, "direction": "fine_to_coarse"}),
+    "compose": Case({"steps": [{"kind": "unseen", "fraction": 0.25}, {"kind": "covariate", "severity": 0.5}]}),
 }
 
 

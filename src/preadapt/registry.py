@@ -30,14 +30,21 @@ class ComponentConfig(BaseModel):
       inputs, with one line that starts with the field at fault (``vocab: got 50; allowed: ≥ 100 ...``;
       validation prefixes ``encoder.``); default: accept any input.
 
+    One tells validation where a run's downstream tasks come from when there is no ``task`` section:
+
+    - ``label_classes`` (world configs): |C| of the world's own task world (``worlds.base.TaskedWorld``,
+      e.g. a hypercube's 2^k first-k patterns), against which ``evaluate.task_classes`` and ``top_r``
+      are fitted and checked; default None, the tasks are drawn over the world's latent classes.
+
     One tells the run which CURL loss of [Arora19] the objective trains with:
 
     - ``curl_loss_name`` (objective configs): ``"hinge"`` or ``"logistic"``, the ℓ of an objective
       that is the CURL loss (then L_un is measured with the same ℓ, and Theorems 4.1 and 4.5 may
       apply); default None, not the CURL loss (L_un is measured with the logistic ℓ).
 
-    >>> ComponentConfig(kind="box").input_spec is None, ComponentConfig(kind="box").curl_loss_name is None
-    (True, True)
+    >>> box = ComponentConfig(kind="box")
+    >>> box.input_spec is None, box.label_classes is None, box.curl_loss_name is None
+    (True, True, True)
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -48,6 +55,10 @@ class ComponentConfig(BaseModel):
         return None
 
     def check_input(self, spec: InputSpec) -> None:
+        return None
+
+    @property
+    def label_classes(self) -> int | None:
         return None
 
     @property

@@ -127,7 +127,7 @@ def test_bad_adapter_configs_are_one_line(evaluate, message):
      "task.rank: got 9; allowed: 1..4 (the world's input dimension)"),
     ({"kind": "finite", "dataset": "digits"}, {"kind": "subspace", "rank": 2},
      "task.kind: subspace needs vector inputs (shape (d,)); the world's inputs have shape (1, 8, 8)"),
-    ({"kind": "gaussian", "classes": 4, "dim": 4}, {"kind": "rotate"}, "task.kind: got 'rotate'; allowed: covariate, hierarchy, prior, subspace, unseen"),
+    ({"kind": "gaussian", "classes": 4, "dim": 4}, {"kind": "rotate"}, "task.kind: got 'rotate'; allowed: compose, covariate, hierarchy, prior, subspace, unseen"),
 ])
 def test_a_task_the_world_cannot_take_is_one_line(world, task, message):
     with pytest.raises(ConfigError) as failure:

@@ -237,3 +237,28 @@ def test_the_python_evaluate_fits_defaulted_task_sizes_to_the_world():
     assert sorted(table.query("quantity == 'acc_top'")["top_r"].unique().tolist()) == [1]
     with pytest.raises(ConfigError, match="evaluate.task_classes: got 10; allowed: 2..3"):
         preadapt.evaluate(preadapt.IdentityEncoder(), world, {**small, "task_classes": [2, 10]})
+
+
+def test_the_pretraining_hash_keeps_only_what_pretraining_sees():
+    """Runs that differ only in what the tasks see share a pretraining; the task fields that change the
+    pretraining world (an unseen fraction, coarse superclasses) and the seed do not."""
+    from preadapt.experiment.config import parse_config
+
+    def pretraining(task=None, **fields):
+        return parse_config({"world": {"kind": "gaussian", "classes": 10}, "task": task, **fields}).pretraining_hash()
+
+    def shift(fraction, severity):
+        return {"kind": "compose", "steps": [{"kind": "unseen", "fraction": fraction},
+                                             {"kind": "covariate", "severity": severity}]}
+
+    plain = pretraining()
+    assert plain == pretraining({"kind": "covariate", "severity": 1.0}) == pretraining({"kind": "prior", "prior": "uniform"})
+    assert plain == pretraining({"kind": "subspace", "rank": 2}) == pretraining(shift(0.0, 0.5))
+    assert plain == pretraining({"kind": "hierarchy", "groups": 5, "direction": "fine_to_coarse"})
+    assert plain == pretraining(evaluate={"shots": [5]}) == pretraining(bounds={"comparator": "best"})
+    assert pretraining(shift(0.2, 0.0)) == pretraining(shift(0.2, 1.0)) == pretraining({"kind": "unseen", "fraction": 0.2,
+                                                                                         "tasks": "unseen"})
+    others = {pretraining(shift(0.2, 0.0)), pretraining(shift(0.4, 0.0)), pretraining(seed=1),
+              pretraining({"kind": "hierarchy", "groups": 5, "direction": "coarse_to_fine"}),
+              pretraining(encoder={"kind": "linear"}), pretraining(pretrain={"epochs": 2})}
+    assert plain not in others and len(others) == 6

@@ -262,7 +262,7 @@ def test_a_pool_worker_killed_mid_run_loses_the_runs_in_flight_and_a_fresh_pool_
 class Flaky:
     """An executor whose first outcome of each run is "lost" (a broken pool), then the real one."""
 
-    capacity, shares_registry = 2, True
+    capacity, shares_registry, shares_files = 2, True, True
 
     def __init__(self, lose_twice: set[str] = frozenset()) -> None:
         self.inner, self.seen, self.lose_twice = InProcess(), {}, lose_twice
@@ -325,3 +325,69 @@ def test_zip_positions_must_differ_and_null_values_get_a_label(tmp_path):
     assert {r.point["world.classes"] for r in sweep.runs} == {"4, [2]", "4, [2, 3]", "6, [2]"}  # 4 repeats
     with pytest.raises(ConfigError, match=r"zip: two positions give the same values of world.classes, evaluate"):
         load_sweep(write_sweep(tmp_path, {**spec, "zip": {"world.classes": [4, 4], "evaluate.task_classes": [[2], [2]]}}))
+
+
+# ---------------------------------------------------------------------------------------------------
+# runs that share a pretraining
+
+
+class NoSharedFiles(InProcess):
+    """InProcess whose runs are treated as not seeing the driver's files: each run trains its own."""
+
+    shares_files = False
+
+
+SHARING = {"name": "sharing", "base": "base.yaml", "replicates": 2,
+           "grid": {"task.severity": [0.0, 0.5, 1.0], "evaluate.probe_shots": [4, 6]}}
+
+
+def test_runs_that_share_a_pretraining_train_once_and_give_the_rows_of_training_again(tmp_path, monkeypatch):
+    """Three severities × two shot counts × two seeds: 12 runs, 2 pretrainings of 6 runs each. Shared, each
+    pretraining is computed once and replayed five times; the rows equal, bit for bit, those of the runs
+    that each trained their own; the kept pretrainings are removed when every run has finished."""
+    import importlib
+
+    import pandas as pd
+
+    run_module = importlib.import_module("preadapt.experiment.run")  # the package exports a function of that name
+    trained = []
+    real = run_module.pretrain
+
+    def counting(*args, **kwargs):
+        trained.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "pretrain", counting)
+    base = {**SWEEP_BASE, "task": {"kind": "covariate", "severity": 0.0}}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    sweep = load_sweep(write_sweep(tmp_path / "a", SHARING, base))
+    assert len({r.config.pretraining_hash() for r in sweep.runs}) == 2 and len(sweep.runs) == 12
+    shared = run_sweep(sweep, tmp_path / "a" / "out", InProcess())
+    assert len(trained) == 2 and sorted(set(shared.statuses.values())) == ["finished"]
+    assert not (tmp_path / "a" / "out" / "pretrained").exists()
+    alone = run_sweep(load_sweep(write_sweep(tmp_path / "b", SHARING, base)), tmp_path / "b" / "out", NoSharedFiles())
+    assert len(trained) == 2 + 12 and sorted(set(alone.statuses.values())) == ["finished"]
+    keys = ["run", "step", "quantity", "negatives", "block_size", "task_classes", "top_r", "adapter", "shots", "split",
+            "bound", "term"]
+    first, second = (pd.read_csv(tmp_path / name / "out" / "results.csv").sort_values(keys).reset_index(drop=True)
+                     for name in ("a", "b"))
+    pd.testing.assert_frame_equal(first, second)
+
+
+def test_a_kept_pretraining_that_does_not_fit_is_trained_again(tmp_path):
+    """read_pretraining takes only a file of this format whose steps are the run's (all of them, or a prefix
+    before a divergence); anything else (another grid's checkpoints, a broken file) means: train."""
+    from preadapt.experiment.run import read_pretraining, write_pretraining
+
+    path = tmp_path / "pretrained" / "p.pt"
+    state = [{"w": torch.ones(2)}, {"w": torch.zeros(2)}]
+    assert read_pretraining(path, [0, 5]) is None  # nothing kept yet
+    write_pretraining(path, [0, 5], state, [{}, {}], "finished", None)
+    kept = read_pretraining(path, [0, 5])
+    assert kept["steps"] == [0, 5] and torch.equal(kept["encoder"][1]["w"], torch.zeros(2))
+    assert read_pretraining(path, [0, 5, 10]) is None and read_pretraining(path, [0]) is None
+    write_pretraining(path, [0], state[:1], [{}], "failed", "diverged at step 3")
+    assert read_pretraining(path, [0, 5])["error"] == "diverged at step 3"  # the steps before a divergence
+    path.write_bytes(b"not a checkpoint")
+    assert read_pretraining(path, [0, 5]) is None

@@ -130,6 +130,22 @@ def test_the_bootstrap_of_a_sweep_resamples_runs():
     assert (view.correlation.lower, view.correlation.upper) == (direct.lower, direct.upper)
 
 
+def test_runs_that_share_a_pretraining_are_one_cluster():
+    """Runs mapped to one pretraining (the severities of a shift sweep) are resampled together: the CI is
+    the one of rank_correlation with the pretrainings as clusters, and the sentence counts them."""
+    from preadapt.estimate.rank import rank_correlation
+
+    points = sweep_points(RELATIONS["same"], runs=8, seed=3)
+    shared = {f"r{r}": f"p{r // 2}" for r in range(8)}  # four pretrainings of two runs each
+    view = interface_analysis(rows_for(points), resamples=300, seed=7, pretrainings=shared)[0]
+    direct = rank_correlation([p[2] for p in points], [p[3][("mean", "test")] for p in points],
+                              [shared[p[0]] for p in points], generator=np.random.default_rng(7), resamples=300)
+    assert (view.correlation.lower, view.correlation.upper, view.correlation.clusters) == (direct.lower, direct.upper, 4)
+    assert view.cluster_unit == "pretraining" and "24 points from 4 pretrainings" in view.sentence
+    apart = interface_analysis(rows_for(points), resamples=300, seed=7, pretrainings={f"r{r}": f"p{r}" for r in range(8)})
+    assert apart[0].cluster_unit == "run" and apart[0].correlation.clusters == 8
+
+
 def test_one_run_resamples_its_checkpoints_and_says_so():
     points = [("demo", step, 1.2 - 0.1 * i, {("mean", "test"): 0.9 - 0.08 * i + 0.01 * (i == 2)})
               for i, step in enumerate((0, 50, 200, 790, 1000))]
@@ -310,7 +326,7 @@ def test_no_section_below_three_points(tmp_path, steps):
 def sweep_frame(relation="same", statuses=None, config=CURL):
     sweep = make_sweep({"objective.negatives": [1, 4]}, replicates=2, quantities=["L_pre"])
     runs = make_runs(sweep, statuses)
-    runs["config_json"] = json.dumps(config)
+    runs["config_json"] = [json.dumps({**config, "seed": seed}) for seed in range(len(runs))]  # four pretrainings
     rng = np.random.default_rng(4)
     points = []
     for i, entry in enumerate(sweep["runs"]):

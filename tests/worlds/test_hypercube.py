@@ -170,3 +170,24 @@ def test_bad_configs_are_refused_in_one_line(fields, message):
         WORLDS.parse({"kind": "hypercube", **fields})
     (problem,) = error.value.errors()
     assert message in problem["msg"] and "\n" not in problem["msg"]
+
+
+def test_the_largest_world_draws_every_kind_of_tuple_without_reading_its_prior():
+    world = HypercubeWorld(MAX_DIM, 5)
+    assert world.prior.strides == (0,)  # a uniform_prior: one number, whatever 2^d
+    n = 20000
+    plain = draw_tuples(world, n, seeded(0))
+    same = draw_tuples(world, n, seeded(1), condition="same")
+    different = draw_tuples(world, n, seeded(2), condition="different")
+    true_negatives = draw_tuples(world, n, seeded(3), negatives=3, true_negatives=True)
+    assert torch.equal(same.negative_class[:, 0], same.anchor_class)  # ν ∝ ρ² is ρ: the anchor's own class
+    assert bool((different.negative_class[:, 0] != different.anchor_class).all())
+    assert bool((true_negatives.negative_class != true_negatives.anchor_class[:, None]).all())
+    # classes uniform over the 2^24 patterns: each of the 24 bits of the anchors' and negatives' classes
+    # is set with probability 1/2; 6 binomial standard deviations (p < 2e-9 each, 24 bits × 8 sets) is loose
+    # enough never to fail by chance and tight enough to see a class sampler that favours any half
+    for tuples in (plain, same, different, true_negatives):
+        for classes in (tuples.anchor_class, tuples.negative_class.reshape(-1)):
+            bits = ((classes[:, None] >> torch.arange(MAX_DIM)) & 1).double().mean(dim=0)  # (d,)
+            assert float((bits - 0.5).abs().max()) < 6 * np.sqrt(0.25 / len(classes))
+    assert torch.equal(pattern_classes(different.negatives[:, 0, 0]), different.negative_class[:, 0])

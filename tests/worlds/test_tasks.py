@@ -10,7 +10,10 @@
   chi-square law;
 - hierarchy: τ = Σ_g ρ_g² against enumeration; subclasses drawn with ρ(c)/ρ_g; finite examples keep
   their ids;
-- the whole path: runs with each transform, and ρ_task = ρ and severity 0 give the rows of the world.
+- unseen fraction 0 and compose: the world itself at 0 (and 0, 0), each step on the previous id view,
+  moves paired across fractions, refusals of steps that cannot follow;
+- the whole path: runs with each transform, and ρ_task = ρ, severity 0 and a composed (0, 0) give the
+  rows of the world.
 """
 
 import json
@@ -30,6 +33,7 @@ from preadapt.worlds.sampling import draw_examples, sample_tasks
 from preadapt.worlds.tasks import (TASKS, CovariateTaskConfig, CovariateWorld, GroupWorld, HierarchyTaskConfig,
                                    PriorTaskConfig, PriorWorld, RestrictedWorld, SubspaceTaskConfig, SubspaceWorld,
                                    TaskViews, UnseenTaskConfig, derive_task, unseen_count)
+from preadapt.worlds.tasks import ComposeTaskConfig
 
 EPS64 = torch.finfo(torch.float64).eps
 EPS32 = torch.finfo(torch.float32).eps
@@ -260,7 +264,7 @@ def test_invalid_fields_are_refused(fields, field):
 
 
 def test_unknown_kind_is_refused_naming_the_allowed_ones():
-    with pytest.raises(KeyError, match="unknown task kind 'rotate'; allowed: covariate, hierarchy, prior, subspace, "
+    with pytest.raises(KeyError, match="unknown task kind 'rotate'; allowed: compose, covariate, hierarchy, prior, subspace, "
                                        "unseen"):
         TASKS.parse({"kind": "rotate"})
 
@@ -435,9 +439,9 @@ def test_the_tasks_draw_from_the_chosen_classes(tasks):
 
 
 @pytest.mark.parametrize("fraction,tasks,classes,message", [
-    (0.9, "all", 10, "fraction: got 0.9; leaves 1 of the 10 classes for pretraining (9 unseen); allowed: 0.05 ≤ "
+    (0.9, "all", 10, "fraction: got 0.9; leaves 1 of the 10 classes for pretraining (9 unseen); allowed: 0, or 0.05 ≤ "
                      "fraction < 0.85 (at least 2 seen and 1 unseen of 10 classes)"),
-    (0.04, "all", 10, "fraction: got 0.04; makes 0 of the 10 classes unseen; allowed: 0.05 ≤ fraction < 0.85 "
+    (0.04, "all", 10, "fraction: got 0.04; makes 0 of the 10 classes unseen; allowed: 0, or 0.05 ≤ fraction < 0.85 "
                       "(at least 2 seen and 1 unseen of 10 classes)"),
     (0.1, "unseen", 10, "fraction: got 0.1; makes 1 of the 10 classes unseen; allowed: 0.15 ≤ fraction < 0.85 "
                         "(at least 2 seen and 2 unseen of 10 classes, tasks: unseen)"),
@@ -485,8 +489,8 @@ def test_seen_classes_without_prior_mass_are_refused_when_derived():
 
 
 def test_invalid_fractions_are_refused():
-    for fraction in (0.0, 1.0, -0.1, float("nan")):
-        with pytest.raises(ValidationError, match="allowed: 0 < fraction < 1"):
+    for fraction in (1.0, -0.1, float("nan")):
+        with pytest.raises(ValidationError, match="allowed: 0 ≤ fraction < 1"):
             UnseenTaskConfig(fraction=fraction)
     with pytest.raises(ValidationError):
         TASKS.parse({"kind": "unseen", "fraction": 0.5, "tasks": "some"})
@@ -705,6 +709,88 @@ def test_groups_that_do_not_divide_the_classes_are_refused():
 
 
 # ---------------------------------------------------------------------------------------------------
+# unseen fraction 0, and compose
+
+
+def test_fraction_zero_is_the_world_and_draws_the_permutation_all_the_same():
+    world = Float64Gaussian(classes=6)
+    generator = seeded(4)
+    views = derive_task(world, UnseenTaskConfig(fraction=0.0, tasks="seen"), generator)
+    assert views.id is world and views.pretrain is None and views.ood is None
+    after = torch.rand(3, generator=generator)
+    reference = seeded(4)
+    torch.randperm(6, generator=reference)  # what a positive fraction draws first
+    assert torch.equal(after, torch.rand(3, generator=reference))
+    assert UnseenTaskConfig(fraction=0.0).pretrain_support(6) == UnseenTaskConfig(fraction=0.0).task_support(6) == 6
+    with pytest.raises(ValueError, match=r"^fraction: got 0; makes 0 of the 6 classes unseen; allowed: 0.25 ≤ "):
+        UnseenTaskConfig(fraction=0.0, tasks="unseen").check_classes(6)
+
+
+def composed(world, fraction, severity, seed=0, **fields) -> TaskViews:
+    config = ComposeTaskConfig(steps=[{"kind": "unseen", "fraction": fraction},
+                                      {"kind": "covariate", "severity": severity, **fields}])
+    return derive_task(world, config, seeded(seed))
+
+
+def test_compose_applies_each_step_to_the_previous_id_view():
+    world = Float64Gaussian(classes=10, dim=4)
+    views = composed(world, 0.3, 0.7, seed=2)
+    alone = unseen_task(world, 0.3, seed=2)  # the first step alone, from the same generator
+    assert unseen_set(views) == unseen_set(alone)
+    assert isinstance(views.id, CovariateWorld) and views.id.base is world and views.ood is world
+    # no unseen class in a pretraining tuple, while the moved tasks draw from every class
+    classes = tuple_classes(views.pretrain, 5000, 1, negatives=2)
+    assert not set(classes.unique().tolist()) & unseen_set(views)
+    assert np.count_nonzero(views.id.prior) == 10
+    # the second step drew after the first: its moves are a covariate step's on a generator that has
+    # drawn the permutation
+    generator = seeded(2)
+    torch.randperm(10, generator=generator)
+    second = derive_task(world, CovariateTaskConfig(severity=0.7), generator)
+    assert torch.equal(views.id.rotations, second.id.rotations) and torch.equal(views.id.shifts, second.id.shifts)
+
+
+def test_compose_moves_are_paired_across_fractions_and_zero_zero_is_the_world():
+    world = Float64Gaussian(classes=10, dim=4)
+    moves = [composed(world, fraction, 1.0, seed=5).id for fraction in (0.0, 0.2, 0.4)]
+    for other in moves[1:]:  # the same rotations and translations whatever the fraction
+        assert torch.equal(other.rotations, moves[0].rotations) and torch.equal(other.shifts, moves[0].shifts)
+    nested = [unseen_set(composed(world, fraction, 1.0, seed=5)) for fraction in (0.2, 0.4)]
+    assert nested[0] < nested[1]  # prefixes of one permutation
+    still = composed(world, 0.0, 0.0, seed=5)
+    assert still.pretrain is None and still.ood is world
+    same_draws(still.id, world, torch.arange(10).repeat(20))
+
+
+@pytest.mark.parametrize("steps,message", [
+    ([{"kind": "covariate", "severity": 1}, {"kind": "unseen", "fraction": 0.3}],
+     ".1.kind: got 'unseen'; allowed: the first step only (it changes what pretraining sees)"),
+    ([{"kind": "prior", "prior": "uniform"}, {"kind": "hierarchy", "groups": 2, "direction": "fine_to_coarse"}],
+     ".1.kind: got 'hierarchy'; allowed: the first step only (it changes the classes)"),
+    ([{"kind": "covariate", "severity": 1}, {"kind": "compose", "steps": []}],
+     ".1.kind: got 'compose'; allowed: covariate, hierarchy, prior, subspace, unseen"),
+    ([{"kind": "covariate", "severity": 1}, {"kind": "covariate", "severity": 2}], ".1.severity: got 2; allowed: 0..1"),
+    ([{"kind": "covariate", "severity": 1}], "expected a list of two or more task sections"),
+])
+def test_compose_refuses_steps_it_cannot_chain(steps, message):
+    with pytest.raises(ValidationError) as error:
+        ComposeTaskConfig(steps=steps)
+    assert error.value.errors()[0]["msg"] == "Value error, " + message
+
+
+def test_compose_checks_later_steps_against_the_first_steps_classes():
+    config = ComposeTaskConfig(steps=[{"kind": "hierarchy", "groups": 5, "direction": "fine_to_coarse"},
+                                      {"kind": "prior", "prior": [1, 1, 1, 1, 1]}])
+    config.check_classes(10)  # the prior step sees the 5 superclasses
+    assert (config.pretrain_support(10), config.task_support(10), config.id_classes(10)) == (10, 5, 5)
+    with pytest.raises(ValueError, match=r"^steps\.0\.groups: got 5; allowed: a divisor of the world's 12 classes"):
+        config.check_classes(12)
+    views = derive_task(GaussianWorld(torch.eye(10)), config, seeded(0))
+    assert views.id.classes == 5 and views.pretrain is None
+    assert views.id.prior.tolist() == [0.2] * 5
+
+
+# ---------------------------------------------------------------------------------------------------
 # the whole path: a run with each transform
 
 
@@ -743,8 +829,11 @@ def test_the_worlds_own_prior_and_severity_zero_give_the_worlds_rows(world_rows)
 
     same_prior = run_rows({"kind": "prior", "prior": "uniform"})
     still = run_rows({"kind": "covariate", "severity": 0.0})
-    # the id rows of both transforms are the same, value for value
+    composed = run_rows({"kind": "compose", "steps": [{"kind": "unseen", "fraction": 0.0},
+                                                      {"kind": "covariate", "severity": 0.0}]})
+    # the id rows of the three transforms are the same, value for value
     pd.testing.assert_frame_equal(split_rows(same_prior, "id"), split_rows(still, "id"))
+    pd.testing.assert_frame_equal(split_rows(same_prior, "id"), split_rows(composed, "id"))
     # and those of the world's own tasks: every adaptation row except the linear adapter's L*_adapt fit (and
     # the links made from it), which starts from the task's class means with a task section (adaptation.py)
     mine = split_rows(same_prior, "id")
@@ -766,6 +855,8 @@ def test_the_worlds_own_prior_and_severity_zero_give_the_worlds_rows(world_rows)
     ({"kind": "subspace", "rank": 3}, {"id", "ood"}, 1 / 8),
     ({"kind": "hierarchy", "groups": 4, "direction": "coarse_to_fine"}, {"id"}, 1 / 4),
     ({"kind": "hierarchy", "groups": 4, "direction": "fine_to_coarse"}, {"id"}, 1 / 8),
+    ({"kind": "compose", "steps": [{"kind": "unseen", "fraction": 0.25}, {"kind": "covariate", "severity": 1.0}]},
+     {"id", "ood"}, 1 / 6),
 ], ids=lambda value: value["kind"] + "-" + "-".join(str(v) for k, v in value.items() if k != "kind")
     if isinstance(value, dict) else None)
 def test_a_run_with_each_transform(task, splits, tau_value):
@@ -800,7 +891,7 @@ def test_views_pickle_and_draw_the_same(task):
 @pytest.mark.parametrize("task,evaluate,message", [
     ({"kind": "covariate", "severity": 1.5}, {}, "task.severity: got 1.5; allowed: 0..1"),
     ({"kind": "unseen", "fraction": 0.95}, {}, "task.fraction: got 0.95; leaves 0 of the 10 classes for pretraining "
-                                               "(10 unseen); allowed: 0.05 ≤ fraction < 0.85 (at least 2 seen and 1 "
+                                               "(10 unseen); allowed: 0, or 0.05 ≤ fraction < 0.85 (at least 2 seen and 1 "
                                                "unseen of 10 classes)"),
     ({"kind": "hierarchy", "groups": 3, "direction": "coarse_to_fine"}, {},
      "task.groups: got 3; allowed: a divisor of the world's 10 classes (superclasses are equal blocks of classes)"),
@@ -811,6 +902,11 @@ def test_views_pickle_and_draw_the_same(task):
     ({"kind": "unseen", "fraction": 0.3, "tasks": "unseen"}, {"task_classes": [2, 4], "top_r": [1]},
      "evaluate.task_classes: got 4; allowed: 2..3 (3 classes of positive prior in both pretraining and the tasks of "
      "task.kind unseen)"),
+    ({"kind": "compose", "steps": [{"kind": "unseen", "fraction": 0.2}, {"kind": "covariate", "severity": -0.5}]}, {},
+     "task.steps.1.severity: got -0.5; allowed: 0..1"),
+    ({"kind": "compose", "steps": [{"kind": "unseen", "fraction": 0.85}, {"kind": "covariate", "severity": 0.5}]}, {},
+     "task.steps.0.fraction: got 0.85; leaves 1 of the 10 classes for pretraining (9 unseen); allowed: 0, or 0.05 ≤ "
+     "fraction < 0.85 (at least 2 seen and 1 unseen of 10 classes)"),
     ({"kind": "prior", "prior": [1, 1, 1, 0, 0, 0, 0, 0, 0, 0]}, {"task_classes": [2], "top_r": [5]},
      "evaluate.top_r: got 5; allowed: 1..3 (3 classes of positive prior in both pretraining and the tasks of "
      "task.kind prior)"),

@@ -27,8 +27,15 @@ from preadapt.worlds.prior import tau
 def every_f_checks(evaluation: Evaluation, prior: np.ndarray, evaluate_config: EvaluateConfig,
                    loss: str) -> list[BoundCheck]:
     """Lemma 4.3 and its step L^μ_sup ≤ L_un^≠, the floor, Lemma 4.4, the k-negative form
-    at every k of the grid and the block statements at every b > 1 of the grid."""
+    at every k of the grid and the block statements at every b > 1 of the grid.
+
+    On an evaluation without the class-level quantities (``Evaluation.class_level`` False: a world too
+    big to enumerate its classes) only the floor, which needs L_un^= alone, is checked: every other
+    statement needs μ̂ of the same world (L^μ_sup, s(f), the grids' lifted losses), and a bound is never
+    formed from quantities of two worlds."""
     levels = (evaluate_config.level, evaluate_config.verdict_level)
+    if not evaluation.class_level:
+        return [jensen_floor(evaluation, *levels)]
     t = tau(prior)
     checks = [lemma_4_3(evaluation, t, *levels),
               mean_classifier_below_different_class_loss(evaluation, *levels),
@@ -116,8 +123,11 @@ def theorem_checks(evaluations: dict[int, Evaluation], prior: np.ndarray, traini
     contains every checkpoint (``training.complexity``) and R, the largest norm bound over the
     checkpoints; its term note says whether the constants are the rigorous ones (``gen_m_note``). A
     check whose premise fails keeps its sides and terms and gets status "premise not met" with the
-    reason.
+    reason. None is checked (an empty mapping) unless every evaluation has the class-level
+    quantities (``Evaluation.class_level``): both sides are about L^μ_sup of the pretraining world.
     """
+    if not all(evaluation.class_level for evaluation in evaluations.values()):
+        return {}
     levels = dict(level=evaluate_config.level, verdict_level=evaluate_config.verdict_level)
     t = tau(prior)
     chosen = comparator_step(evaluations, bounds_config.comparator)

@@ -264,11 +264,12 @@ def check_shots(views: Views, config: EvaluateConfig) -> None:
 
 
 def adapt_measurements(encoder: nn.Module, world: World, adapters: list[AdapterSpec], config: EvaluateConfig,
-                       seed: int, loss, means: torch.Tensor, device, views: Views) -> Adaptation:
+                       seed: int, loss, means: torch.Tensor | None, device, views: Views) -> Adaptation:
     """Every adapter on the accuracy tasks (every task size and shots value) and on the star tasks:
     acc_avg, L_adapt_train, L_adapt, link_adapt_gap, L_adapt_star and the chosen hyperparameters.
 
-    ``means: (C, d)``: the run's class means μ̂ (the adapters' ``reference`` heads W^μ̂).
+    ``means: (C, d)``: the run's class means μ̂ (the adapters' ``reference`` heads W^μ̂ on the world's
+    own tasks; None when the tasks are another world's, whose reference is each task's own means).
     """
     result = Adaptation()
     level, block = config.level, config.block
@@ -334,13 +335,13 @@ def adapt_measurements(encoder: nn.Module, world: World, adapters: list[AdapterS
 
 
 def star_estimates(encoder: nn.Module, world: World, adapters: list[AdapterSpec], config: EvaluateConfig, seed: int,
-                   loss, means: torch.Tensor, device, views: Views) -> dict[tuple[str, str], Estimate]:
+                   loss, means: torch.Tensor | None, device, views: Views) -> dict[tuple[str, str], Estimate]:
     """L*_adapt of each adapter per test view: fitted (``AdaptTask.star``) on ``star_samples`` points per
     class of the 2-class tasks of L_sup, chosen on their validation points, scored on their test points.
 
-    ``means: (C, d)``: the run's μ̂, the reference heads W^μ̂ of the world's own tasks. With a task
-    section the fitted points come from another distribution (its id view), so the reference is each
-    task's own class means of its fitting points instead (W^μ̂ of the task's distribution).
+    ``means: (C, d)``: the run's μ̂, the reference heads W^μ̂ of the world's own tasks (None without
+    them). With a task section the fitted points come from another distribution (its id view), so the
+    reference is each task's own class means of its fitting points instead (W^μ̂ of the task's distribution).
     """
     generator = make_generator(seed, "evaluate", "L_sup")
     tasks = sample_tasks(views.prior, config.probe_tasks, STAR_CLASSES, generator)  # (P, 2)

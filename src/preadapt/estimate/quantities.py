@@ -19,7 +19,7 @@ from torch import nn
 from preadapt.adapt import ADAPTERS
 from preadapt.adapt.linear import keep_best_heads
 from preadapt.adapt.mean_classifier import MeanClassifier
-from preadapt.estimate.adaptation import (AdapterSpec, Drawn, Measurement, Views, adapt_measurements,
+from preadapt.estimate.adaptation import (Adaptation, AdapterSpec, Drawn, Measurement, Views, adapt_measurements,
                                          chain_measurements, encode, full_problem_measurements, needs_inputs,
                                          star_estimates, task_mean)
 from preadapt.estimate.avg_k import avg_k_estimate, top_r_estimate
@@ -30,7 +30,7 @@ from preadapt.estimate.spec import EvaluateConfig
 from preadapt.objectives.base import Objective, encode_tuples
 from preadapt.objectives.curl import curl_loss
 from preadapt.objectives.losses import LOSSES, margins_from_scores
-from preadapt.worlds.base import World
+from preadapt.worlds.base import World, enumerable
 from preadapt.worlds.finite import split_of
 from preadapt.worlds.prior import collision_prior, tau, tau_k
 from preadapt.worlds.sampling import (Tuples, draw_examples, draw_tuples, example_ids, make_generator, sample_per_class,
@@ -43,10 +43,12 @@ __all__ = ["Evaluation", "Measurement", "evaluate_encoder", "task_mean", "keep_b
 @dataclass
 class Evaluation:
     """The measurements of one encoder, the class means μ̂ they used, and the running moments
-    that the bound checks recompute at their own (stricter) level."""
+    that the bound checks recompute at their own (stricter) level. ``class_level`` False: the world
+    was too big to enumerate its classes (``worlds.base.enumerable``), so only the tuple quantities
+    were measured on it (``means``, the mean classifier's moments, ``deviation`` and the grids absent)."""
 
     measurements: list[Measurement]
-    means: torch.Tensor  # (C, d) float64
+    means: torch.Tensor | None  # (C, d) float64; None without class_level
     moments: dict[str, RunningMean]
     plug_ins: dict[str, PlugIn] = field(default_factory=dict)  # the error of μ̂ in a moment's mean
     negatives: dict[int, CollisionMoments] = field(default_factory=dict)  # the k grid (b = 1)
@@ -54,6 +56,7 @@ class Evaluation:
     collision_plug_ins: dict[tuple[str, int], dict[str, PlugIn]] = field(default_factory=dict)  # μ̂ in lifted, slack
     deviation: Deviation | None = None  # s(f) from both sides (Lemma 4.4, Theorem 4.5)
     shared_examples: bool = False  # every sample drew on one finite set of examples: not independent
+    class_level: bool = True  # μ̂, L^μ_sup, the paired gap, s(f) and the grids' moments were measured
 
     def estimate(self, name: str, level: float) -> Estimate:
         """A running mean's estimate at ``level``, with the error of its plug-in parts (μ̂)."""
@@ -295,7 +298,7 @@ def intraclass_deviation(pool: torch.Tensor, prior: np.ndarray, replicates: int,
     sides agree to O(1/m); when the top eigenvalues tie, s̃ is unbiased and ŝ too high; in between,
     neither is unbiased, and the interval is conservative (coverage measured: docs/quantities.md).
     """
-    nu = torch.as_tensor(collision_prior(prior))
+    nu = torch.tensor(collision_prior(prior))  # a copy: a uniform_prior view is read-only
     classes, m, d = pool.shape
     counts = torch.full((classes,), m) if counts is None else torch.as_tensor(counts)
     if int(counts.min()) < 2:
@@ -367,13 +370,23 @@ def evaluate_encoder(
     objective, for L_pre (fresh tuples from the objective's sampler: with its ``true_negatives``,
     negatives of other classes only) and L_pre_train (the training tuples). ``adapters``: the built
     adapters (default: ``build_adapters(config)``, from ``config.adapters``). ``task``: the
-    ``TaskViews`` of a ``task`` section (the adapters fit on its id view and are tested on id and
-    ood), or None (the world itself).
+    ``TaskViews`` of a ``task`` section or of the world's own task world (the adapters fit on its id
+    view and are tested on id and ood), or None (the world itself).
+
+    A world too big to enumerate its classes (``worlds.base.enumerable``: more than 2^12, e.g. a
+    hypercube with d > 12) gives only what needs tuples: τ (exact), τ_k, R (the norm bound, or the
+    largest norm among the L_un tuples' points), L_pre, L_pre_train, L_un (at k = 1 and at the k and b
+    of the grids), L_un^=, L_un^≠, alignment and uniformity. Nothing that needs every class is
+    measured on it (μ̂, L^μ_sup, s(f), the mean classifier's AVG-k and TOP-R, the full problem, the
+    adapters on its own tasks): ``Evaluation.class_level`` is False and the statements that need those
+    are not checked. The adapters still run when the tasks are another, enumerable world's (``task``:
+    a hypercube's task world), with their rows on its views (``split`` = id).
     """
     level = config.level
     loss = LOSSES[curl_loss_name]
     prior = world.prior
     t = tau(prior)
+    enumerated = enumerable(world)
     out: list[Measurement] = []
     moments: dict[str, RunningMean] = {}
 
@@ -392,33 +405,37 @@ def evaluate_encoder(
     # view and choose on its validation view (_split_task_points). A world that draws fresh inputs
     # gets mean_samples points per class for μ̂ and an independent test pool.
     examples = example_ids(world)
-    if examples is not None:
-        ids, test_y = examples
-        test_f = encode(encoder, world.take(ids), config.block, device)
-        pool = MeanPool.from_examples(test_f, test_y, ids, world.classes)
-        pool_f = test_f
-        if int(pool.counts.min()) < 2:
-            short = int(pool.counts.argmin())
-            raise ValueError(f"class {short} has {int(pool.counts[short])} held-out example; the class means and s(f) "
-                             f"need at least 2 per class: give the test split more examples")
-    else:
-        pool_x, _ = sample_per_class(world, config.mean_samples, make_generator(seed, "evaluate", "pool"))
-        pool_f = encode(encoder, pool_x, config.block, device)
-        pool = MeanPool.full(pool_f.view(world.classes, config.mean_samples, -1))  # (C, m, d)
-        test_x, test_y = sample_per_class(world, config.test_per_class, make_generator(seed, "evaluate", "test"))
-        test_f = encode(encoder, test_x, config.block, device)
+    means = pool = leave_out = deviation = None
+    if enumerated:
+        if examples is not None:
+            ids, test_y = examples
+            test_f = encode(encoder, world.take(ids), config.block, device)
+            pool = MeanPool.from_examples(test_f, test_y, ids, world.classes)
+            pool_f = test_f
+            if int(pool.counts.min()) < 2:
+                short = int(pool.counts.argmin())
+                raise ValueError(f"class {short} has {int(pool.counts[short])} held-out example; the class means and "
+                                 f"s(f) need at least 2 per class: give the test split more examples")
+        else:
+            pool_x, _ = sample_per_class(world, config.mean_samples, make_generator(seed, "evaluate", "pool"))
+            pool_f = encode(encoder, pool_x, config.block, device)
+            pool = MeanPool.full(pool_f.view(world.classes, config.mean_samples, -1))  # (C, m, d)
+            test_x, test_y = sample_per_class(world, config.test_per_class, make_generator(seed, "evaluate", "test"))
+            test_f = encode(encoder, test_x, config.block, device)
     adapters = build_adapters(config) if adapters is None else adapters
     keep_inputs = needs_inputs(adapters)
-    test_inputs = (world.take(ids) if examples is not None else test_x) if keep_inputs else None
-    means = pool.means  # (C, d)
-    # on a finite split the mean classifier's points are among the examples behind μ̂: leave each out
-    leave_out = pool.counts if examples is not None else None
+    if enumerated:
+        test_inputs = (world.take(ids) if examples is not None else test_x) if keep_inputs else None
+        means = pool.means  # (C, d)
+        # on a finite split the mean classifier's points are among the examples behind μ̂: leave each out
+        leave_out = pool.counts if examples is not None else None
 
-    # Norm bound R: by construction, or measured as the largest norm on the evaluation points.
+    # Norm bound R: by construction, or measured as the largest norm on the evaluation points (on a
+    # world too big to enumerate, the points of the L_un tuples, below).
     bound = getattr(encoder, "norm_bound", None)
     if bound is not None:
         add("R", Estimate.exact(float(bound)))
-    else:
+    elif enumerated:
         points = torch.cat([pool_f, test_f]) if examples is None else test_f
         largest = float(points.norm(dim=-1).max())
         add("R", Estimate(largest, largest, largest, len(points), 1.0, "empirical"))
@@ -443,6 +460,7 @@ def evaluate_encoder(
 
     # L_un at k = 1, with alignment and uniformity [Wang20] on the same tuples.
     align, uniform = RunningMean(), RunningMean()
+    largest_norm = {"value": 0.0, "points": 0}  # R where it is measured on these tuples
 
     def diagnostics(encoded, losses, units) -> None:
         anchor = _normalise(encoded.anchor)
@@ -450,26 +468,41 @@ def evaluate_encoder(
         negative = _normalise(encoded.negatives[:, 0, 0])  # an independent draw from the marginal
         align.update((anchor - positive).pow(2).sum(-1), units)
         uniform.update(torch.exp(-2.0 * (anchor - negative).pow(2).sum(-1)), units)
+        if bound is None and not enumerated:
+            every = torch.cat([encoded.anchor, encoded.positives.flatten(0, 1), encoded.negatives.flatten(0, 2)])
+            largest_norm["value"] = max(largest_norm["value"], float(every.norm(dim=-1).max()))
+            largest_norm["points"] += len(every)
 
     l_un = _curl_moments(encoder, world, config, seed, "L_un", loss, device, extra=diagnostics)
     add("L_un", l_un.estimate(level), negatives=1, block_size=1, split="fresh")
+    if bound is None and not enumerated:
+        largest, count = largest_norm["value"], largest_norm["points"]
+        add("R", Estimate(largest, largest, largest, count, 1.0, "empirical"))
     # The k grid (b = 1) and the b grid (k = 1) of the k-negative and block statements, each from
     # one sample of tuples whose prefixes serve every smaller k (b); they include the objective's.
     k_grid, b_grid = statement_grids(config, negatives, block_size)
     grids: dict[str, dict[int, CollisionMoments]] = {"negatives": {}, "blocks": {}}
-    if k_grid:
-        grids["negatives"] = negatives_moments(encoder, world, means, k_grid, config.samples,
-                                               make_generator(seed, "evaluate", "negatives"), loss,
-                                               curl_loss_name, config.block, device, leave_out)
-        for k, part in grids["negatives"].items():
-            if k > 1:
-                add("L_un", part.loss.estimate(level), negatives=k, block_size=1, split="fresh")
-    if b_grid:
-        grids["blocks"] = block_moments(encoder, world, means, b_grid, config.samples,
-                                        make_generator(seed, "evaluate", "blocks"), loss, config.block, device,
-                                        leave_out)
-        for b, part in grids["blocks"].items():
-            add("L_un_block", part.loss.estimate(level), negatives=1, block_size=b, split="fresh")
+    if enumerated:
+        if k_grid:
+            grids["negatives"] = negatives_moments(encoder, world, means, k_grid, config.samples,
+                                                   make_generator(seed, "evaluate", "negatives"), loss,
+                                                   curl_loss_name, config.block, device, leave_out)
+            for k, part in grids["negatives"].items():
+                if k > 1:
+                    add("L_un", part.loss.estimate(level), negatives=k, block_size=1, split="fresh")
+        if b_grid:
+            grids["blocks"] = block_moments(encoder, world, means, b_grid, config.samples,
+                                            make_generator(seed, "evaluate", "blocks"), loss, config.block, device,
+                                            leave_out)
+            for b, part in grids["blocks"].items():
+                add("L_un_block", part.loss.estimate(level), negatives=1, block_size=b, split="fresh")
+    else:  # without μ̂ the statements of the grids cannot be checked: their L_un alone, each from its own tuples
+        for k in (k for k in k_grid if k > 1):
+            part = _curl_moments(encoder, world, config, seed, ("negatives", k), loss, device, negatives=k)
+            add("L_un", part.estimate(level), negatives=k, block_size=1, split="fresh")
+        for b in b_grid:
+            part = _curl_moments(encoder, world, config, seed, ("blocks", b), loss, device, block_size=b)
+            add("L_un_block", part.estimate(level), negatives=1, block_size=b, split="fresh")
     if negatives > 1 and block_size > 1:  # the objective's own (k, b), outside both grids
         l_un_b = _curl_moments(encoder, world, config, seed, "L_un_block", loss, device,
                                negatives=negatives, block_size=block_size)
@@ -483,75 +516,86 @@ def evaluate_encoder(
 
     # The decomposition L_un = τ·L_un^= + (1 − τ)·L_un^≠, each part from its own sample. The
     # different-class sample is also a sample of 2-class tasks (T = {c, c⁻}, the anchor's class
-    # uniform on T by symmetry), so L^μ_sup is measured on the same anchors: a paired difference.
+    # uniform on T by symmetry), so L^μ_sup is measured on the same anchors: a paired difference
+    # (where μ̂ is known: on an enumerable world).
     l_same = _curl_moments(encoder, world, config, seed, "L_un_same", loss, device, condition="same")
-    mean_loss, gap = MeanClassifierLoss(means, loss, leave_out), RunningMean()
+    paired = None
+    if enumerated:
+        mean_loss, gap = MeanClassifierLoss(means, loss, leave_out), RunningMean()
 
-    def paired_mean_classifier(encoded, losses, units) -> None:
-        tasks = torch.cat([encoded.anchor_class.view(-1, 1), encoded.negative_class], dim=1)  # (n, 2)
-        first = torch.zeros(len(tasks), dtype=torch.long)
-        anchor_units = None if units is None else {"example": units["example"][:, :1]}  # W^μ̂ sees the anchor
-        mu_losses = mean_loss.update(encoded.anchor, tasks, first, anchor_units)
-        gap.update(losses.cpu() - mu_losses, units)
+        def paired_mean_classifier(encoded, losses, units) -> None:
+            tasks = torch.cat([encoded.anchor_class.view(-1, 1), encoded.negative_class], dim=1)  # (n, 2)
+            first = torch.zeros(len(tasks), dtype=torch.long)
+            anchor_units = None if units is None else {"example": units["example"][:, :1]}  # W^μ̂ sees the anchor
+            mu_losses = mean_loss.update(encoded.anchor, tasks, first, anchor_units)
+            gap.update(losses.cpu() - mu_losses, units)
 
+        paired = paired_mean_classifier
     l_diff = _curl_moments(encoder, world, config, seed, "L_un_diff", loss, device, condition="different",
-                           extra=paired_mean_classifier)
+                           extra=paired)
     add("L_un_same", l_same.estimate(level), negatives=1, split="fresh")
     add("L_un_diff", l_diff.estimate(level), negatives=1, split="fresh")
-    # μ̂ enters L^μ_sup and the paired gap L_un^≠ − L^μ_sup with opposite gradients
-    plug_ins = {"L_sup_mean": mean_loss.plug_in(pool), "diff_minus_mean": mean_loss.plug_in(pool, sign=-1.0)}
-    add("L_sup_mean", plug_ins["L_sup_mean"].apply(mean_loss.moments, level), adapter="mean", task_classes=2,
-        split="fresh")
-    moments.update(L_un=l_un, L_un_same=l_same, L_un_diff=l_diff, L_sup_mean=mean_loss.moments,
-                   diff_minus_mean=gap)
+    moments.update(L_un=l_un, L_un_same=l_same, L_un_diff=l_diff)
+    plug_ins: dict[str, PlugIn] = {}
+    if enumerated:
+        # μ̂ enters L^μ_sup and the paired gap L_un^≠ − L^μ_sup with opposite gradients
+        plug_ins = {"L_sup_mean": mean_loss.plug_in(pool), "diff_minus_mean": mean_loss.plug_in(pool, sign=-1.0)}
+        add("L_sup_mean", plug_ins["L_sup_mean"].apply(mean_loss.moments, level), adapter="mean", task_classes=2,
+            split="fresh")
+        moments.update(L_sup_mean=mean_loss.moments, diff_minus_mean=gap)
 
-    for size in config.task_classes:
-        if size != 2:
-            generator = make_generator(seed, "evaluate", "L_sup_mean", size)
-            task_loss = mean_classifier_moments(encoder, world, means, size, config.samples, generator, loss,
-                                                config.block, device, leave_out)
-            add("L_sup_mean", task_loss.estimate(level, pool), adapter="mean", task_classes=size, split="fresh")
+        for size in config.task_classes:
+            if size != 2:
+                generator = make_generator(seed, "evaluate", "L_sup_mean", size)
+                task_loss = mean_classifier_moments(encoder, world, means, size, config.samples, generator, loss,
+                                                    config.block, device, leave_out)
+                add("L_sup_mean", task_loss.estimate(level, pool), adapter="mean", task_classes=size, split="fresh")
 
-    deviation = intraclass_deviation(pool.points, prior, config.bootstrap, make_generator(seed, "evaluate", "s_f"),
-                                     level, pool.counts)
-    add("s_f", deviation.reported(level), split="fresh")
+        deviation = intraclass_deviation(pool.points, prior, config.bootstrap,
+                                         make_generator(seed, "evaluate", "s_f"), level, pool.counts)
+        add("s_f", deviation.reported(level), split="fresh")
 
-    # Exact AVG-k and TOP-R of the mean classifier on the test points (THEORY.md section 4); on a
-    # world with splits, every held-out example once, an interval about the population given μ̂.
-    # The adapters' labeled points: for a world with splits, the train view's (its validation view's
-    # for choosing), so that no accuracy sees the held-out examples it is scored on; else the pool.
-    adapt_pool, adapt_means, val_pool = _adaptation_pools(encoder, world, config, seed, pool, device,
-                                                          pool_x if examples is None else None, keep_inputs)
-    mean_scores = test_f @ adapt_means.T  # (C·t, C)
-    task_prior = None if np.allclose(prior, prior[0]) else prior
-    for size in config.task_classes:
-        add("acc_avg", avg_k_estimate(mean_scores, test_y, size, prior=task_prior, level=level).clipped(0, 1),
-            adapter="mean", task_classes=size, split="test")
-    for r in config.top_r:
-        add("acc_top", top_r_estimate(mean_scores, test_y, r, prior=prior, level=level).clipped(0, 1),
-            adapter="mean", top_r=r, split="test")
+        # Exact AVG-k and TOP-R of the mean classifier on the test points (THEORY.md section 4); on a
+        # world with splits, every held-out example once, an interval about the population given μ̂.
+        # The adapters' labeled points: for a world with splits, the train view's (its validation view's
+        # for choosing), so that no accuracy sees the held-out examples it is scored on; else the pool.
+        adapt_pool, adapt_means, val_pool = _adaptation_pools(encoder, world, config, seed, pool, device,
+                                                              pool_x if examples is None else None, keep_inputs)
+        mean_scores = test_f @ adapt_means.T  # (C·t, C)
+        task_prior = None if np.allclose(prior, prior[0]) else prior
+        for size in config.task_classes:
+            add("acc_avg", avg_k_estimate(mean_scores, test_y, size, prior=task_prior, level=level).clipped(0, 1),
+                adapter="mean", task_classes=size, split="test")
+        for r in config.top_r:
+            add("acc_top", top_r_estimate(mean_scores, test_y, r, prior=prior, level=level).clipped(0, 1),
+                adapter="mean", top_r=r, split="test")
 
     # The adapters (evaluate.adapters): few-shot accuracies and adaptation losses on sampled tasks,
     # L*_adapt, and TOP-R on the full problem. W^μ̂, the heads' reference: the adapters' means (the
-    # train split's on a world with splits, never the held-out examples the heads are scored on).
-    adaptation = adapt_measurements(encoder, world, adapters, config, seed, loss, adapt_means, device,
-                                    Views.of(world, task))
+    # train split's on a world with splits, never the held-out examples the heads are scored on). They
+    # run where the tasks' worlds are enumerable (a big world's own tasks are not; its task world's are).
+    views = Views.of(world, task)
+    adaptation = Adaptation()
+    if all(enumerable(view) for view in views.tests.values()):
+        adaptation = adapt_measurements(encoder, world, adapters, config, seed, loss,
+                                        adapt_means if enumerated else None, device, views)
     out.extend(adaptation.measurements)
-    # An adapter's L*_adapt on the world's own 2-class tasks may be a theory quantity (the linear
-    # adapter's is L_sup): with a task section, fitted on the world's own tasks as well
-    theory = [spec for spec in adapters if spec.adapter.star_quantity is not None]
-    own = {key: value for key, value in adaptation.star.items() if key[1] == "test"}
-    if task is not None and theory:
-        own = star_estimates(encoder, world, theory, config, seed, loss, adapt_means, device, Views.of(world))
-    for spec in theory:
-        add(spec.adapter.star_quantity, own[(spec.label, "test")], adapter=spec.label, task_classes=2, split="test")
-    test = Drawn(test_f[None, None], None, None if test_inputs is None else test_inputs[None, None])
-    shots = config.probe_shots
-    out.extend(full_problem_measurements(encoder, adapters, adapt_pool.part(0, shots), val_pool, test, test_y,
-                                         adapt_means, config, seed, loss, prior, device))
+    if enumerated:
+        # An adapter's L*_adapt on the world's own 2-class tasks may be a theory quantity (the linear
+        # adapter's is L_sup): with a task section, fitted on the world's own tasks as well
+        theory = [spec for spec in adapters if spec.adapter.star_quantity is not None]
+        own = {key: value for key, value in adaptation.star.items() if key[1] == "test"}
+        if task is not None and theory:
+            own = star_estimates(encoder, world, theory, config, seed, loss, adapt_means, device, Views.of(world))
+        for spec in theory:
+            add(spec.adapter.star_quantity, own[(spec.label, "test")], adapter=spec.label, task_classes=2, split="test")
+        test = Drawn(test_f[None, None], None, None if test_inputs is None else test_inputs[None, None])
+        shots = config.probe_shots
+        out.extend(full_problem_measurements(encoder, adapters, adapt_pool.part(0, shots), val_pool, test, test_y,
+                                             adapt_means, config, seed, loss, prior, device))
     out.extend(chain_measurements(adaptation, l_pre, l_pre_train, level, dependent=examples is not None))
     return Evaluation(out, means, moments, plug_ins, grids["negatives"], grids["blocks"], collision_plug_ins, deviation,
-                      shared_examples=examples is not None)
+                      shared_examples=examples is not None, class_level=enumerated)
 
 
 def build_adapters(config: EvaluateConfig) -> list[AdapterSpec]:

@@ -31,6 +31,7 @@ from preadapt.objectives import OBJECTIVES, ObjectiveTypeError
 from preadapt.pretrain import PretrainConfig
 from preadapt.registry import ComponentConfig, Registry
 from preadapt.worlds import WORLDS
+from preadapt.worlds.base import MAX_ENUMERATED_CLASSES
 from preadapt.worlds.tasks import TASKS, TaskConfig
 
 COMPONENTS: dict[str, Registry] = {"world": WORLDS, "encoder": ENCODERS, "objective": OBJECTIVES}
@@ -115,11 +116,17 @@ class Config(BaseModel):
                                      f"({self._limit_reason(shared)})")
         self.evaluate.check_classes(shared)
         try:  # what the sampler will draw (debiased: blocks of M + 1)
-            block_size = OBJECTIVES.build(self.objective).block_size
+            objective = OBJECTIVES.build(self.objective)
         except ObjectiveTypeError as error:  # a user's factory that builds no Objective: refused here
             raise ValueError(f"objective.kind: {error}") from None
         except Exception:  # a user's factory that cannot build here is reported when the run builds it
-            block_size = 1
+            objective = None
+        block_size = 1 if objective is None else objective.block_size
+        total = getattr(self.world, "classes", None)
+        if objective is not None and objective.needs_attach and total is not None and total > MAX_ENUMERATED_CLASSES:
+            raise ValueError(f"objective.kind: got {self.objective.kind!r}, which learns a parameter per latent class; "
+                             f"the world has {total} classes; allowed: at most {MAX_ENUMERATED_CLASSES} classes for "
+                             f"it (an objective without class labels: curl, infonce, spectral, ...)")
         if block_size > self.evaluate.mean_samples:
             raise ValueError(f"objective: draws blocks of {block_size} points; allowed: at most evaluate.mean_samples = "
                              f"{self.evaluate.mean_samples} (μ̂ must average at least as many points as a block)")
@@ -143,10 +150,14 @@ class Config(BaseModel):
     def _task_limit(self, classes: int | None) -> int | None:
         """``classes`` (the world's classes of positive prior) limited by the task section, whose
         views may draw from fewer: pretraining's world (``TaskConfig.pretrain_support``) and the tasks'
-        (``task_support``); the task's ``check_classes`` runs first. None when the world config does
-        not say its classes (then the task's factory checks the built world)."""
-        if classes is None or self.task is None:
+        (``task_support``); the task's ``check_classes`` runs first. Without a task section, limited
+        by the world's own task world (``label_classes``: a hypercube's tasks). None when the world
+        config does not say its classes (then the task's factory checks the built world)."""
+        if classes is None:
             return classes
+        if self.task is None:
+            own = self.world.label_classes
+            return classes if own is None else min(classes, own)
         total = self.world.classes
         try:
             self.task.check_classes(total)
@@ -155,6 +166,8 @@ class Config(BaseModel):
         return min(classes, self.task.pretrain_support(total), self.task.task_support(total))
 
     def _limit_reason(self, classes: int) -> str:
+        if self.task is None:
+            return f"{classes} classes in the tasks of world.kind {self.world.kind}, which come from its task world"
         return f"{classes} classes of positive prior in both pretraining and the tasks of task.kind {self.task.kind}"
 
     def defaults_resolved(self) -> list[str]:
@@ -185,6 +198,23 @@ class Config(BaseModel):
     def config_hash(self) -> str:
         """SHA-256 of the canonical JSON of the resolved config."""
         text = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def pretraining_hash(self) -> str:
+        """SHA-256 of what decides the pretrained encoder: the seed, world, encoder, objective, pretraining,
+        and the part of the ``task`` section that changes what pretraining sees
+        (``TaskConfig.pretraining_key``). Runs with equal hashes pretrain the same encoder bit for bit
+        (on one device and thread count), whatever their evaluation or downstream task: a sweep's
+        Interface section counts them as one cluster.
+
+        >>> a = Config.model_validate({"task": {"kind": "covariate", "severity": 0.5}})
+        >>> b = Config.model_validate({"task": {"kind": "covariate", "severity": 1.0}, "evaluate": {"shots": [5]}})
+        >>> a.pretraining_hash() == b.pretraining_hash() != Config.model_validate({"seed": 1}).pretraining_hash()
+        True
+        """
+        data = self.model_dump(mode="json", include={"seed", "world", "encoder", "objective", "pretrain"})
+        data["task"] = None if self.task is None else self.task.pretraining_key()
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
     def to_yaml(self) -> str:
@@ -276,22 +306,39 @@ def parse_config(data: dict[str, Any]) -> Config:
 
 def set_field(data: dict[str, Any], field: str, value: Any, where: str) -> None:
     """Set the dotted ``field`` of a config mapping in place (sections are created as needed);
-    ``where`` names the source of the value in errors (``--set world.classes=5``, ``grid``).
+    ``where`` names the source of the value in errors (``--set world.classes=5``, ``grid``). A part
+    that is a number indexes a list already there (``task.steps.1.severity``: the second step).
 
-    >>> data = {"world": {"classes": 20}}
-    >>> set_field(data, "world.classes", 5, "--set"); data
-    {'world': {'classes': 5}}
+    >>> data = {"world": {"classes": 20}, "task": {"kind": "compose", "steps": [{"kind": "unseen"}, {}]}}
+    >>> set_field(data, "world.classes", 5, "--set"); set_field(data, "task.steps.1.severity", 0.5, "grid")
+    >>> data["world"], data["task"]["steps"][1]
+    ({'classes': 5}, {'severity': 0.5})
+    >>> set_field(data, "task.steps.2.severity", 0.5, "grid")
+    Traceback (most recent call last):
+    ...
+    preadapt.experiment.errors.ConfigError: grid: task.steps has 2 entries; 2 is not an index of it (0..1)
     """
     path = field.strip().split(".")
     if not field.strip() or any(not part for part in path):
         raise ConfigError(f"{where}: {field!r} is not a field path; expected FIELD.PATH, for example world.classes")
-    node = data
-    for depth, part in enumerate(path[:-1]):
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
+    node: Any = data
+    for depth, part in enumerate(path):
+        last = depth == len(path) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"{where}: {'.'.join(path[:depth])} has {len(node)} entries; {part} is not an index "
+                                  f"of it (0..{len(node) - 1})")
+            if last:
+                node[int(part)] = value
+                return
+            node = node[int(part)]
+        elif last:
+            node[part] = value
+            return
+        else:
+            node = node.setdefault(part, {})
+        if not isinstance(node, (dict, list)):
             raise ConfigError(f"{where}: {'.'.join(path[:depth + 1])} is not a section")
-        node = child
-    node[path[-1]] = value
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import threading
 import time
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from preadapt.experiment.config import Config, ConfigError
@@ -30,12 +31,14 @@ from preadapt.experiment.testing import gate
 
 @dataclass(frozen=True)
 class RunTask:
-    """One run to compute: its id, its resolved config as JSON, and torch's thread count (None:
-    leave the process's own)."""
+    """One run to compute: its id, its resolved config as JSON, torch's thread count (None: leave the
+    process's own), and the file of the pretraining it shares with other runs of its sweep (None:
+    train on its own; ``preadapt.experiment.run.pipeline``)."""
 
     run_id: str
     config_json: str
     threads: int | None = None
+    pretrained: str | None = None
 
 
 @dataclass
@@ -78,7 +81,8 @@ def execute(task: RunTask) -> RunOutcome:
             torch.set_num_threads(threads)
         device = resolve_device(config.device)
         provenance = run_provenance(config, device)
-        status, error = pipeline(config, device, task.run_id, rows, {})
+        status, error = pipeline(config, device, task.run_id, rows, {},
+                                 pretrained=Path(task.pretrained) if task.pretrained else None)
     except Exception as failure:  # the run's own failure, recorded by the driver; the sweep goes on
         status, error = "failed", describe_failure(failure)
     return RunOutcome(task.run_id, status, error, provenance, rows, utc_now(), time.perf_counter() - start)
@@ -98,6 +102,7 @@ class Executor(Protocol):
 
     capacity: int
     shares_registry: bool  # whether runs see components registered in the driver's process
+    shares_files: bool  # whether runs see the driver's files (a pretraining kept for other runs)
 
     def submit(self, task: RunTask) -> None: ...
 
@@ -113,6 +118,7 @@ class InProcess:
 
     capacity = 1
     shares_registry = True  # components registered in this process are known to its runs
+    shares_files = True
 
     def __init__(self) -> None:
         self._queue: list[RunTask] = []
@@ -156,6 +162,8 @@ class LocalPool:
     among the workers. A worker that dies (killed, out of memory) fails the runs it held, and a
     fresh pool takes the next ones.
     """
+
+    shares_files = True
 
     def __init__(self, workers: int, threads: int | None = None) -> None:
         if workers < 1:
@@ -229,6 +237,7 @@ class RayExecutor:
     ``workers`` caps the runs in flight (default: the cluster's CPUs)."""
 
     shares_registry = False
+    shares_files = False  # a cluster's nodes need not see the driver's disk: each run trains its own
 
     def __init__(self, address: str | None = None, workers: int | None = None) -> None:
         try:

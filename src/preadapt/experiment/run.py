@@ -32,7 +32,9 @@ from preadapt.objectives import OBJECTIVES, Objective
 from preadapt.pretrain import DivergenceError, pretrain
 from preadapt.worlds import WORLDS, World, tau
 from preadapt.worlds.finite import split_of
-from preadapt.worlds.tasks import TaskConfig, derive_task
+from preadapt.worlds.base import TaskedWorld
+from preadapt.worlds.prior import positive_classes
+from preadapt.worlds.tasks import TaskConfig, TaskViews, derive_task
 from preadapt.worlds.sampling import draw_tuples, make_generator
 
 OUTPUT_FILES = ["config.yaml", "results.sqlite", "results.sqlite-wal", "results.sqlite-shm", "results.csv",
@@ -169,7 +171,10 @@ def check_bounds(evaluation: Evaluation, world: World, evaluate_config: Evaluate
 
 def _theorems(config: Config, encoder: nn.Module, objective: Objective, evaluations: dict[int, Evaluation],
               states: list[dict[str, torch.Tensor]], train_tuples, world: World, loss: str) -> dict[int, list[BoundCheck]]:
-    """Theorems 4.1 and 4.5 at every evaluated checkpoint, once all are known (the comparator is one of them)."""
+    """Theorems 4.1 and 4.5 at every evaluated checkpoint, once all are known (the comparator is one of them);
+    none without the class-level quantities (a world too big to enumerate: ``theorem_checks``)."""
+    if not all(evaluation.class_level for evaluation in evaluations.values()):
+        return {}
     complexity = class_complexity(encoder, states, tuple_points(train_tuples), config.bounds.rademacher_draws,
                                   make_generator(config.seed, "bounds", "rademacher"), config.evaluate.level)
     training = Training(config.objective.kind, config.objective.curl_loss_name, objective.negatives,
@@ -189,6 +194,17 @@ def attach_objective(objective: Objective, encoder: nn.Module, world: World, see
         probe = world.sample(torch.zeros(1, dtype=torch.long), make_generator(seed, "attach"))
         dim = int(encoder(probe.to(device)).shape[-1])
     objective.attach(world.classes, dim, make_generator(seed, "objective"))
+
+
+def task_views(world: World, task: TaskConfig | dict | None, seed: int) -> TaskViews | None:
+    """Where a run's downstream tasks come from: a ``task`` section's views (derived from ``world``
+    with the generator ``task``); else, for a world with a task world of its own (``TaskedWorld``: the
+    hypercube's), that world as the ``id`` view; else None, tasks over the world's own classes."""
+    if task is not None:
+        return derive_task(world, task, make_generator(seed, "task"))
+    if isinstance(world, TaskedWorld):
+        return TaskViews(id=world.task_world(), ood=None)
+    return None
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -250,7 +266,8 @@ def run_provenance(config: Config, device: torch.device) -> dict[str, Any]:
 def pipeline(config: Config, device: torch.device, run_id: str, rows: list[dict[str, Any]],
              checks: dict[int, list[BoundCheck]], checkpoint_dir: Path | None = None,
              progress: Callable[[str, int, int], None] | None = None,
-             before_checkpoint: Callable[[int], None] | None = None) -> tuple[str, str | None]:
+             before_checkpoint: Callable[[int], None] | None = None,
+             pretrained: Path | None = None) -> tuple[str, str | None]:
     """The computation of one run, no files but the checkpoints: world, tuples, encoder, pretraining,
     and per checkpoint the estimates and bound checks, appended to ``rows`` (tidy records) and
     ``checks`` as they come. Returns (status, error): a divergence is ("failed", "diverged at step
@@ -258,10 +275,16 @@ def pipeline(config: Config, device: torch.device, run_id: str, rows: list[dict[
     propagates as a RunFailure naming the step and stage (the rows so far stay). Ctrl-C raises
     RunInterrupted (``status`` None) with ``rows`` holding whole checkpoints only, without the
     theorems. ``before_checkpoint(step)`` is called as each checkpoint is reached, before it is
-    saved and evaluated (``run`` holds a test gate there)."""
+    saved and evaluated (``run`` holds a test gate there).
+
+    ``pretrained``: a file shared by the runs of a sweep that have one pretraining
+    (``Config.pretraining_hash`` names it). When it holds the pretraining, its checkpoints are loaded
+    and evaluated instead of training again (``replay_pretraining``); when it does not, the run trains
+    and writes it there."""
     where = {"step": 0, "stage": "building the world and the training tuples"}
     try:
-        return _pipeline(config, device, run_id, rows, checks, checkpoint_dir, progress, before_checkpoint, where)
+        return _pipeline(config, device, run_id, rows, checks, checkpoint_dir, progress, before_checkpoint, where,
+                         pretrained)
     except RunInterrupted:
         raise
     except KeyboardInterrupt:
@@ -272,13 +295,14 @@ def pipeline(config: Config, device: torch.device, run_id: str, rows: list[dict[
 def _pipeline(config: Config, device: torch.device, run_id: str, rows: list[dict[str, Any]],
               checks: dict[int, list[BoundCheck]], checkpoint_dir: Path | None,
               progress: Callable[[str, int, int], None] | None, before_checkpoint: Callable[[int], None] | None,
-              where: dict[str, Any]) -> tuple[str, str | None]:
+              where: dict[str, Any], pretrained: Path | None = None) -> tuple[str, str | None]:
     evaluations: dict[int, Evaluation] = {}
     states: list[dict[str, torch.Tensor]] = []
+    objective_states: list[dict[str, torch.Tensor]] = []  # kept for the shared pretraining file only
     status, error = "finished", None
     seed = config.seed
     world = WORLDS.build(config.world, make_generator(seed, "world"))
-    task = None if config.task is None else derive_task(world, config.task, make_generator(seed, "task"))
+    task = task_views(world, config.task, seed)
     if task is not None and task.pretrain is not None:
         world = task.pretrain  # what pretraining sees (e.g. the seen classes only); the tasks keep their views
     objective = OBJECTIVES.build(config.objective)
@@ -304,7 +328,9 @@ def _pipeline(config: Config, device: torch.device, run_id: str, rows: list[dict
             negatives=objective.negatives, block_size=objective.block_size, objective=objective,
             train_tuples=train_tuples, device=device, adapters=adapters, task=task)
         evaluations[step] = evaluation
-        states.append({name: value.detach().to("cpu", copy=True) for name, value in model.state_dict().items()})
+        states.append(_cpu_state(model))
+        if pretrained is not None:
+            objective_states.append(_cpu_state(objective))
         checked = check_bounds(evaluation, world, config.evaluate, loss_name)
         measured = evaluation.measurements + [m for c in checked for m in c.measurements()]
         rows.extend(measurement_rows(measured, run_id, step))  # one operation: Ctrl-C keeps a checkpoint whole or not
@@ -326,16 +352,75 @@ def _pipeline(config: Config, device: torch.device, run_id: str, rows: list[dict
         for step, found in theorems.items():
             checks[step].extend(found)
 
+    shared = read_pretraining(pretrained, steps) if pretrained is not None else None
     try:
-        pretrain(encoder, objective, train_tuples, config.pretrain, make_generator(seed, "shuffle"),
-                 on_checkpoint=on_checkpoint, device=device, progress=on_step)
+        if shared is not None:
+            status, error = replay_pretraining(shared, encoder, objective, on_checkpoint)
+        else:
+            pretrain(encoder, objective, train_tuples, config.pretrain, make_generator(seed, "shuffle"),
+                     on_checkpoint=on_checkpoint, device=device, progress=on_step)
     except DivergenceError as failure:
         status, error = "failed", str(failure)
     except Exception as failure:
         raise RunFailure(failure, where["step"], where["stage"]) from failure
+    if pretrained is not None and shared is None:
+        write_pretraining(pretrained, list(evaluations), states, objective_states, status, error)
     if evaluations:  # also the checkpoints evaluated before a divergence
         add_theorems()
     return status, error
+
+
+def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: value.detach().to("cpu", copy=True) for name, value in module.state_dict().items()}
+
+
+PRETRAINING_FORMAT = 1  # the layout of a shared pretraining file
+
+
+def write_pretraining(path: Path, steps: list[int], states: list[dict[str, torch.Tensor]],
+                      objective_states: list[dict[str, torch.Tensor]], status: str, error: str | None) -> None:
+    """Keep a run's pretraining for the runs that share it: the encoder's and the objective's state at
+    each evaluated checkpoint ``steps`` (CPU copies), and how training ended (``status``, ``error``:
+    a divergence keeps the checkpoints before it). Written whole (a reader never sees half a file)."""
+    data = {"format": PRETRAINING_FORMAT, "steps": list(steps), "encoder": states, "objective": objective_states,
+            "status": status, "error": error}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_whole(path, partial(torch.save, data))
+
+
+def read_pretraining(path: Path, steps: list[int]) -> dict[str, Any] | None:
+    """The pretraining kept at ``path`` when it is one of these checkpoint ``steps`` (the whole list, or
+    the steps before a divergence); None when there is none, or it cannot be read or does not fit: the
+    run then trains itself."""
+    if not path.is_file():
+        return None
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # a file this version cannot read: train again (and write it anew)
+        return None
+    if not isinstance(data, dict) or data.get("format") != PRETRAINING_FORMAT:
+        return None
+    kept = list(data.get("steps", []))
+    whole = kept == list(steps) and data.get("status") == "finished"
+    cut = kept == list(steps)[:len(kept)] and data.get("status") == "failed"
+    if not (whole or cut) or len(data.get("encoder", [])) != len(kept) or len(data.get("objective", [])) != len(kept):
+        return None
+    return data
+
+
+def replay_pretraining(shared: dict[str, Any], encoder: nn.Module, objective: Objective,
+                       on_checkpoint: Callable[[int, nn.Module], None]) -> tuple[str, str | None]:
+    """Evaluate a kept pretraining: load each checkpoint's encoder and objective state and call
+    ``on_checkpoint(step, encoder)`` as training would have (the encoder in eval mode), then leave the
+    encoder in train mode, as ``pretrain`` does. Returns how the training ended (status, error). The
+    loaded parameters are the trained ones bit for bit, so the rows are those of training again."""
+    for step, encoder_state, objective_state in zip(shared["steps"], shared["encoder"], shared["objective"]):
+        encoder.load_state_dict(encoder_state)
+        objective.load_state_dict(objective_state)
+        encoder.eval()
+        on_checkpoint(int(step), encoder)
+    encoder.train()
+    return shared["status"], shared["error"]
 
 
 class RunReportWriter(Protocol):
@@ -466,19 +551,27 @@ def evaluate(encoder: nn.Module, world: World | dict, evaluate_config: EvaluateC
     """Measure an encoder the user built on a world: every quantity and bound check, as the tidy
     table (one step, 0). ``world`` is a World or a world config mapping (``{"kind": "gaussian", ...}``).
     ``task``: a ``task`` section (``{"kind": "subspace", "rank": 4}``): the adapters fit on its id
-    view and are tested on id and ood (docs/config.md).
+    view and are tested on id and ood (docs/config.md). Without one, a world with a task world of its
+    own (``TaskedWorld``: the hypercube's) has its tasks drawn from it, as in a run (``task_views``).
     """
     if isinstance(world, dict):
         world = WORLDS.build(WORLDS.parse(world), make_generator(seed, "world"))
     if not isinstance(evaluate_config, EvaluateConfig):
         evaluate_config = EvaluateConfig.model_validate(evaluate_config or {})
-    classes = int(np.count_nonzero(world.prior))
+    classes = positive_classes(world.prior)
+    views = task_views(world, None, seed) if task is None else None  # the world's own task world, if any
+    if views is not None:
+        classes = min(classes, positive_classes(views.id.prior))
     evaluate_config = evaluate_config.fit_classes(classes)  # defaulted task sizes and R fit the world
+    if views is not None:  # sizes given explicitly that the task world cannot give
+        for name, sizes, low in (("task_classes", evaluate_config.task_classes, 2), ("top_r", evaluate_config.top_r, 1)):
+            if sizes and max(sizes) > classes:
+                raise ConfigError(f"evaluate.{name}: got {max(sizes)}; allowed: {low}..{classes} (classes in the "
+                                  f"tasks of the world's task world)")
     try:
         evaluate_config.check_classes(classes)
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    views = None
     if task is not None:
         try:
             views = derive_task(world, task, make_generator(seed, "task"))

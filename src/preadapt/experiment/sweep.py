@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -476,19 +477,25 @@ def _run_locked(sweep: Sweep, out: Path, executor: Executor, retry_failed: bool,
         queue = list(todo)
         by_id = {planned.run_id: planned for planned in todo}
         lost: set[str] = set()
+        shared = SharedPretrainings(sweep, out, executor)
         try:
             while queue or in_flight:
-                while queue and len(in_flight) < executor.capacity:
-                    planned = queue.pop(0)
+                while len(in_flight) < executor.capacity:
+                    index = next((i for i, planned in enumerate(queue) if shared.may_start(planned)), None)
+                    if index is None:  # none left, or each waits for a pretraining another run is computing
+                        break
+                    planned = queue.pop(index)
                     config = planned.config
                     in_flight.append(planned.run_id)  # before the store says running: an interrupt forgets it
                     store.start_run(dict(run_id=planned.run_id, config_hash=config.config_hash(),
                                          config_json=config.model_dump_json(), started_at=utc_now(), seed=config.seed))
-                    executor.submit(RunTask(planned.run_id, config.model_dump_json()))
+                    executor.submit(RunTask(planned.run_id, config.model_dump_json(),
+                                            pretrained=shared.started(planned)))
                 counts.running = len(in_flight)
                 if progress is not None:
                     progress(counts)
                 for outcome in executor.wait(timeout=0.5):
+                    shared.ended(outcome.run_id)
                     if outcome.status == LOST and outcome.run_id not in lost:  # a broken pool's: once more
                         lost.add(outcome.run_id)
                         in_flight.remove(outcome.run_id)
@@ -516,6 +523,8 @@ def _run_locked(sweep: Sweep, out: Path, executor: Executor, retry_failed: bool,
         runs = store.runs()
         errors = {row.run_id: row.error for row in runs.itertuples() if isinstance(row.error, str) and row.error}
         summary = SweepSummary(sweep, out, store.statuses(), errors, seconds, interrupted)
+        if all(summary.statuses.get(planned.run_id) == "finished" for planned in sweep.runs):
+            shared.clear()  # every run done: nothing left to share
         results = with_run_status(sweep_results(store.results(), sweep.describe()), runs)
     finally:
         store.close()
@@ -526,6 +535,56 @@ def _run_locked(sweep: Sweep, out: Path, executor: Executor, retry_failed: bool,
     if report is not None:
         report(out, results, runs, sweep.describe(), title=f"preadapt sweep: {sweep.name}")
     return summary
+
+
+class SharedPretrainings:
+    """One pretraining for the runs of a sweep that share it (``Config.pretraining_hash``: the same seed
+    and pretraining, differing only in evaluation or in what the tasks see, as the severities of the
+    ``shift`` preset). The first of them to start trains and keeps its checkpoints in
+    ``out/pretrained/HASH.pt``; the others wait until it has, then load and evaluate them
+    (``preadapt.experiment.run.replay_pretraining``: the same rows as training again, bit for bit).
+
+    Only for an executor whose runs see the driver's files (``shares_files``), and only for
+    pretrainings that more than one run of the plan shares. The folder is removed once every run of
+    the plan has finished; a sweep stopped before keeps it, and its resumption loads what is there.
+    """
+
+    def __init__(self, sweep: Sweep, out: Path, executor: Executor) -> None:
+        self.folder = out / "pretrained"
+        self.hashes = {planned.run_id: planned.config.pretraining_hash() for planned in sweep.runs}
+        counts: dict[str, int] = {}
+        for value in self.hashes.values():
+            counts[value] = counts.get(value, 0) + 1
+        enabled = getattr(executor, "shares_files", False)
+        self.shared = {value for value, count in counts.items() if count > 1 and enabled}
+        self.training: dict[str, str] = {}  # pretraining → the run in flight that computes it
+
+    def path(self, run_id: str) -> Path | None:
+        value = self.hashes.get(run_id)
+        return self.folder / f"{value[:24]}.pt" if value in self.shared else None
+
+    def may_start(self, planned: PlannedRun) -> bool:
+        """False while another run in flight computes this run's pretraining and has not kept it yet."""
+        path = self.path(planned.run_id)
+        return path is None or self.hashes[planned.run_id] not in self.training or path.is_file()
+
+    def started(self, planned: PlannedRun) -> str | None:
+        """The file to pass to the run; notes the run as the one that computes it when it is not there."""
+        path = self.path(planned.run_id)
+        if path is None:
+            return None
+        if not path.is_file():
+            self.training[self.hashes[planned.run_id]] = planned.run_id
+        return str(path)
+
+    def ended(self, run_id: str) -> None:
+        value = self.hashes.get(run_id)
+        if self.training.get(value) == run_id:
+            del self.training[value]
+
+    def clear(self) -> None:
+        if self.folder.is_dir():
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def sweep_results(results: pd.DataFrame, described: dict[str, Any]) -> pd.DataFrame:

@@ -315,14 +315,18 @@ def _interface_page_table(table: pd.DataFrame) -> dict[str, Any]:
 
 
 def interface_context(results: pd.DataFrame, figure: str | Path, *, pre_unit: str, star_unit: str,
-                      theory_runs: Collection[str] = (),
-                      labels: Mapping[str, str] | None = None) -> dict[str, Any] | None:
+                      theory_runs: Collection[str] = (), labels: Mapping[str, str] | None = None,
+                      pretrainings: Mapping[str, str] | None = None,
+                      groups: Mapping[str, str] | None = None) -> dict[str, Any] | None:
     """The Interface section of a run's or a sweep's page (``preadapt.report.interface``): the sentences,
     the table, every point, and the figure written at ``figure`` (a path ending ``figures/NAME.png``; a
     stale one is removed when there is nothing to draw). None, and no figure, when no adapter and task
-    view has at least 3 points with both L_pre and L*_adapt."""
+    view has at least 3 points with both L_pre and L*_adapt. ``pretrainings``: run → its pretraining,
+    for a sweep whose runs share some (``interface_analysis``); ``groups``: run → its grid point, for
+    the "same pre-training loss, different downstream" pairs (default: each run its own)."""
     figure = Path(figure)
-    views = interface_analysis(results, theory_runs=theory_runs, labels=labels)
+    views = interface_analysis(results, theory_runs=theory_runs, labels=labels, pretrainings=pretrainings,
+                               groups=groups)
     if not views:
         if figure.exists():
             figure.unlink()
@@ -340,6 +344,10 @@ def interface_context(results: pd.DataFrame, figure: str | Path, *, pre_unit: st
         notes.setdefault("every view" if len(where) == len(table) > 1 else "; ".join(where), []).append(note)
     return {
         "views": [{"direction": view.direction, "sentence": view.sentence} for view in views],
+        "contrasts": [{"found": bool(view.contrasts), "sentence": view.contrast_sentence} for view in views],
+        # none found in any view: one line instead of one per view
+        "contrasts_none": None if any(view.contrasts for view in views) else "; ".join(
+            f"{view.label}: {view.compared} pair{'' if view.compared == 1 else 's'}" for view in views),
         "table": _interface_page_table(table.drop(columns=["note"])),
         "notes": [(where.capitalize() if where == "every view" else where, "; ".join(found))
                   for where, found in notes.items()],

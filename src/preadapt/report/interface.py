@@ -9,7 +9,10 @@ Correlation. Spearman's ρ of the points' values, with a percentile bootstrap CI
 *clusters* (``preadapt.estimate.rank``):
 
 - the results of a sweep (several runs): a cluster is a run, so the checkpoints of one run stay
-  together; the CI is about runs like these (seeds, grid points);
+  together; the CI is about runs like these (seeds, grid points). Runs that share their pretraining
+  (``Config.pretraining_hash``: the same seed and pretraining, differing only in what the tasks see,
+  as the severities of the ``shift`` preset) are one cluster, a *pretraining*: their L_pre are the
+  same numbers, so counting them apart would count one draw several times;
 - the results of one run: a cluster is a checkpoint, the only unit there is. The checkpoints share
   the run's seed, world and training path, so the CI is *conditional on the run*: it says how firmly
   these checkpoints order, not whether another seed would order the same way.
@@ -25,6 +28,16 @@ are ordered against d. The points named are found greedily: remove the point in 
 discordant pairs (ties: the larger rank residual, |rank L_pre − rank L*_adapt| with L*_adapt's ranks
 reversed when d < 0; then the first listed), until no such pair is left. A point inside the others'
 CIs is never named: only what the intervals resolve counts.
+
+Same pre-training loss, different downstream ([FM21]'s question, answered per view). An *encoder* is
+one trained state: in a sweep, a grid point at one checkpoint step (its replicates' values averaged,
+with the Student-t interval across them, as ``report.sweep.aggregate`` does; one replicate keeps its
+run's own CI), compared only with other grid points at the same step (equal training budget); in one
+run, a checkpoint, compared with the run's other checkpoints. Two encoders form such a pair when
+their L*_adapt CIs are disjoint and the one that adapts worse has an L_pre that is not above the
+other's: the two L_pre lie within each other's CIs ("the same"), or the worse one's is lower
+("lower", with whether the CIs are apart). The report names the clearest pair (at the latest step,
+the widest gap between the L*_adapt CIs) with its numbers, or says that no such pair was found.
 
 The theory's line. Lemma 4.3 of [Arora19], L^μ_sup(f) ≤ (L_un(f) − τ)/(1 − τ), bounds the mean
 classifier's supervised loss on the pretraining world's 2-class tasks. It is drawn only where it
@@ -48,6 +61,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from preadapt.estimate.estimate import mean_estimate
 from preadapt.estimate.rank import MIN_CLUSTERS, MIN_POINTS, RankCorrelation, average_ranks, rank_correlation
 from preadapt.report.figures import ADAPTER_NAMES, L_ADAPT_STAR, L_PRE, L_SUP_MEAN, LOSS_UNIT, LEMMA_4_3_RHS
 from preadapt.report.figures import interval_errors, save_figure
@@ -56,6 +70,7 @@ from preadapt.report.tables import (
     SPLIT_NAMES,
     context_sort_key,
     estimate_cell,
+    format_estimate,
     is_missing,
     native_value,
 )
@@ -99,11 +114,14 @@ class InterfaceView:
     split: str | None
     points: pd.DataFrame
     correlation: RankCorrelation
-    cluster_unit: str  # "run" or "checkpoint"
+    cluster_unit: str  # "run", "pretraining" or "checkpoint"
     direction: str  # a key of DIRECTIONS
     breakers: tuple[int, ...]
     sentence: str
     bound_taus: tuple[float, ...] = ()
+    contrasts: tuple["Contrast", ...] = ()
+    compared: int = 0  # pairs of encoders compared for the contrasts
+    contrast_sentence: str = ""
 
     @property
     def label(self) -> str:
@@ -206,6 +224,146 @@ def pattern_breakers(points: pd.DataFrame, direction: int) -> tuple[int, ...]:
         clash[worst, :] = False
         clash[:, worst] = False
     return tuple(sorted(named))
+
+
+@dataclass(frozen=True)
+class TrainedEncoder:
+    """One encoder of a view: ``name`` (its grid point, or ``step S`` in one run), its ``group`` (the grid
+    point, or the run), its ``step``, the number of ``runs`` behind it, and (value, lower, upper) of
+    L_pre and of L*_adapt with the ``method`` of their CIs (``replicates-t`` across runs, else the
+    run's own)."""
+
+    name: str
+    group: str
+    step: int
+    runs: int
+    pre: tuple[float, float, float]
+    star: tuple[float, float, float]
+    method_pre: str
+    method_star: str
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """Two encoders whose L*_adapt CIs are disjoint (``worse`` above ``better``) while the worse one's
+    L_pre is not above the better one's: ``relation`` is ``same`` (the two L_pre lie within each other's
+    CIs), ``lower`` (the worse one's is lower, CIs apart) or ``lower, CIs overlap``."""
+
+    worse: TrainedEncoder
+    better: TrainedEncoder
+    relation: str
+
+    @property
+    def gap(self) -> float:
+        """How far apart the L*_adapt CIs are: the worse one's lower end minus the better one's upper end."""
+        return self.worse.star[1] - self.better.star[2]
+
+
+REPLICATES_METHOD = "replicates-t"
+"""The method of an encoder's interval across its runs (as in ``report.sweep.aggregate``)."""
+
+
+def trained_encoders(points: pd.DataFrame, groups: Mapping[str, str] | None = None,
+                     level: float = DEFAULT_LEVEL) -> list[TrainedEncoder]:
+    """The encoders of one view's points: the runs of a group (``groups``: run → name; default each run
+    its own) at one step, averaged with the t-interval across them at ``level`` when there are several
+    (else the run's own CI). With a single group the encoders are its steps, named ``step S``."""
+    names = {str(run): (groups or {}).get(str(run), str(run)) for run in points["run"]}
+    single = len(set(names.values())) == 1
+    found: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for row in points.to_dict("records"):
+        found.setdefault((names[str(row["run"])], int(row["step"])), []).append(row)
+    encoders = []
+    for (name, step), rows in found.items():
+        sides = []
+        for column in ("L_pre", "L_adapt_star"):
+            if len(rows) >= 2:
+                estimate = mean_estimate([float(row[column]) for row in rows], level=level)
+                sides.append(((estimate.value, estimate.lower, estimate.upper), REPLICATES_METHOD))
+            else:
+                row = rows[0]
+                method = row["method_pre" if column == "L_pre" else "method_star"]
+                sides.append(((float(row[column]), float(row[f"{column}_lower"]), float(row[f"{column}_upper"])),
+                              str(method)))
+        (pre, method_pre), (star, method_star) = sides
+        encoders.append(TrainedEncoder(f"step {step}" if single else name, name, step, len(rows), pre, star,
+                                       method_pre, method_star))
+    return encoders
+
+
+def _within(a: tuple[float, float, float], b: tuple[float, float, float]) -> bool:
+    """Whether each value lies inside the other's CI."""
+    return a[1] <= b[0] <= a[2] and b[1] <= a[0] <= b[2]
+
+
+def downstream_contrasts(encoders: list[TrainedEncoder]) -> tuple[list[Contrast], int]:
+    """("same pre-training loss, different downstream" pairs, pairs compared): every two encoders of
+    different groups at one step (or, when all are of one group, every two steps), by the rule of the
+    module's docstring; the clearest first (the latest step, then the widest L*_adapt gap).
+
+    >>> linear = TrainedEncoder("linear", "linear", 10, 3, (-11.0, -11.3, -10.7), (0.05, 0.03, 0.07), "t", "t")
+    >>> lookup = TrainedEncoder("lookup", "lookup", 10, 3, (-15.8, -16.1, -15.4), (1.03, 1.02, 1.04), "t", "t")
+    >>> (found,), compared = downstream_contrasts([linear, lookup])
+    >>> found.worse.name, found.better.name, found.relation, round(found.gap, 2), compared
+    ('lookup', 'linear', 'lower', 0.95, 1)
+    """
+    across_steps = len({encoder.group for encoder in encoders}) == 1
+    found, compared = [], 0
+    for i, first in enumerate(encoders):
+        for second in encoders[i + 1:]:
+            if not across_steps and (first.group == second.group or first.step != second.step):
+                continue
+            compared += 1
+            worse, better = (first, second) if first.star[0] >= second.star[0] else (second, first)
+            if not worse.star[1] > better.star[2]:  # L*_adapt CIs not apart
+                continue
+            if _within(worse.pre, better.pre):
+                found.append(Contrast(worse, better, "same"))
+            elif worse.pre[0] < better.pre[0]:
+                apart = worse.pre[2] < better.pre[1]
+                found.append(Contrast(worse, better, "lower" if apart else "lower, CIs overlap"))
+    found.sort(key=lambda contrast: (-max(contrast.worse.step, contrast.better.step), -contrast.gap))
+    return found, compared
+
+
+def _cell(encoder: TrainedEncoder, side: str) -> str:
+    value, lower, upper = encoder.pre if side == "pre" else encoder.star
+    method = encoder.method_pre if side == "pre" else encoder.method_star
+    return format_estimate(value, lower, upper, None, method)
+
+
+def _runs_text(encoder: TrainedEncoder) -> str:
+    return f" ({encoder.runs} runs)" if encoder.runs > 1 else ""
+
+
+def contrast_sentence(label: str, contrasts: list[Contrast], compared: int) -> str:
+    """The answer to "same pre-training loss, different downstream?" for one view (``label``: adapter
+    and task view), naming the clearest pair with its numbers, or saying that none was found.
+
+    >>> linear = TrainedEncoder("linear", "linear", 10, 3, (-11.0, -11.3, -10.7), (0.05, 0.03, 0.07), "t", "t")
+    >>> lookup = TrainedEncoder("lookup", "lookup", 10, 3, (-15.8, -16.1, -15.4), (1.03, 1.02, 1.04), "t", "t")
+    >>> print(contrast_sentence("mean, ID tasks", *downstream_contrasts([linear, lookup])))
+    mean, ID tasks: same pre-training loss, different downstream: at step 10, lookup (3 runs) has L_pre -15.8000 [-16.1000, -15.4000], lower than linear's -11.0000 [-11.3000, -10.7000] (CIs apart), yet L*_adapt 1.0300 [1.0200, 1.0400] against 0.0500 [0.0300, 0.0700] (CIs apart).
+    >>> later = replace(linear, step=20, pre=(-12.0, -12.3, -11.7), star=(0.04, 0.02, 0.06))  # lower L_pre, L* within
+    >>> print(contrast_sentence("mean, ID tasks", *downstream_contrasts([linear, later])))
+    mean, ID tasks: no such pair: no two encoders whose L_pre lie within each other's CIs, or are ordered against their L*_adapt, have L*_adapt CIs apart (1 pair compared).
+    """
+    if not contrasts:
+        return (f"{label}: no such pair: no two encoders whose L_pre lie within each other's CIs, or are ordered "
+                f"against their L*_adapt, have L*_adapt CIs apart ({_count(compared, 'pair')} compared).")
+    best = contrasts[0]
+    worse, better = best.worse, best.better
+    when = f"at step {worse.step}, " if worse.step == better.step else ""
+    if best.relation == "same":
+        pre = f"L_pre {_cell(worse, 'pre')} and {better.name}'s {_cell(better, 'pre')} within each other's CIs"
+    else:
+        apart = "CIs apart" if best.relation == "lower" else "the CIs overlap"
+        pre = f"L_pre {_cell(worse, 'pre')}, lower than {better.name}'s {_cell(better, 'pre')} ({apart})"
+    text = (f"{label}: same pre-training loss, different downstream: {when}{worse.name}{_runs_text(worse)} has {pre}, "
+            f"yet L*_adapt {_cell(worse, 'star')} against {_cell(better, 'star')} (CIs apart)")
+    if len(contrasts) > 1:
+        text += f"; {_count(len(contrasts), 'such pair')} of {compared} compared"
+    return text + "."
 
 
 def _direction(correlation: RankCorrelation) -> str:
@@ -353,13 +511,19 @@ def _bound_taus(results: pd.DataFrame, points: pd.DataFrame, adapter: str, split
 
 def interface_analysis(results: pd.DataFrame, *, level: float | None = None, resamples: int = RESAMPLES,
                        seed: int = SEED, theory_runs: Collection[str] = (),
-                       labels: Mapping[str, str] | None = None) -> list[InterfaceView]:
+                       labels: Mapping[str, str] | None = None,
+                       pretrainings: Mapping[str, str] | None = None,
+                       groups: Mapping[str, str] | None = None) -> list[InterfaceView]:
     """The interface per adapter and task view, for the views with at least MIN_POINTS points.
 
     ``results``: the tidy results of one run (clusters: its checkpoints) or of several runs (a sweep's
     finished runs; clusters: the runs). ``level``: of the correlations' CIs (default: the points' own
     level). ``theory_runs``: the runs for which Lemma 4.3's line applies (``lemma_4_3_applies`` of
-    their configs); ``labels``: how to name a run in the sentences (default its id).
+    their configs); ``labels``: how to name a run in the sentences (default its id). ``pretrainings``:
+    run → its pretraining (``Config.pretraining_hash``); runs that share one are one cluster, and the
+    unit is then called a pretraining (a run missing from the mapping is its own). ``groups``: run →
+    the encoder it trains (its grid point; the runs of one group are replicates), for the "same
+    pre-training loss, different downstream" pairs (``downstream_contrasts``; default each run its own).
 
     >>> from preadapt.experiment.store import tidy_frame
     >>> row = dict(run="r", lower=0.0, upper=0.0, n=100, level=0.95, method="t")
@@ -374,6 +538,9 @@ def interface_analysis(results: pd.DataFrame, *, level: float | None = None, res
         return []
     several = points["run"].nunique() > 1
     unit = "run" if several else "checkpoint"
+    cluster_of = {run: (pretrainings or {}).get(run, run) for run in points["run"].astype(str).unique()}
+    if several and len(set(cluster_of.values())) < len(cluster_of):
+        unit = "pretraining"
     views = []
     for (adapter, split), rows in points.groupby(["adapter", points["split"].fillna("")], sort=False):
         rows = rows.reset_index(drop=True)
@@ -381,14 +548,16 @@ def interface_analysis(results: pd.DataFrame, *, level: float | None = None, res
         if len(rows) < MIN_POINTS:
             continue
         chosen = level if level is not None else _level(rows)
-        clusters = rows["run"].astype(str).tolist() if several else rows["step"].tolist()
+        clusters = [cluster_of[run] for run in rows["run"].astype(str)] if several else rows["step"].tolist()
         correlation = rank_correlation(rows["L_pre"].to_numpy(float), rows["L_adapt_star"].to_numpy(float), clusters,
                                        generator=np.random.default_rng(seed), level=chosen, resamples=resamples)
         direction = _direction(correlation)
         breakers = pattern_breakers(rows, {"same": 1, "opposite": -1}.get(direction, 0))
+        contrasts, compared = downstream_contrasts(trained_encoders(rows, groups, chosen))
         view = InterfaceView(str(adapter), split, rows, correlation, unit, direction, breakers, "",
-                             _bound_taus(results, rows, str(adapter), split, theory_runs))
-        views.append(replace(view, sentence=interface_sentence(view, labels)))
+                             _bound_taus(results, rows, str(adapter), split, theory_runs), tuple(contrasts), compared)
+        views.append(replace(view, sentence=interface_sentence(view, labels),
+                             contrast_sentence=contrast_sentence(view.label, contrasts, compared)))
     return views
 
 

@@ -23,6 +23,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from preadapt.estimate.estimate import mean_estimate
+from preadapt.experiment.config import ConfigError, parse_config
 from preadapt.experiment.selector import Selector, parse_selector
 from preadapt.report.figures import discrete_axis, draw_series, interval_errors, save_figure, select_rows
 from preadapt.report.html import ENVIRONMENT, cell_text, interface_context, loss_unit
@@ -638,6 +639,18 @@ def _run_configs(runs: pd.DataFrame | None) -> dict[str, dict[str, Any]]:
     return configs
 
 
+def _pretrainings(configs: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """Each run's pretraining (``Config.pretraining_hash`` of its resolved config); a run whose config
+    does not validate here (a user's kind not registered in this process) is left out: its own cluster."""
+    found = {}
+    for run, data in configs.items():
+        try:
+            found[run] = parse_config(dict(data)).pretraining_hash()
+        except ConfigError:
+            continue
+    return found
+
+
 def _one_unit(units: list[str]) -> str:
     """The loss unit the runs share, or a word that it varies."""
     found = list(dict.fromkeys(units))
@@ -647,8 +660,9 @@ def _one_unit(units: list[str]) -> str:
 def sweep_interface(results: pd.DataFrame, runs: pd.DataFrame | None, sweep: Mapping[str, Any],
                     figure: str | Path) -> dict[str, Any] | None:
     """The Interface section of a sweep (``preadapt.report.interface``): the points are run × checkpoint
-    of the finished runs, the clusters of the bootstrap the runs (their checkpoints kept together), each
-    run named by its id, point and replicate. Lemma 4.3's line is drawn where every run of a view
+    of the finished runs, the clusters of the bootstrap the runs (their checkpoints kept together; runs
+    that share a pretraining, ``Config.pretraining_hash``, together), each run named by its id, point
+    and replicate. Lemma 4.3's line is drawn where every run of a view
     qualifies (``lemma_4_3_applies`` of its config). None when no view has 3 points."""
     statuses = _statuses(runs)
     entries = {str(entry["run_id"]): entry for entry in sweep.get("runs", [])
@@ -664,7 +678,9 @@ def sweep_interface(results: pd.DataFrame, runs: pd.DataFrame | None, sweep: Map
         pre_unit=_one_unit([pretraining_unit(configs[run], loss_unit(configs[run]))
                             for run in present if run in configs]),
         star_unit=_one_unit([loss_unit(configs[run]) for run in present if run in configs]),
-        theory_runs={run for run, config in configs.items() if lemma_4_3_applies(config)}, labels=labels)
+        theory_runs={run for run, config in configs.items() if lemma_4_3_applies(config)}, labels=labels,
+        pretrainings=_pretrainings(configs),
+        groups={run: _point_text(entry.get("point", {})) or run for run, entry in entries.items()})
 
 
 def write_sweep_report(out_dir: str | Path, results: pd.DataFrame, runs: pd.DataFrame | None,

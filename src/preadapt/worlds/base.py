@@ -48,6 +48,38 @@ class ExampleWorld(World, Protocol):
     def example_ids(self) -> tuple[torch.Tensor, torch.Tensor] | None: ...
 
 
+@runtime_checkable
+class TaskedWorld(World, Protocol):
+    """A world whose downstream task is a world of its own: the optional hook of the world protocol
+    for a structural shift by construction, where pretraining's latent classes are not the task's
+    (the hypercube of [Saunshi22]: 2^d sign patterns, a task that reads k coordinates).
+
+    ``task_world()``: the world of the task's classes, with the same inputs. A run without a ``task``
+    section draws its downstream tasks from it (the ``id`` view; there is no ``ood`` one); a world
+    without the hook has its tasks drawn over its own latent classes.
+    """
+
+    def task_world(self) -> World: ...
+
+
+MAX_ENUMERATED_CLASSES = 2**12
+"""The most latent classes a world may have for evaluation to visit every class. Beyond it (a
+hypercube world with d > 12) a world is too big to enumerate (``enumerable``): per-class pools of
+``evaluate.mean_samples`` points, sampled tasks over its classes (a loop over every class) and the full
+problem would take time and memory in proportion to |C|. Evaluation then measures only what needs
+tuples on it, and an objective with a parameter per latent class (``supervised``) is refused."""
+
+
+def enumerable(world: World) -> bool:
+    """Whether evaluation may visit every class of ``world``: |C| ≤ ``MAX_ENUMERATED_CLASSES``.
+
+    >>> from preadapt.worlds.hypercube import HypercubeWorld
+    >>> enumerable(HypercubeWorld(dim=12, task_dim=5)), enumerable(HypercubeWorld(dim=13, task_dim=5))
+    (True, False)
+    """
+    return world.classes <= MAX_ENUMERATED_CLASSES
+
+
 @dataclass(frozen=True)
 class InputSpec:
     """What one input x of a world looks like, known from the world's *config* alone (no data are

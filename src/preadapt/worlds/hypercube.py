@@ -18,12 +18,15 @@ sign pattern (``encoders.lookup``) aligns positives as well without learning any
 patterns it never saw in pretraining.
 
 The 2^d classes are represented implicitly: class c is the pattern with s_j = +1 iff bit j of c is
-set (``sign_patterns``; ``pattern_classes`` is the inverse), and the prior array is made when it is
-asked for, so the world stores and pickles nothing of size 2^d. What the rest of preadapt can do with
-such a world: ``draw_tuples`` works (``torch.multinomial`` draws from the 2^d categories, at most
-2^24, hence d ≤ 24; at d = 24 about 0.1 s per class draw), and so does everything measured on tuples
-(L_un, L_pre, τ); anything that visits every class (``sample_per_class``, ``sample_tasks``, the class
-means μ̂, L_sup, the adapters) does not scale to 2^d and must run on ``task_world()``.
+set (``sign_patterns``; ``pattern_classes`` is the inverse), and the prior is a ``uniform_prior``, a
+view of one number, so the world stores and pickles nothing of size 2^d. What the rest of preadapt
+can do with such a world: ``draw_tuples`` works at any d here (classes drawn with ``torch.randint``,
+never reading ρ), and so does everything measured on tuples (τ exact, L_pre, L_un, L_un^=, L_un^≠,
+alignment and uniformity); anything that visits every class (``sample_per_class``, ``sample_tasks``,
+the class means μ̂, L^μ_sup, s(f), the adapters on the world's own tasks) does not scale to 2^d.
+Beyond 2^12 classes (d > 12) the world is too big to enumerate (``worlds.base.enumerable``): a run
+measures only the tuple quantities on it, and the adapters on ``task_world()``, which is where a
+run's tasks come from at every d (``worlds.base.TaskedWorld``; docs/config.md).
 """
 
 from __future__ import annotations
@@ -36,8 +39,9 @@ from pydantic import Field, model_validator
 
 from preadapt.registry import ComponentConfig
 from preadapt.worlds.base import InputSpec
+from preadapt.worlds.prior import uniform_prior
 
-MAX_DIM = 24  # torch.multinomial, behind draw_tuples' class draws, takes at most 2^24 categories
+MAX_DIM = 24  # the largest d supported (class ids are exact longs and lookup keys exact far beyond it)
 Label = Literal["pattern", "majority"]
 
 
@@ -94,9 +98,9 @@ class HypercubeWorld:
 
     @property
     def prior(self) -> np.ndarray:
-        """ρ(c) = 2^−d for every class, float64 (C,): a fresh array on each access (128 MB at d = 24,
-        about 20 ms), so the world keeps and pickles nothing of size 2^d."""
-        return np.full(self.classes, 2.0**-self.dim)
+        """ρ(c) = 2^−d for every class, float64 (C,): a ``uniform_prior``, a read-only view of one
+        number (O(1) memory at any d), which the samplers draw from with ``torch.randint``."""
+        return uniform_prior(self.classes)
 
     @property
     def tau(self) -> float:
@@ -188,8 +192,7 @@ def check_dims(dim: int, task_dim: int, label: str) -> None:
     if label not in ("pattern", "majority"):
         raise ValueError(f"label: got {label!r}; allowed: pattern, majority")
     if not 2 <= dim <= MAX_DIM:
-        raise ValueError(f"dim: got {dim}; allowed: 2..{MAX_DIM} (the 2^dim sign patterns are the latent classes, "
-                         f"drawn with torch.multinomial, which takes at most 2^{MAX_DIM} categories)")
+        raise ValueError(f"dim: got {dim}; allowed: 2..{MAX_DIM} (the 2^dim sign patterns are the latent classes)")
     if not 1 <= task_dim < dim:
         raise ValueError(f"task_dim: got {task_dim}; allowed: 1..{dim - 1} (k < dim: the last dim − k coordinates "
                          f"are the scaled ones)")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from preadapt.worlds.base import ExampleWorld, World
-from preadapt.worlds.prior import collision_prior
+from preadapt.worlds.prior import collision_prior, is_implicit_uniform, positive_classes
 
 
 def derive_seed(seed: int, *keys: object) -> int:
@@ -37,7 +37,17 @@ def make_generator(seed: int, *keys: object) -> torch.Generator:
 
 
 def sample_classes(probs: np.ndarray, n: int, generator: torch.Generator) -> torch.Tensor:
-    """``n`` i.i.d. class indices from the distribution ``probs: (C,)`` → (n,) long."""
+    """``n`` i.i.d. class indices from the distribution ``probs: (C,)`` → (n,) long.
+
+    ``torch.multinomial`` over the C weights; a ``uniform_prior`` (``worlds.prior``) is drawn with
+    ``torch.randint`` instead, without reading its entries (any C, e.g. a hypercube's 2^24 patterns).
+
+    >>> from preadapt.worlds.prior import uniform_prior
+    >>> sample_classes(uniform_prior(2**24), 3, torch.Generator().manual_seed(0)).shape
+    torch.Size([3])
+    """
+    if is_implicit_uniform(probs):
+        return torch.randint(0, probs.shape[0], (n,), generator=generator)
     weights = torch.as_tensor(np.asarray(probs, dtype=np.float64))
     return torch.multinomial(weights, n, replacement=True, generator=generator)
 
@@ -45,13 +55,15 @@ def sample_classes(probs: np.ndarray, n: int, generator: torch.Generator) -> tor
 def sample_distinct_pairs(prior: np.ndarray, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """(c, c⁻) ~ ρ × ρ conditioned on c ≠ c⁻, exactly: each (n,) long.
 
-    c has marginal ρ(c)(1 − ρ(c))/(1 − τ); then c⁻ ~ ρ restricted to the other classes (drawn by
-    rejection, which needs 1/(1 − ρ(c)) tries on average).
+    c has marginal ρ(c)(1 − ρ(c))/(1 − τ) (ρ itself when ρ is uniform: a ``uniform_prior`` is drawn
+    as it is); then c⁻ ~ ρ restricted to the other classes (drawn by rejection, which needs
+    1/(1 − ρ(c)) tries on average).
     """
-    prior = np.asarray(prior, dtype=np.float64)
-    if np.count_nonzero(prior) < 2:
+    prior = np.asarray(prior, dtype=np.float64)  # a uniform_prior stays a view of one number
+    if positive_classes(prior) < 2:
         raise ValueError("distinct class pairs need at least two classes with positive prior")
-    anchor = sample_classes(prior * (1.0 - prior), n, generator)
+    marginal = prior if is_implicit_uniform(prior) else prior * (1.0 - prior)
+    anchor = sample_classes(marginal, n, generator)
     return anchor, sample_other_classes(prior, anchor, generator)
 
 
@@ -66,10 +78,10 @@ def sample_other_classes(prior: np.ndarray, classes: torch.Tensor, generator: to
     tensor([[1, 0],
             [0, 0]])
     """
-    prior = np.asarray(prior, dtype=np.float64)
-    if np.count_nonzero(prior) < 2:
+    if positive_classes(prior) < 2:
         raise ValueError(f"a class other than the given one needs at least two classes with positive prior; "
-                         f"got {np.count_nonzero(prior)}")
+                         f"got {positive_classes(prior)}")
+    prior = np.asarray(prior, dtype=np.float64)  # a uniform_prior stays a view of one number
     other = sample_classes(prior, classes.numel(), generator).view(classes.shape)
     clash = other == classes
     while clash.any():

@@ -20,8 +20,8 @@ section 1, the relation between P_pre and P_task:
   latent classes are one level and the tasks' classes the other.
 
 The views are worlds in their own right (``DerivedWorld``): they keep the base world's split views
-(``split_of``) and, on a world of finite examples, its example ids. Transforms do not compose yet:
-each builds its views from the world itself (docs/config.md, the ``task`` section).
+(``split_of``) and, on a world of finite examples, its example ids. ``compose`` applies transforms one
+after another, each to the previous one's ``id`` view (docs/config.md, the ``task`` section).
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, SerializeAsAny, ValidationError, field_validator
 
 from preadapt.registry import ComponentConfig, Registry
 from preadapt.worlds.base import ExampleWorld, InputSpec, World
@@ -59,12 +59,31 @@ class TaskConfig(ComponentConfig):
       when all of the world's ``classes`` have one) pretraining draws from and the tasks draw from; a
       run's ``evaluate.task_classes`` and ``top_r`` must fit both. Default: ``classes``.
 
+    - ``id_classes(classes)``: the number of classes of the ``id`` view (what a transform composed
+      after this one sees). Default: ``classes``.
+    - ``pretraining_key()``: the part of the config that decides the world pretraining sees, as plain
+      data; None when pretraining sees the world itself whatever the fields. Two runs that agree on it
+      (and on the seed, world, encoder, objective and pretraining) pretrain the same encoder. Default:
+      the whole config (a transform that does not say is assumed to change pretraining).
+
+    ``first_only``: why the transform can only be the first step of a ``compose`` (it changes what
+    pretraining sees, or the classes), or None. A user's transform whose views do either is refused
+    when a later step's views are built.
+
     >>> TaskConfig(kind="mine").pretrain_support(10), TaskConfig(kind="mine").task_support(10)
     (10, 10)
     """
 
+    first_only: ClassVar[str | None] = None
+
     def check_classes(self, classes: int) -> None:
         return None
+
+    def id_classes(self, classes: int) -> int:
+        return classes
+
+    def pretraining_key(self) -> dict | None:
+        return self.model_dump(mode="json")
 
     def pretrain_support(self, classes: int) -> int:
         return classes
@@ -243,6 +262,9 @@ class PriorTaskConfig(TaskConfig):
     def task_support(self, classes: int) -> int:
         return sum(1 for w in self.prior if w > 0) if isinstance(self.prior, list) else classes
 
+    def pretraining_key(self) -> None:
+        return None  # pretraining sees the world
+
 
 class PriorWorld(DerivedWorld):
     """The world ``base`` with its prior replaced by ``prior: (C,)`` (in every split view); the same
@@ -288,7 +310,8 @@ def unseen_count(fraction: float, classes: int) -> int:
 class UnseenTaskConfig(TaskConfig):
     """A ``fraction`` of the classes, chosen by the task generator, is never drawn in pretraining.
 
-    ``round(fraction × |C|)`` classes (rounded half up) are unseen: pretraining draws from the world
+    ``round(fraction × |C|)`` classes (rounded half up) are unseen (fraction 0: none, the world
+    itself, as the start of a sweep over the fraction; a positive fraction must make one unseen): pretraining draws from the world
     with ρ restricted to the others (renormalised), so no unseen class is ever an anchor, a positive
     or a negative. The tasks draw from ``tasks``: ``all`` the classes (the world itself, with ρ),
     ``seen`` or ``unseen`` ones (ρ restricted to them). There is no ood view (a task's test points
@@ -300,22 +323,25 @@ class UnseenTaskConfig(TaskConfig):
     >>> UnseenTaskConfig(fraction=0.9).check_classes(10)
     Traceback (most recent call last):
     ...
-    ValueError: fraction: got 0.9; leaves 1 of the 10 classes for pretraining (9 unseen); allowed: 0.05 ≤ fraction < 0.85 (at least 2 seen and 1 unseen of 10 classes)
+    ValueError: fraction: got 0.9; leaves 1 of the 10 classes for pretraining (9 unseen); allowed: 0, or 0.05 ≤ fraction < 0.85 (at least 2 seen and 1 unseen of 10 classes)
     """
 
     kind: Literal["unseen"] = "unseen"
-    fraction: float = Field(..., description="fraction of the classes pretraining never sees, in (0, 1)",
-                            json_schema_extra={"exclusiveMinimum": 0, "exclusiveMaximum": 1})
+    first_only: ClassVar[str | None] = "it changes what pretraining sees"
+    fraction: float = Field(..., description="fraction of the classes pretraining never sees, in [0, 1) (0: none)",
+                            json_schema_extra={"minimum": 0, "exclusiveMaximum": 1})
     tasks: Literal["all", "seen", "unseen"] = Field("all", description="the classes the tasks draw from")
 
     @field_validator("fraction")
     @classmethod
     def _fraction_ok(cls, fraction: float) -> float:
-        if not 0.0 < fraction < 1.0:
-            raise ValueError("allowed: 0 < fraction < 1")
+        if not 0.0 <= fraction < 1.0:
+            raise ValueError("allowed: 0 ≤ fraction < 1")
         return fraction
 
     def check_classes(self, classes: int) -> None:
+        if self.fraction == 0 and self.tasks != "unseen":
+            return  # nothing unseen: the world itself
         unseen = unseen_count(self.fraction, classes)
         need = 2 if self.tasks == "unseen" else 1  # unseen classes the tasks need
         if unseen >= need and classes - unseen >= 2:  # pretraining's tuples (and tasks: seen) need two seen classes
@@ -324,6 +350,8 @@ class UnseenTaskConfig(TaskConfig):
                 if classes - unseen < 2 else f"makes {unseen} of the {classes} classes unseen")
         allowed = (f"{(need - 0.5) / classes:g} ≤ fraction < {(classes - 1.5) / classes:g}" if need + 2 <= classes
                    else "no fraction")
+        if need == 1:  # fraction 0 is the world itself
+            allowed = "0, or " + allowed if need + 2 <= classes else "0"
         raise ValueError(f"fraction: got {self.fraction:g}; {what}; allowed: {allowed} (at least 2 seen and {need} "
                          f"unseen of {classes} classes{', tasks: unseen' if need == 2 else ''})")
 
@@ -333,6 +361,9 @@ class UnseenTaskConfig(TaskConfig):
     def task_support(self, classes: int) -> int:
         unseen = unseen_count(self.fraction, classes)
         return {"all": classes, "seen": classes - unseen, "unseen": unseen}[self.tasks]
+
+    def pretraining_key(self) -> dict | None:
+        return {"kind": self.kind, "fraction": self.fraction} if self.fraction > 0 else None  # not ``tasks``
 
 
 class RestrictedWorld(DerivedWorld):
@@ -356,11 +387,16 @@ class RestrictedWorld(DerivedWorld):
 
 
 def build_unseen_task(config: UnseenTaskConfig, world: World, generator: torch.Generator) -> TaskViews:
-    """The unseen classes (a uniformly random set from ``generator``); pretraining on the seen ones."""
+    """The unseen classes (a uniformly random set from ``generator``); pretraining on the seen ones.
+    The permutation is drawn whatever the fraction, so the unseen sets of two fractions are nested
+    and a transform composed after this one draws the same numbers at every fraction."""
     classes = world.classes
     config.check_classes(classes)
+    order = torch.randperm(classes, generator=generator)
+    if config.fraction == 0:
+        return TaskViews(id=world, ood=None)  # nothing unseen (tasks: all or seen): the world itself
     unseen = np.zeros(classes, dtype=bool)
-    unseen[torch.randperm(classes, generator=generator)[:unseen_count(config.fraction, classes)].numpy()] = True
+    unseen[order[:unseen_count(config.fraction, classes)].numpy()] = True
     positive = np.asarray(world.prior) > 0
     for name, kept, need in (("seen", ~unseen, 2), ("unseen", unseen, 2 if config.tasks == "unseen" else 0)):
         if np.count_nonzero(kept & positive) < need:
@@ -417,6 +453,9 @@ class CovariateTaskConfig(TaskConfig):
 
     def check_input(self, spec: InputSpec) -> None:
         check_vector_input("covariate", spec)
+
+    def pretraining_key(self) -> None:
+        return None  # pretraining sees the world
 
 
 MAX_ROTATION_ENTRIES = 2**28  # |C|·d² float64 entries of the rotations a covariate task keeps (2 GiB)
@@ -539,6 +578,9 @@ class SubspaceTaskConfig(TaskConfig):
         if self.rank > shape[0]:
             raise ValueError(f"rank: got {self.rank}; allowed: 1..{shape[0]} (the world's input dimension)")
 
+    def pretraining_key(self) -> None:
+        return None  # pretraining sees the world
+
 
 def random_subspace(dim: int, rank: int, generator: torch.Generator) -> torch.Tensor:
     """An orthonormal basis (dim, rank) float64 of a uniformly random subspace of R^dim.
@@ -633,6 +675,7 @@ class HierarchyTaskConfig(TaskConfig):
     """
 
     kind: Literal["hierarchy"] = "hierarchy"
+    first_only: ClassVar[str | None] = "it changes the classes"
     groups: int = Field(..., ge=2, description="superclasses: consecutive blocks of the world's classes")
     direction: Literal["coarse_to_fine", "fine_to_coarse"] = Field(
         ..., description="pretraining's level → the tasks' level")
@@ -647,6 +690,12 @@ class HierarchyTaskConfig(TaskConfig):
 
     def task_support(self, classes: int) -> int:
         return classes if self.direction == "coarse_to_fine" else self.groups
+
+    def id_classes(self, classes: int) -> int:
+        return self.task_support(classes)
+
+    def pretraining_key(self) -> dict | None:
+        return {"kind": self.kind, "groups": self.groups} if self.direction == "coarse_to_fine" else None
 
 
 class GroupWorld(DerivedWorld):
@@ -722,6 +771,124 @@ def build_hierarchy_task(config: HierarchyTaskConfig, world: World, generator: t
 
 
 TASKS.register("hierarchy", build_hierarchy_task, HierarchyTaskConfig)
+
+
+# ---------------------------------------------------------------------------------------------------
+# compose: transforms applied one after another
+
+
+def _step_error(index: int, error: ValidationError) -> str:
+    """A step's first validation error as the rest of a location: ``.1.severity: got 1.5; allowed: 0..1``."""
+    first = error.errors(include_url=False)[0]
+    where = ".".join(str(part) for part in (index, *first["loc"]))
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        return f".{where}: unknown field (see docs/config.md for the allowed fields)"
+    if first["type"] == "missing":
+        return f".{where}: missing; this field is required"
+    if message.startswith((".", ":")):
+        return f".{where}{message}"
+    return f".{where}: got {first['input']!r}; {message[0].lower() + message[1:]}"
+
+
+class ComposeTaskConfig(TaskConfig):
+    """Transforms applied one after another: ``steps[0]`` to the world, each later step to the ``id``
+    view of the one before (its classes, prior and moved inputs).
+
+    Pretraining sees the first step's pretraining world; the ``ood`` view is the last step's that has
+    one (for ``covariate`` after ``unseen``: the unseen step's ``id`` view, unmoved); a subspace's
+    geometry is the last subspace step's. Only the first step may change what pretraining sees or the
+    classes (``unseen``, ``hierarchy``). The steps draw from one task generator in order, and ``unseen``
+    draws its permutation whatever its fraction, so a later step's random moves are the same at every
+    fraction: a sweep over ``steps.0.fraction`` × ``steps.1.severity`` is paired.
+
+    >>> config = ComposeTaskConfig(steps=[{"kind": "unseen", "fraction": 0.3}, {"kind": "covariate", "severity": 1}])
+    >>> config.pretrain_support(10), config.task_support(10)
+    (7, 10)
+    >>> try:
+    ...     ComposeTaskConfig(steps=[{"kind": "covariate", "severity": 1}, {"kind": "unseen", "fraction": 0.3}])
+    ... except ValidationError as error:
+    ...     print(error.errors()[0]["msg"])
+    Value error, .1.kind: got 'unseen'; allowed: the first step only (it changes what pretraining sees)
+    """
+
+    kind: Literal["compose"] = "compose"
+    steps: list[SerializeAsAny[TaskConfig]] = Field(
+        ..., description="task sections (two or more), applied in order; only the first may change pretraining or "
+                         "the classes")
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _steps(cls, steps):
+        if not isinstance(steps, list) or len(steps) < 2:
+            raise ValueError("expected a list of two or more task sections")
+        parsed = []
+        for index, step in enumerate(steps):
+            if not isinstance(step, TaskConfig):
+                kind = step.get("kind") if isinstance(step, dict) else step
+                allowed = [name for name in TASKS.names() if name != "compose"]
+                if kind not in allowed:
+                    raise ValueError(f".{index}.kind: got {kind!r}; allowed: {', '.join(allowed)}")
+                try:
+                    step = TASKS.parse(step)
+                except ValidationError as error:
+                    raise ValueError(_step_error(index, error)) from None
+            if index and step.first_only:
+                raise ValueError(f".{index}.kind: got {step.kind!r}; allowed: the first step only ({step.first_only})")
+            parsed.append(step)
+        return parsed
+
+    def check_input(self, spec: InputSpec) -> None:
+        for index, step in enumerate(self.steps):
+            try:
+                step.check_input(spec)
+            except ValueError as error:
+                raise ValueError(f"steps.{index}.{error}") from None
+
+    def check_classes(self, classes: int) -> None:
+        for index, (step, count) in enumerate(zip(self.steps, self._classes_seen(classes))):
+            try:
+                step.check_classes(count)
+            except ValueError as error:
+                raise ValueError(f"steps.{index}.{error}") from None
+
+    def _classes_seen(self, classes: int) -> list[int]:
+        """The number of classes each step is applied to: the world's, then the first step's id view's."""
+        return [classes] + [self.steps[0].id_classes(classes)] * (len(self.steps) - 1)
+
+    def pretrain_support(self, classes: int) -> int:
+        return self.steps[0].pretrain_support(classes)
+
+    def task_support(self, classes: int) -> int:
+        return min(step.task_support(count) for step, count in zip(self.steps, self._classes_seen(classes)))
+
+    def id_classes(self, classes: int) -> int:
+        return self.steps[0].id_classes(classes)
+
+    def pretraining_key(self) -> dict | None:
+        return self.steps[0].pretraining_key()
+
+
+def build_compose_task(config: ComposeTaskConfig, world: World, generator: torch.Generator) -> TaskViews:
+    """Each step's views from the previous step's id view, the steps drawing from ``generator`` in order."""
+    views = TASKS.build(config.steps[0], world, generator)
+    for index, step in enumerate(config.steps[1:], start=1):
+        base = views.id
+        try:
+            step_views = TASKS.build(step, base, generator)
+        except ValueError as error:
+            raise ValueError(f"steps.{index}.{error}") from None
+        if step_views.pretrain is not None or step_views.id.classes != base.classes:
+            raise ValueError(f"steps.{index}.kind: got {step.kind!r}; its views change what pretraining sees or the "
+                             f"classes, which only the first step may")
+        views = TaskViews(id=step_views.id, ood=step_views.ood if step_views.ood is not None else views.ood,
+                          projector=step_views.projector if step_views.basis is not None else views.projector,
+                          basis=step_views.basis if step_views.basis is not None else views.basis,
+                          pretrain=views.pretrain)
+    return views
+
+
+TASKS.register("compose", build_compose_task, ComposeTaskConfig)
 
 
 def register_task(name: str, factory, params=None) -> None:
