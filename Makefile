@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST := $(BIN)/python -m pytest -n 2 --dist loadfile -q
 
-.PHONY: setup chromium demo test test-fast bench clean
+.PHONY: setup chromium datasets demo test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -28,13 +28,23 @@ chromium:
 	    echo "installed chromium (for the browser test of the reports)"; } || \
 	  echo "no chromium (apt-get unavailable or failed): the browser test of the reports will skip"
 
+# The real data sets of the `finite` world, fashion_mnist and wordnet (docs/config.md): Debian's packages,
+# installed where apt-get is available and we are root; elsewhere the tests that read them skip and say why.
+datasets:
+	@{ test -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz && test -f /usr/share/wordnet/data.noun; } || \
+	  { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+	    { apt-get update -qq >/dev/null 2>&1; \
+	      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dataset-fashion-mnist wordnet-base >/dev/null 2>&1; } && \
+	    echo "installed dataset-fashion-mnist and wordnet-base (the finite world's fashion_mnist and wordnet)"; } || \
+	  echo "no dataset-fashion-mnist or wordnet-base (apt-get unavailable or failed): the tests that read them will skip"
+
 demo: setup
 	$(BIN)/preadapt run --preset demo --force
 
-test: setup chromium
+test: setup chromium datasets
 	$(PYTEST)
 
-test-fast: setup chromium
+test-fast: setup chromium datasets
 	$(PYTEST) -m "not slow"
 
 bench: setup

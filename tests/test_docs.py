@@ -19,7 +19,9 @@ Only trailing whitespace is normalised. Every block runs on the CPU (CUDA_VISIBL
 torch thread (OMP_NUM_THREADS=1: training results depend on the thread count, e.g. the digits CNN's).
 HTML comments on the lines just above a block (blank lines may separate them) mark it:
 `<!-- slow -->` (it takes more than about 5 s: a `slow` test, skipped by `make test-fast`) and
-`<!-- not run: REASON -->` (it shows output but is not executed; the test is skipped with REASON).
+`<!-- not run: REASON -->` (it shows output but is not executed; the test is skipped with REASON) and
+`<!-- needs data: NAME -->` (it reads the files of data set NAME, `preadapt.worlds.datasets.SOURCES`; where they
+are absent the test is skipped and names the Debian package that provides them).
 A block that prints timings or paths must be made to print something stable; the harness does not mask.
 """
 
@@ -78,6 +80,10 @@ class Block:
         for marker in self.markers:
             if marker.startswith("not run:"):
                 return marker.removeprefix("not run:").strip()
+            if marker.startswith("needs data:"):
+                absent = _data_absent(marker.removeprefix("needs data:").strip())
+                if absent is not None:
+                    return absent
         if self.kind == "doctest" and self.path.name == "README.md":
             return "run by pytest's --doctest-glob=README.md"
         return None
@@ -88,6 +94,17 @@ class Block:
             if marker.startswith("same config as preset "):
                 return marker.removeprefix("same config as preset ").strip()
         return None
+
+
+def _data_absent(name: str) -> str | None:
+    """Why data set ``name``'s files cannot be read here (naming its Debian package), or None."""
+    from preadapt.worlds.datasets import SOURCES, DatasetError
+
+    try:
+        SOURCES[name].stamp()
+    except DatasetError as error:
+        return f"needs the Debian package {SOURCES[name].package} ({error})"
+    return None
 
 
 def _markers(lines: list[str], start: int) -> list[str]:

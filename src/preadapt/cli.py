@@ -239,6 +239,60 @@ def _print_sweep_summary(summary) -> None:
     console.print(table)
 
 
+@app.command("reproduce")
+def reproduce_command(
+    paper: str = typer.Argument(..., help="the paper whose experiments to reproduce: arora2019"),
+    scale: str = typer.Option("small", "--scale", help="small (minutes on 2 cores) or full (the paper's scale)"),
+    backend: str = typer.Option("local", "--backend", help="local or ray"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="runs at once (local: 1 = in-process; ray: CPUs)"),
+    address: Optional[str] = typer.Option(None, "--address", help="a running Ray cluster to join (--backend ray)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="output directory (default runs/<paper>-<scale>)"),
+) -> None:
+    """Reproduce a paper's experiments in shape: its tables, figure and claims (resumable, like sweeps)."""
+    import signal
+
+    from preadapt.experiment.config import ConfigError
+    from preadapt.experiment.executors import make_executor
+    from preadapt.experiment.reproduce import plan_arora2019, run_reproduction
+    from preadapt.report.reproduction import write_reproduction_report
+    from preadapt.report.sweep import write_sweep_report
+
+    try:
+        if paper != "arora2019":
+            raise ConfigError(f"PAPER: got {paper!r}; allowed: arora2019")
+        if backend not in ("local", "ray"):
+            raise ConfigError(f"--backend: got {backend!r}; allowed: local, ray")
+        plan = plan_arora2019(scale)
+        make_executor(backend, workers, address).shutdown()  # the options are checked before any run
+    except ConfigError as error:
+        _fail(str(error))
+    target = out if out is not None else Path("runs") / f"{paper}-{scale}"
+    for label, why in plan.missing.items():
+        console.print(f"left out {label}: {why}", markup=False, highlight=False)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+    def progress(part, counts) -> None:
+        if counts.stage == "report" and errors.is_terminal:
+            errors.print(f"{part}: {counts.finished} finished, {counts.failed} failed", markup=False, highlight=False)
+
+    try:
+        summary = run_reproduction(plan, target, lambda: make_executor(backend, workers, address), progress=progress,
+                                   report=write_reproduction_report, sweep_report=write_sweep_report)
+    except ConfigError as error:
+        _fail(str(error))
+    for part in summary.summaries.values():
+        _print_sweep_summary(part)
+    resume = shlex.join(["preadapt", "reproduce", paper, "--scale", scale, "--out", str(target)]
+                        + (["--backend", backend] if backend != "local" else [])
+                        + (["--workers", str(workers)] if workers is not None else []))
+    if summary.interrupted:
+        _fail(f"interrupted; resume with: {resume}", code=130)
+    if summary.failed:
+        _fail(f"{len(summary.failed)} runs failed (see the tables above); the report shows what finished: "
+              f"{summary.report}", code=1)
+    console.print(f"wrote {target}/ (report: {summary.report})", markup=False, highlight=False)
+
+
 def _open_store(directory: Path):
     from preadapt.experiment.store import Store
 

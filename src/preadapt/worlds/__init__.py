@@ -2,7 +2,9 @@
 
 from preadapt.registry import Registry
 from preadapt.worlds.base import World
-from preadapt.worlds.finite import SPLITS, FiniteWorld, FiniteWorldConfig, build_finite_world, split_of
+from preadapt.worlds.datasets import DatasetError, load_fashion_mnist, wordnet_glosses
+from preadapt.worlds.finite import (SPLITS, FiniteWorld, FiniteWorldConfig, build_finite_world, split_assignment,
+                                    split_of, wordnet_world)
 from preadapt.worlds.gaussian import GaussianWorld, GaussianWorldConfig, build_gaussian_world
 from preadapt.worlds.hypercube import HypercubeConfig, HypercubeTaskWorld, HypercubeWorld, build_hypercube_world
 from preadapt.worlds.prior import as_prior, tau, tau_k
@@ -28,7 +30,8 @@ def register_world(name: str, factory, params=None) -> None:
 
 __all__ = [
     "World", "GaussianWorld", "GaussianWorldConfig", "TopicWorld", "TopicWorldConfig", "FiniteWorld",
-    "FiniteWorldConfig", "SPLITS", "split_of", "Tuples", "WORLDS", "register_world", "as_prior",
+    "FiniteWorldConfig", "SPLITS", "split_of", "split_assignment", "wordnet_world", "wordnet_glosses",
+    "load_fashion_mnist", "DatasetError", "Tuples", "WORLDS", "register_world", "as_prior",
     "tau", "tau_k", "draw_tuples", "sample_distinct_pairs", "sample_tasks", "sample_per_class",
     "TASKS", "TaskConfig", "SubspaceTaskConfig", "TaskViews", "derive_task", "register_task",
     "HypercubeWorld", "HypercubeTaskWorld", "HypercubeConfig",

@@ -20,15 +20,16 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 from preadapt.registry import ComponentConfig
 from preadapt.worlds.base import InputSpec
+from preadapt.worlds.datasets import WORDNET_CLASSES, check_dataset, load_fashion_mnist, wordnet_corpus
 from preadapt.worlds.prior import as_prior
 
 SPLITS = ("train", "validation", "test")
 DEFAULT_SPLIT = (0.7, 0.1, 0.2)  # the train/validation/test fractions of Wiki-3029 [Arora19]
-DATASET_CLASSES = {"digits": 10}
+DATASET_CLASSES = {"digits": 10, "fashion_mnist": 10, "wordnet": WORDNET_CLASSES}
 
 
 def check_split(split) -> list[float]:
@@ -79,6 +80,18 @@ def stratified_assignment(labels, split, generator: torch.Generator) -> np.ndarr
     return ((rank >= cut_train[labels]).astype(np.int8) + (rank >= cut_validation[labels]).astype(np.int8))
 
 
+def split_assignment(labels, split, generator: torch.Generator) -> np.ndarray:
+    """The split ``FiniteWorld.from_arrays`` draws for ``labels: (N,)`` (any integers; their sorted
+    distinct values are the classes) from ``generator``: (N,) int8, 0 = train, 1 = validation, 2 = test.
+    The same labels, fractions and generator state give the same split, whatever the features.
+
+    >>> split_assignment([5, 5, 5, 9, 9, 9], [1/3, 1/3, 1/3], torch.Generator().manual_seed(0)).tolist()
+    [2, 1, 0, 2, 0, 1]
+    """
+    _, codes = np.unique(np.asarray(labels), return_inverse=True)
+    return stratified_assignment(codes.reshape(-1), split, generator)
+
+
 def check_split_name(name: str) -> str:
     """``name`` if it names a split (train, validation or test); a ValueError otherwise."""
     if name not in SPLITS:
@@ -114,8 +127,11 @@ class FiniteWorld:
     sorted distinct values become classes 0..C−1, kept in ``label_values``), ``assignment: (N,)``
     0 = train, 1 = validation, 2 = test (``from_arrays`` draws it). ``prior``: ``"empirical"`` (each
     view's ρ is its split's class frequencies), ``"uniform"``, or any prior ``as_prior`` takes, shared
-    by all views. ``dtype``: the dtype ``sample`` returns (None: the stored one). Every class needs
-    examples in every split.
+    by all views. ``dtype``: the dtype ``sample`` returns (None: the stored one); ``scale``: a factor
+    applied after the cast (None: none), so that inputs can be stored small, e.g. uint8 pixels with
+    ``dtype=torch.float32, scale=1/255`` sample floats in [0, 1] at a quarter of the memory.
+    ``words``: for token-id features, the word of each id (``words[0]`` padding), kept as the
+    world's vocabulary; None otherwise. Every class needs examples in every split.
 
     >>> features = torch.arange(12.0).view(6, 2)  # rows 0-2 are class 0, rows 3-5 class 1
     >>> world = FiniteWorld.from_arrays(features, [0, 0, 0, 1, 1, 1], split=[1/3, 1/3, 1/3],
@@ -128,7 +144,7 @@ class FiniteWorld:
     """
 
     def __init__(self, features, labels, assignment, *, prior="empirical", split_name: str = "test",
-                 dtype: torch.dtype | None = None) -> None:
+                 dtype: torch.dtype | None = None, scale: float | None = None, words: list[str] | None = None) -> None:
         self.features = torch.as_tensor(features)
         labels = np.asarray(labels)
         assignment = np.asarray(assignment)
@@ -148,20 +164,22 @@ class FiniteWorld:
         self.assignment = assignment.astype(np.int8)
         self.input_shape = tuple(self.features.shape[1:])
         self.dtype = dtype
+        self.scale = scale
+        self.words = words
         self._index = _SplitIndex(codes.reshape(-1), self.assignment, self.classes, self.label_values)
         self._prior_spec = prior if isinstance(prior, str) else as_prior(prior, self.classes)
         self._select(split_name)
 
     @classmethod
     def from_arrays(cls, features, labels, split=DEFAULT_SPLIT, generator: torch.Generator | None = None,
-                    prior="empirical", dtype: torch.dtype | None = None) -> "FiniteWorld":
+                    prior="empirical", dtype: torch.dtype | None = None, scale: float | None = None) -> "FiniteWorld":
         """A world from arrays with a stratified random split (``split``: [train, validation, test]
-        fractions) drawn from ``generator``; the ``test`` view. Features may be a model's outputs."""
+        fractions) drawn from ``generator`` (``split_assignment``); the ``test`` view. Features may be a
+        model's outputs."""
         if generator is None:
             raise ValueError("from_arrays needs a torch.Generator for the split (e.g. torch.Generator().manual_seed(0))")
-        _, codes = np.unique(np.asarray(labels), return_inverse=True)
-        assignment = stratified_assignment(codes.reshape(-1), split, generator)
-        return cls(features, labels, assignment, prior=prior, dtype=dtype)
+        return cls(features, labels, split_assignment(labels, split, generator), prior=prior, dtype=dtype,
+                   scale=scale)
 
     def _select(self, name: str) -> None:
         self.split_name = check_split_name(name)
@@ -211,7 +229,8 @@ class FiniteWorld:
         return index, self.labels[index]
 
     def _cast(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.dtype is None else x.to(self.dtype)
+        x = x if self.dtype is None else x.to(self.dtype)
+        return x if self.scale is None else x * self.scale
 
 
 def split_of(world, name: str):
@@ -228,13 +247,26 @@ def split_of(world, name: str):
     return world if split_world is None else split_world(name)
 
 
-def load_dataset(name: str) -> tuple[np.ndarray, np.ndarray]:
-    """A bundled data set as (features (N, *X) float32, labels (N,)); nothing is downloaded.
+PIXEL_SCALE = {"fashion_mnist": 1 / 255}
+"""The factor from stored to sampled inputs of the image data sets stored as uint8 pixels."""
 
-    ``digits``: scikit-learn's ``load_digits``, 1797 8×8 images scaled to [0, 1], shape (N, 1, 8, 8).
+WORDNET_FIELDS = ("vocab", "length")
+"""The fields of ``FiniteWorldConfig`` that apply to ``dataset: wordnet`` only."""
+
+
+def load_dataset(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """An image data set as (features (N, *X) as stored, labels (N,) int64); nothing is downloaded.
+
+    ``digits``: scikit-learn's ``load_digits``, 1797 8×8 images scaled to [0, 1], float32 (N, 1, 8, 8).
+    ``fashion_mnist``: the 70,000 images of the Debian package ``dataset-fashion-mnist`` as uint8
+    pixels (N, 1, 28, 28), sampled × ``PIXEL_SCALE`` (1/255) as float32 (``datasets.load_fashion_mnist``).
+    ``wordnet``'s inputs depend on the split (the vocabulary is the training split's): ``wordnet_world``.
     """
+    if name == "fashion_mnist":
+        return load_fashion_mnist()
     if name != "digits":
-        raise ValueError(f"dataset: got {name!r}; allowed: {', '.join(DATASET_CLASSES)}")
+        hint = "; wordnet's token ids depend on the split: build it with wordnet_world" if name == "wordnet" else ""
+        raise ValueError(f"dataset: got {name!r}; allowed: digits, fashion_mnist{hint}")
     try:
         from sklearn.datasets import load_digits
     except ImportError as error:  # scikit-learn is a dev extra, not a core dependency
@@ -244,19 +276,67 @@ def load_dataset(name: str) -> tuple[np.ndarray, np.ndarray]:
     return features, digits.target.astype(np.int64)
 
 
+def wordnet_world(split=DEFAULT_SPLIT, generator: torch.Generator | None = None, *, vocab: int = 5000,
+                  length: int = 32, prior="empirical") -> FiniteWorld:
+    """WordNet's glosses as a world of token ids: one example per synset, its class the lexicographer
+    file (45 classes), its input the definition's first ``length`` words as ids in [0, ``vocab``) over
+    a vocabulary built on the ``train`` split only (``datasets.Corpus.encode``); the ``test`` view, whose
+    ``words`` are the id → word list.
+
+    The split is ``split_assignment(labels, split, generator)``, the one ``FiniteWorld.from_arrays``
+    draws: other features of the same glosses (``datasets.wordnet_glosses()``, same order and labels)
+    get this very split from ``from_arrays(features, labels, split, g)`` with ``g`` seeded alike
+    (a run's: ``make_generator(seed, "world")``).
+    """
+    if generator is None:
+        raise ValueError("wordnet_world needs a torch.Generator for the split (e.g. torch.Generator().manual_seed(0))")
+    corpus, labels = wordnet_corpus()
+    assignment = split_assignment(labels, split, generator)
+    ids, words = corpus.encode(assignment == 0, vocab, length)  # (N, length): the vocabulary of the train split
+    return FiniteWorld(ids, labels, assignment, prior=prior, dtype=torch.int64, words=words)
+
+
 class FiniteWorldConfig(ComponentConfig):
-    """Config of a bundled data set as a world (fields documented in docs/config.md)."""
+    """Config of a bundled data set as a world (fields documented in docs/config.md).
+
+    ``vocab`` and ``length`` apply to ``dataset: wordnet`` only: another data set refuses a value other
+    than the default and leaves them out of its dump (and so of the config hash). Validation reads the
+    data set's files (once per process, cached), so a missing or corrupt file is a config error.
+    """
 
     kind: Literal["finite"] = "finite"
-    dataset: Literal["digits"] = Field("digits", description="bundled data set: digits (scikit-learn's load_digits)")
+    dataset: Literal["digits", "fashion_mnist", "wordnet"] = Field(
+        "digits", description="digits (scikit-learn), fashion_mnist (dataset-fashion-mnist), wordnet (wordnet-base)")
     split: list[float] = Field(list(DEFAULT_SPLIT), description="[train, validation, test] fractions, stratified per class")
     prior: Literal["empirical", "uniform"] = Field(
         "empirical", description="ρ: the class frequencies of the sampled split, or uniform")
+    vocab: int = Field(5000, ge=3, description="wordnet only: V, token ids 0..V−1 (0 padding, 1 unknown, 2.. the "
+                                               "V−2 most frequent words of the train split)")
+    length: int = Field(32, ge=1, description="wordnet only: tokens per gloss (longer cut, shorter right-padded)")
 
     @field_validator("split")
     @classmethod
     def _split_ok(cls, split):
         return check_split(split)
+
+    @model_validator(mode="after")
+    def _dataset_ok(self) -> "FiniteWorldConfig":
+        if self.dataset != "wordnet":
+            for name in WORDNET_FIELDS:
+                value, default = getattr(self, name), type(self).model_fields[name].default
+                if value != default:
+                    raise ValueError(f"{name}: got {value}; it applies to dataset wordnet only, and dataset is "
+                                     f"{self.dataset}: leave it out")
+        check_dataset(self.dataset)  # reads the files once per process: a bad one fails before a run writes
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        data = handler(self)
+        if self.dataset != "wordnet":
+            for name in WORDNET_FIELDS:
+                data.pop(name, None)
+        return data
 
     @property
     def classes(self) -> int:
@@ -265,11 +345,18 @@ class FiniteWorldConfig(ComponentConfig):
 
     @property
     def input_spec(self) -> InputSpec:
-        """The data set's inputs, as ``load_dataset`` returns them (without loading it)."""
-        return {"digits": InputSpec((1, 8, 8), torch.float32)}[self.dataset]
+        """The data set's inputs, as the world samples them (without building it)."""
+        if self.dataset == "wordnet":
+            return InputSpec((self.length,), torch.int64, vocabulary=self.vocab)
+        return {"digits": InputSpec((1, 8, 8), torch.float32),
+                "fashion_mnist": InputSpec((1, 28, 28), torch.float32)}[self.dataset]
 
 
 def build_finite_world(config: FiniteWorldConfig, generator: torch.Generator) -> FiniteWorld:
     """The ``test`` view of a bundled data set; the split is drawn from ``generator``."""
+    if config.dataset == "wordnet":
+        return wordnet_world(config.split, generator, vocab=config.vocab, length=config.length, prior=config.prior)
     features, labels = load_dataset(config.dataset)
-    return FiniteWorld.from_arrays(features, labels, config.split, generator, prior=config.prior)
+    scale = PIXEL_SCALE.get(config.dataset)
+    return FiniteWorld.from_arrays(features, labels, config.split, generator, prior=config.prior,
+                                   dtype=None if scale is None else torch.float32, scale=scale)
