@@ -263,7 +263,8 @@ def reproduce_command(
         if backend not in ("local", "ray"):
             raise ConfigError(f"--backend: got {backend!r}; allowed: local, ray")
         plan = plan_arora2019(scale)
-        make_executor(backend, workers, address).shutdown()  # the options are checked before any run
+        if backend == "local":  # the options are checked before any run (a Ray cluster is joined per sweep)
+            make_executor(backend, workers, address).shutdown()
     except ConfigError as error:
         _fail(str(error))
     target = out if out is not None else Path("runs") / f"{paper}-{scale}"

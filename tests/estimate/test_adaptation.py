@@ -178,3 +178,39 @@ def test_shots_beyond_a_finite_train_split_are_refused():
                                                      "task_classes": [2], "top_r": [1], "probe_tasks": 2,
                                                      "probe_shots": 5, "probe_val": 5, "star_samples": 5,
                                                      "bootstrap": 10, "shots": [25]})
+
+
+def test_few_shot_top_r_is_the_mean_over_disjoint_draws_of_single_fits():
+    """μ-5 on the full problem: the value is the mean over the disjoint draws of what a single fit on each
+    draw gives (the mean classifier is deterministic, so each draw's fit is reproduced exactly), the
+    interval is over the test points (n = their number), and the probe's own shot count is left to the
+    single fit. Tolerance: the two sides average the same 0/1 hits in another order, float64 rounding
+    of a mean of ≤ 120 terms, far below 1e-12."""
+    from torch import nn
+
+    from preadapt.estimate.adaptation import Drawn, few_shot_full_problem, full_problem_measurements
+    from preadapt.estimate.quantities import build_adapters
+    from preadapt.estimate.spec import EvaluateConfig
+    from preadapt.objectives.losses import LOSSES
+
+    config = EvaluateConfig(shots=[5, 20], draws=5, probe_shots=20, probe_val=10, mean_samples=60, top_r=[1, 2],
+                            task_classes=[2], probe_tasks=4, star_samples=10)
+    g = torch.Generator().manual_seed(0)
+    classes, dim = 4, 3
+    centers = 1.5 * torch.randn(classes, dim, generator=g, dtype=torch.float64)
+    pool = centers[None, :, None] + torch.randn(1, classes, 60, dim, generator=g, dtype=torch.float64)
+    validation = centers[None, :, None] + torch.randn(1, classes, 10, dim, generator=g, dtype=torch.float64)
+    test_y = torch.arange(classes).repeat_interleave(30)
+    test = centers[test_y] + torch.randn(len(test_y), dim, generator=g, dtype=torch.float64)
+    adapters = [spec for spec in build_adapters(config) if spec.label == "mean"]
+    args = (Drawn(validation, None, None), Drawn(test[None, None], None, None), test_y, pool[0].mean(1), config, 0,
+            LOSSES["logistic"], None, "cpu")
+    rows = few_shot_full_problem(nn.Identity(), adapters, Drawn(pool, None, None), *args)
+    assert {(m.context["shots"], m.context["top_r"]) for m in rows} == {(5, 1), (5, 2)}  # 20 is the single fit's
+    for row in rows:
+        singles = [m.estimate.value for draw in range(5)
+                   for m in full_problem_measurements(nn.Identity(), adapters, Drawn(pool, None, None).part(5 * draw, 5 * draw + 5),
+                                                      *args)
+                   if m.context["top_r"] == row.context["top_r"]]
+        assert len(singles) == 5 and abs(row.estimate.value - sum(singles) / 5) < 1e-12
+        assert row.estimate.n == len(test_y) and row.estimate.lower <= row.estimate.value <= row.estimate.upper

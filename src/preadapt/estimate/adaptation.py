@@ -23,11 +23,13 @@ training points from the ``id`` view and test points from both views (``split`` 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+import numpy as np
 import torch
 from torch import nn
 
 from preadapt.adapt.base import AdaptTask, Adapted, Adapter, TaskPoints
-from preadapt.estimate.avg_k import top_r_estimate
+from preadapt.estimate.avg_k import class_weighted_estimate, top_r_estimate, top_r_point_hits
 from preadapt.estimate.estimate import Estimate, RunningMean, combine, mean_estimate
 from preadapt.estimate.spec import EvaluateConfig
 from preadapt.objectives.losses import margins_from_scores
@@ -410,4 +412,38 @@ def full_problem_measurements(encoder: nn.Module, adapters: list[AdapterSpec], t
         for r in config.top_r:
             out.append(Measurement("acc_top", top_r_estimate(scores, test_y, r, prior=prior, level=config.level).clipped(0, 1),
                                    dict(adapter=spec.label, top_r=r, shots=train.features.shape[2], split="test")))
+    return out
+
+
+def few_shot_full_problem(encoder: nn.Module, adapters: list[AdapterSpec], pool: Drawn, validation: Drawn,
+                          test: Drawn, test_y: torch.Tensor, means: torch.Tensor, config: EvaluateConfig,
+                          seed: int, loss, prior, device) -> list[Measurement]:
+    """TOP-R of every adapter on the full problem from few shots, in several draws: for each ``s`` of
+    ``config.shots`` other than ``probe_shots`` (whose single fit ``full_problem_measurements`` makes),
+    ``min(draws, m // s)`` disjoint draws of s points per class from the pool ``pool`` (1, C, m) (at
+    least 2, else none), each adapter fitted on each draw. A test point's value is its top-R hit rate
+    over the draws, and the estimate their ρ-weighted mean with a normal interval over the test points:
+    conditional on the draws, as the single fit's is on its points. The μ-5 of [Arora19] on TOP-R.
+    Rows ``acc_top`` with ``shots`` = s."""
+    out = []
+    available = pool.features.shape[2]
+    test_points = TaskPoints(test.features[:, 0], test_y[None], None if test.inputs is None else test.inputs[:, 0])
+    classes = pool.features.shape[1]
+    weights = np.full(classes, 1.0 / classes) if prior is None else np.asarray(prior, dtype=np.float64)
+    for shots in config.shots:
+        draws = min(config.draws, available // shots)
+        if shots == config.probe_shots or draws < 2:
+            continue
+        for spec in adapters:
+            hits = {r: torch.zeros(len(test_y), dtype=torch.float64) for r in config.top_r}
+            for draw in range(draws):
+                task = AdaptTask(pool.part(draw * shots, (draw + 1) * shots).points(), validation.points(), classes,
+                                 encoder, means[None], loss, False,
+                                 make_generator(seed, "adapt", spec.label, "full", shots, draw), device)
+                scores = spec.adapter.fit(task).scores(test_points)[0]  # (N, C)
+                for r in config.top_r:
+                    hits[r] += top_r_point_hits(scores, test_y, r).to(torch.float64).cpu() / draws
+            for r in config.top_r:
+                estimate = class_weighted_estimate(hits[r], test_y, weights, config.level).clipped(0, 1)
+                out.append(Measurement("acc_top", estimate, dict(adapter=spec.label, top_r=r, shots=shots, split="test")))
     return out

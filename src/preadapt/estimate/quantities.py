@@ -20,8 +20,8 @@ from preadapt.adapt import ADAPTERS
 from preadapt.adapt.linear import keep_best_heads
 from preadapt.adapt.mean_classifier import MeanClassifier
 from preadapt.estimate.adaptation import (Adaptation, AdapterSpec, Drawn, Measurement, Views, adapt_measurements,
-                                         chain_measurements, encode, full_problem_measurements, needs_inputs,
-                                         star_estimates, task_mean)
+                                         chain_measurements, encode, few_shot_full_problem, full_problem_measurements,
+                                         needs_inputs, star_estimates, task_mean)
 from preadapt.estimate.avg_k import avg_k_estimate, top_r_estimate
 from preadapt.estimate.collision import CollisionMoments, block_moments, negatives_moments
 from preadapt.estimate.estimate import Estimate, PlugIn, RunningMean, critical, mean_estimate
@@ -593,6 +593,8 @@ def evaluate_encoder(
         shots = config.probe_shots
         out.extend(full_problem_measurements(encoder, adapters, adapt_pool.part(0, shots), val_pool, test, test_y,
                                              adapt_means, config, seed, loss, prior, device))
+        out.extend(few_shot_full_problem(encoder, adapters, adapt_pool, val_pool, test, test_y, adapt_means, config,
+                                         seed, loss, prior, device))
     out.extend(chain_measurements(adaptation, l_pre, l_pre_train, level, dependent=examples is not None))
     return Evaluation(out, means, moments, plug_ins, grids["negatives"], grids["blocks"], collision_plug_ins, deviation,
                       shared_examples=examples is not None, class_level=enumerated)

@@ -37,7 +37,6 @@ from preadapt.experiment.executors import Executor
 from preadapt.experiment.sweep import Sweep, SweepProgress, SweepSpec, SweepSummary, expand, run_sweep
 
 SCALES = ("small", "full")
-PARTS = ("table1", "table2", "figure2")
 TR_SHOTS = 50  # labeled points per class of TR's linear head (the topic world's train split has 140)
 MU_SHOTS = 5  # μ-5
 FIGURE2_CLASSES = 20  # |C| of the figure 2 world: small enough that k can approach it

@@ -71,20 +71,18 @@ def _load(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]] | N
         store.close()
 
 
-def _selector(column: str, metric: str, size: int, mu_shots: int, tr_shots: int) -> str | None:
+def _selector(column: str, metric: str, size: int, mu_shots: int, tr_shots: int) -> str:
     """The quantity selector of one cell of Table 1: column TR, μ or μ-5; metric AVG or TOP."""
     if metric == "AVG":
         adapter, shots = {"TR": ("linear", tr_shots), "μ": ("mean", "none"), "μ-5": ("mean", mu_shots)}[column]
         return f"acc_avg[adapter={adapter},shots={shots},task_classes={size}]"
-    if column == "μ-5":
-        return None  # the full problem is solved at probe_shots only
-    adapter, shots = {"TR": ("linear", tr_shots), "μ": ("mean", "none")}[column]
+    adapter, shots = {"TR": ("linear", tr_shots), "μ": ("mean", "none"), "μ-5": ("mean", mu_shots)}[column]
     return f"acc_top[adapter={adapter},shots={shots},top_r={size}]"
 
 
-def _cell(loaded, selector: str | None, point: Mapping[str, Any]) -> dict[str, Any] | None:
+def _cell(loaded, selector: str, point: Mapping[str, Any]) -> dict[str, Any] | None:
     """The aggregate of ``selector`` at the grid point ``point`` (axis → label): value, lower, upper, n."""
-    if loaded is None or selector is None:
+    if loaded is None:
         return None
     results, runs, sweep = loaded
     try:
