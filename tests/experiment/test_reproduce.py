@@ -113,6 +113,12 @@ def test_a_tiny_reproduction_writes_its_tables_and_claims_and_resumes(tmp_path, 
     assert json.loads((tmp_path / "plan.json").read_text())["scale"] == "tiny"
     again = run_reproduction(plan, tmp_path, InProcess, report=write_reproduction_report)
     assert sum(len(s.seconds) for s in again.summaries.values()) == 0  # resumed: every run was kept
+    from preadapt.report.browser import find_chromium, measure_report
+
+    if find_chromium() is not None:  # read in a real browser at 1280 × 900: the claims first, nothing off to the side
+        layout = measure_report(summary.report)
+        assert layout.page_width <= layout.width and not layout.tables_too_wide and not layout.broken_images
+        assert "Claims" in layout.text_start and "reproduce arora2019" in layout.title
 
 
 def test_the_command_refuses_an_unknown_paper_or_scale_in_one_line(tmp_path):
