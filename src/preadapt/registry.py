@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 if TYPE_CHECKING:  # annotations only: worlds sit above the registry
     from preadapt.worlds.base import InputSpec
@@ -122,3 +122,45 @@ class Registry:
 
     def build(self, config: ComponentConfig, *args: Any, **kwargs: Any) -> Any:
         return self.entry(config.kind).factory(config, *args, **kwargs)
+
+
+def error_location(parts) -> str:
+    """A pydantic location as a dotted field path, list positions in brackets: ``evaluate.adapters[1].lrs``."""
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def describe_validation_error(error: ValidationError, prefix: str = "",
+                              suggest: Callable[[str, tuple], str | None] | None = None) -> str:
+    """The first error of a pydantic ValidationError as one line: the field (under ``prefix``), the value
+    given, what is allowed. ``suggest(unknown, parents)``: a known field close to an unknown one, for the
+    hint (``experiment.config.format_validation_error`` passes the config's; a task's steps, their own).
+
+    >>> from pydantic import Field
+    >>> class Box(BaseModel):
+    ...     size: int = Field(..., ge=1)
+    >>> try:
+    ...     Box(size=0)
+    ... except ValidationError as error:
+    ...     print(describe_validation_error(error, prefix="world"))
+    world.size: got 0; input should be greater than or equal to 1
+    """
+    first = error.errors(include_url=False)[0]
+    message = first["msg"]
+    loc = error_location(((prefix,) if prefix else ()) + tuple(first["loc"]))
+    if message.startswith("Value error, "):
+        message = message[len("Value error, "):]
+        if not first["loc"]:  # our own model-level messages already name the field
+            return message if not prefix else f"{prefix}.{message}"
+        if message.startswith((".", ":")):  # a field validator's message that continues the location
+            return f"{loc}{message}"
+    if first["type"] == "extra_forbidden":
+        parents, unknown = tuple(first["loc"][:-1]), first["loc"][-1]
+        close = suggest(str(unknown), parents) if suggest is not None else None
+        hint = f"; did you mean `{close}`?" if close else ""
+        return f"{loc}: unknown field{hint} (see docs/config.md for the allowed fields)"
+    if first["type"] == "missing":
+        return f"{loc}: missing; this field is required"
+    return f"{loc}: got {first['input']!r}; {message[0].lower() + message[1:]}"

@@ -68,7 +68,7 @@ def test_the_rules_decide_only_what_the_intervals_decide():
     assert overall(["held", "not held", "inconclusive"]) == "not held" and overall([]) == "inconclusive"
 
 
-def test_claims_read_the_cells_they_name(tmp_path):
+def test_claims_read_the_cells_they_name():
     plan = {"rows": [{"label": "topics-gru", "avg_k": 10, "top_r": 10, "paper": "Wiki-3029", "tr_shots": 50}],
             "negatives": [1, 4, 16], "amounts": [2000, 32000], "figure2_classes": 20}
     cells1 = {("topics-gru", rep, col, "AVG", size): cell(value, half=0.005) for rep, col, size, value in [
@@ -76,11 +76,11 @@ def test_claims_read_the_cells_they_name(tmp_path):
         ("supervised", "TR", 10, 0.80), ("CURL", "TR", 10, 0.70)]}
     cells2 = {2: cell(0.90), 10: cell(0.95)}
     cells_f2 = {(1, 32000): cell(0.80), (4, 32000): cell(0.90), (16, 32000): cell(0.85)}
-    found = {c["claim"][:4]: c["verdict"] for c in claims(plan, cells1, cells2, cells_f2, tmp_path)}
+    found = {c["claim"][:4]: c["verdict"] for c in claims(plan, cells1, cells2, cells_f2, {})}
     assert found == {"(i) ": "held", "(ii)": "held", "(iii": "held", "(iv)": "held", "(v) ": "inconclusive"}
     cells_f2[(16, 32000)] = cell(0.95)  # still rising at the largest k: (iv) not held
     cells2[10] = cell(0.89)  # b = 10 within b = 2's interval: (iii) cannot decide
-    found = {c["claim"][:4]: c["verdict"] for c in claims(plan, cells1, cells2, cells_f2, tmp_path)}
+    found = {c["claim"][:4]: c["verdict"] for c in claims(plan, cells1, cells2, cells_f2, {})}
     assert found["(iv)"] == "not held" and found["(iii"] == "inconclusive"
 
 

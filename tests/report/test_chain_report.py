@@ -250,7 +250,8 @@ def test_the_waterfall_bars_end_at_the_cumulative_sums_of_the_links(results):
                 assert start == pytest.approx(level)
                 level += values[name]
                 assert end == pytest.approx(level)
-                # The link's CI as an error bar at the bar's end.
+                # The link's CI as an error bar at the bar's end (x: the same float the bar was drawn at,
+                # read back from matplotlib's float64 segments: equal up to its transforms' rounding, ≪ 1e-9)
                 assert any(abs(sx - x) < 1e-9 and lo == pytest.approx(end - HALF) and hi == pytest.approx(end + HALF)
                            for sx, lo, hi in segments), (key, name)
             assert level == pytest.approx(l_adapt(adapter, count, split))

@@ -29,7 +29,7 @@ from preadapt.experiment.errors import ConfigError  # defined there (presets rai
 from preadapt.experiment.presets import preset_data
 from preadapt.objectives import OBJECTIVES, ObjectiveTypeError
 from preadapt.pretrain import PretrainConfig
-from preadapt.registry import ComponentConfig, Registry
+from preadapt.registry import ComponentConfig, Registry, describe_validation_error
 from preadapt.worlds import WORLDS
 from preadapt.worlds.base import MAX_ENUMERATED_CLASSES
 from preadapt.worlds.tasks import TASKS, TaskConfig
@@ -221,13 +221,6 @@ class Config(BaseModel):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
 
 
-def _loc(parts) -> str:
-    text = ""
-    for part in parts:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
-
-
 def _model_in(annotation: Any) -> type[BaseModel] | None:
     """The pydantic model an annotation holds (``PretrainConfig``, ``list[Model]``, ``Model | None``)."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
@@ -273,25 +266,11 @@ def suggest_field(unknown: str, model: type[BaseModel] | None, parents: tuple = 
 
 
 def format_validation_error(error: ValidationError, prefix: str = "", model: type[BaseModel] | None = None) -> str:
-    """The first error of a pydantic ValidationError as one line: field, value given, what is allowed.
-    ``model``: the model validated, for a suggestion when a field is unknown."""
-    first = error.errors(include_url=False)[0]
-    message = first["msg"]
-    loc = _loc(((prefix,) if prefix else ()) + tuple(first["loc"]))
-    if message.startswith("Value error, "):
-        message = message[len("Value error, "):]
-        if not first["loc"]:  # our own model-level messages already name the field
-            return message if not prefix else f"{prefix}.{message}"
-        if message.startswith((".", ":")):  # a field validator's message that continues the location
-            return f"{loc}{message}"
-    if first["type"] == "extra_forbidden":
-        parents, unknown = tuple(first["loc"][:-1]), first["loc"][-1]
-        close = suggest_field(str(unknown), model, parents) if model is not None else None
-        hint = f"; did you mean `{close}`?" if close else ""
-        return f"{loc}: unknown field{hint} (see docs/config.md for the allowed fields)"
-    if first["type"] == "missing":
-        return f"{loc}: missing; this field is required"
-    return f"{loc}: got {first['input']!r}; {message[0].lower() + message[1:]}"
+    """The first error of a pydantic ValidationError as one line: field, value given, what is allowed
+    (``registry.describe_validation_error``). ``model``: the model validated, for a suggestion when a
+    field is unknown."""
+    suggest = None if model is None else (lambda unknown, parents: suggest_field(unknown, model, parents))
+    return describe_validation_error(error, prefix, suggest)
 
 
 def parse_config(data: dict[str, Any]) -> Config:

@@ -26,6 +26,7 @@ import hashlib
 import itertools
 import json
 import shutil
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -552,9 +553,7 @@ class SharedPretrainings:
     def __init__(self, sweep: Sweep, out: Path, executor: Executor) -> None:
         self.folder = out / "pretrained"
         self.hashes = {planned.run_id: planned.config.pretraining_hash() for planned in sweep.runs}
-        counts: dict[str, int] = {}
-        for value in self.hashes.values():
-            counts[value] = counts.get(value, 0) + 1
+        counts = Counter(self.hashes.values())
         enabled = getattr(executor, "shares_files", False)
         self.shared = {value for value, count in counts.items() if count > 1 and enabled}
         self.training: dict[str, str] = {}  # pretraining → the run in flight that computes it

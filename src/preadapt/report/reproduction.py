@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -38,7 +38,7 @@ from matplotlib.figure import Figure
 
 from preadapt.estimate.rank import rank_correlation
 from preadapt.experiment.store import Store
-from preadapt.report.figures import save_figure
+from preadapt.report.figures import save_figure, select_rows
 from preadapt.report.html import ENVIRONMENT
 from preadapt.report.sweep import aggregate
 
@@ -58,9 +58,14 @@ PAPER_TABLE1 = {  # [Arora19] Table 1, accuracy % (THEORY.md section 4; quoted s
 PAPER_COLUMNS = [("supervised", "TR"), ("supervised", "μ"), ("supervised", "μ-5"), ("CURL", "TR"), ("CURL", "μ"),
                  ("CURL", "μ-5")]
 PAPER_TABLE2 = {2: 96.6, 5: 97.5, 10: 97.7}  # Wiki-3029 CURL, by block size
+MU_AVG2 = "acc_avg[adapter=mean,shots=none,task_classes=2]"  # Table 2's and Figure 2's accuracy
 
 
-def _load(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]] | None:
+Loaded = tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]] | None
+"""A part's store as ``_load`` reads it once: (results, runs, the sweep's plan), or None when absent."""
+
+
+def _load(folder: Path) -> Loaded:
     path = folder / "results.sqlite"
     if not path.is_file():
         return None
@@ -80,14 +85,25 @@ def _selector(column: str, metric: str, size: int, mu_shots: int, tr_shots: int)
     return f"acc_top[adapter={adapter},shots={shots},top_r={size}]"
 
 
-def _cell(loaded, selector: str, point: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The aggregate of ``selector`` at the grid point ``point`` (axis → label): value, lower, upper, n."""
-    if loaded is None:
-        return None
-    results, runs, sweep = loaded
-    try:
-        table = aggregate(results, runs, sweep, selector)
-    except (KeyError, ValueError):
+def _aggregates(loaded: Loaded) -> Callable[[str], pd.DataFrame | None]:
+    """``selector`` → its aggregate over a part's grid points (``report.sweep.aggregate``), each
+    computed once however many cells read it; None without the part or the quantity."""
+    tables: dict[str, pd.DataFrame | None] = {}
+
+    def table(selector: str) -> pd.DataFrame | None:
+        if selector not in tables:
+            try:
+                tables[selector] = None if loaded is None else aggregate(*loaded, selector)
+            except (KeyError, ValueError):
+                tables[selector] = None
+        return tables[selector]
+
+    return table
+
+
+def _cell(table: pd.DataFrame | None, point: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The row of an aggregate ``table`` at the grid point ``point`` (axis → label): value, lower, upper, n."""
+    if table is None:
         return None
     for axis, value in point.items():
         if axis not in table.columns:
@@ -155,11 +171,10 @@ def _d_text(d: tuple[float, float, float] | None) -> str:
     return "—" if d is None else f"{100 * d[0]:+.1f} [{100 * d[1]:+.1f}, {100 * d[2]:+.1f}] points"
 
 
-def table1(out: Path, plan: Mapping[str, Any]) -> tuple[list[dict[str, Any]], dict[tuple, Any]]:
+def table1(loaded: Loaded, plan: Mapping[str, Any]) -> tuple[list[dict[str, Any]], dict[tuple, Any]]:
     """Rows of Table 1 (one per data row and metric) with our cells and the paper's, and the cells by
     (row, representation, column, metric, size) for the claims."""
-    loaded = _load(out / "table1")
-    rows, cells = [], {}
+    rows, cells, table = [], {}, _aggregates(loaded)
     for row in plan["rows"]:
         metrics = [("AVG", 2), ("AVG", row["avg_k"]), ("TOP", 1), ("TOP", row["top_r"])]
         for metric, size in metrics:
@@ -167,7 +182,7 @@ def table1(out: Path, plan: Mapping[str, Any]) -> tuple[list[dict[str, Any]], di
             ours = []
             for representation, column in PAPER_COLUMNS:
                 selector = _selector(column, metric, size, plan["mu_shots"], row.get("tr_shots", plan["tr_shots"]))
-                cell = _cell(loaded, selector, {"encoder": row["label"], "objective": representation})
+                cell = _cell(table(selector), {"encoder": row["label"], "objective": representation})
                 cells[(row["label"], representation, column, metric, size)] = cell
                 ours.append(_text(cell))
             paper = PAPER_TABLE1.get((row["paper"], name)) if row["paper"] else None
@@ -177,23 +192,23 @@ def table1(out: Path, plan: Mapping[str, Any]) -> tuple[list[dict[str, Any]], di
     return rows, cells
 
 
-def table2(out: Path) -> tuple[list[dict[str, Any]], dict[int, Any]]:
-    loaded = _load(out / "table2")
+def table2(loaded: Loaded) -> tuple[list[dict[str, Any]], dict[int, Any]]:
     rows, cells = [], {}
+    table = _aggregates(loaded)(MU_AVG2)
     for block in (1, 2, 5, 10):
-        mu = _cell(loaded, "acc_avg[adapter=mean,shots=none,task_classes=2]", {"objective.block_size": block})
+        mu = _cell(table, {"objective.block_size": block})
         cells[block] = mu
         rows.append({"block": block, "mu": _text(mu), "paper": f"{PAPER_TABLE2[block]:.1f}" if block in PAPER_TABLE2 else "—"})
     return rows, cells
 
 
-def figure2(out: Path, plan: Mapping[str, Any], figures: Path) -> tuple[dict[str, Any], dict[tuple, Any]]:
+def figure2(loaded: Loaded, curves: Mapping[str, pd.DataFrame], plan: Mapping[str, Any],
+            figures: Path) -> tuple[dict[str, Any], dict[tuple, Any]]:
     """Left: AVG-2 of μ against the training tuples, one line per k; right: L_sup, L_un (test) and L_pre
     on the training tuples over the checkpoints of Table 2's CURL run with b = 1. Returns the figure's path
     and the cells of the left panel by (k, tuples)."""
-    loaded = _load(out / "figure2")
-    cells = {(k, n): _cell(loaded, "acc_avg[adapter=mean,shots=none,task_classes=2]",
-                           {"objective.negatives": k, "pretrain.tuples": n})
+    table = _aggregates(loaded)(MU_AVG2)
+    cells = {(k, n): _cell(table, {"objective.negatives": k, "pretrain.tuples": n})
              for k in plan["negatives"] for n in plan["amounts"]}
     fig = Figure(figsize=(11, 4.2))
     left, right = fig.subplots(1, 2)
@@ -212,7 +227,6 @@ def figure2(out: Path, plan: Mapping[str, Any], figures: Path) -> tuple[dict[str
     left.set_ylabel("AVG-2 of the mean classifier, with CI")
     left.set_title(f"accuracy against unlabeled data ({plan['figure2_classes']} topic classes)")
     left.legend(loc="lower right")
-    curves = loss_curves(out)
     for name, label in (("L_sup", "L_sup (supervised, 2-class)"), ("L_un", "L_un on fresh tuples (test)"),
                         ("L_pre_train", "L_pre on the training tuples (train)")):
         rows = curves.get(name)
@@ -229,10 +243,9 @@ def figure2(out: Path, plan: Mapping[str, Any], figures: Path) -> tuple[dict[str
     return {"figure": f"figures/{Path(path).name}"}, cells
 
 
-def loss_curves(out: Path) -> dict[str, pd.DataFrame]:
-    """Table 2's run with blocks of 1 (CURL on the topic world), per checkpoint: L_sup (linear, 2-class),
-    L_un (k = 1, fresh) and L_pre_train, each sorted by step (value, lower, upper)."""
-    loaded = _load(out / "table2")
+def loss_curves(loaded: Loaded) -> dict[str, pd.DataFrame]:
+    """Table 2's run with blocks of 1 (CURL on the topic world; ``loaded``: Table 2's store), per
+    checkpoint: L_sup (linear, 2-class), L_un (k = 1, fresh) and L_pre_train, each sorted by step."""
     if loaded is None:
         return {}
     results, runs, sweep = loaded
@@ -253,7 +266,7 @@ def loss_curves(out: Path) -> dict[str, pd.DataFrame]:
 
 
 def claims(plan: Mapping[str, Any], cells1: Mapping[tuple, Any], cells2: Mapping[int, Any],
-           cells_f2: Mapping[tuple, Any], out: Path) -> list[dict[str, str]]:
+           cells_f2: Mapping[tuple, Any], curves: Mapping[str, pd.DataFrame]) -> list[dict[str, str]]:
     """The five claims of this module's docstring, each with its verdict and the numbers behind it."""
     found = []
     per_row = []
@@ -295,7 +308,6 @@ def claims(plan: Mapping[str, Any], cells1: Mapping[tuple, Any], cells2: Mapping
                   "rule": f"at {most} tuples: acc(k = 4) − acc(k = 1) > 0 and acc(k = {largest}) − acc(k = 4) < 0 "
                           f"({plan['figure2_classes']} classes)",
                   "verdict": verdict, "numbers": f"k = 4 − k = 1: {_d_text(a)}; k = {largest} − k = 4: {_d_text(b)}"})
-    curves = loss_curves(out)
     rho = None
     if curves.get("L_sup") is not None and curves.get("L_un") is not None:
         both = curves["L_sup"].merge(curves["L_un"], on="step", suffixes=("_sup", "_un"))
@@ -323,14 +335,8 @@ def _last(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def _pick(rows: pd.DataFrame, quantity: str, **context) -> dict[str, Any] | None:
-    mask = rows["quantity"] == quantity
-    for column, value in context.items():
-        if value is None:
-            mask &= rows[column].isna()
-        else:
-            mask &= pd.to_numeric(rows[column], errors="coerce") == value if column != "adapter" and column != "bound" \
-                else rows[column].astype(str) == str(value)
-    found = rows[mask]
+    """The first row of ``quantity`` with this context (``report.figures.select_rows``) as a cell."""
+    found = select_rows(rows, quantity, **context)
     if not len(found):
         return None
     row = found.iloc[0]
@@ -353,7 +359,7 @@ def pretrained_row(name: str, rows: pd.DataFrame, glosses: Any) -> dict[str, Any
     return {"encoder": name, "columns": list(PRETRAINED_COLUMNS), "values": values}
 
 
-def pretrained_rows(out: Path) -> list[dict[str, Any]]:
+def pretrained_rows(out: Path, loaded: Loaded) -> list[dict[str, Any]]:
     """The frozen MiniLM on WordNet glosses (``out/minilm``), then the CURL encoders trained here on the
     wordnet world (Table 1's wordnet rows, CURL), each at its last step."""
     found = []
@@ -361,7 +367,6 @@ def pretrained_rows(out: Path) -> list[dict[str, Any]]:
     if path.is_file():
         rows = pd.read_csv(path)
         found.append(pretrained_row("MiniLM (frozen, all-MiniLM-L6-v2)", rows, rows["glosses"].iloc[0]))
-    loaded = _load(out / "table1")
     if loaded is not None:
         results, _, sweep = loaded
         for entry in sweep.get("runs", []):
@@ -380,16 +385,18 @@ def write_reproduction_report(out: str | Path, plan: Mapping[str, Any], title: s
     out = Path(out)
     figures = out / "figures"
     figures.mkdir(parents=True, exist_ok=True)
-    rows1, cells1 = table1(out, plan)
-    rows2, cells2 = table2(out)
-    figure, cells_f2 = figure2(out, plan, figures)
-    found = claims(plan, cells1, cells2, cells_f2, out)
+    parts = {name: _load(out / name) for name in ("table1", "table2", "figure2")}  # each store read once
+    curves = loss_curves(parts["table2"])
+    rows1, cells1 = table1(parts["table1"], plan)
+    rows2, cells2 = table2(parts["table2"])
+    figure, cells_f2 = figure2(parts["figure2"], curves, plan, figures)
+    found = claims(plan, cells1, cells2, cells_f2, curves)
     pd.DataFrame(found).to_csv(out / "claims.csv", index=False)
     pd.DataFrame([{"row": r["row"], "metric": r["metric"], "paper": r["paper_name"],
                    **{f"{rep} {col}": ours for (rep, col), ours in zip(PAPER_COLUMNS, r["ours"])},
                    **{f"paper {rep} {col}": p for (rep, col), p in zip(PAPER_COLUMNS, r["paper"])}}
                   for r in rows1]).to_csv(out / "tables.csv", index=False)
-    extra = pretrained_rows(out)
+    extra = pretrained_rows(out, parts["table1"])
     html = ENVIRONMENT.get_template("reproduction.html").render(
         title=title, plan=plan, claims=found, table1=rows1, columns=PAPER_COLUMNS, table2=rows2, figure=figure,
         extra=extra, missing=plan.get("missing", {}))

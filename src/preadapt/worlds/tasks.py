@@ -27,6 +27,7 @@ after another, each to the previous one's ``id`` view (docs/config.md, the ``tas
 from __future__ import annotations
 
 import copy
+import difflib
 import math
 from dataclasses import dataclass
 from typing import ClassVar, Literal
@@ -35,7 +36,7 @@ import numpy as np
 import torch
 from pydantic import Field, SerializeAsAny, ValidationError, field_validator
 
-from preadapt.registry import ComponentConfig, Registry
+from preadapt.registry import ComponentConfig, Registry, describe_validation_error
 from preadapt.worlds.base import ExampleWorld, InputSpec, World
 from preadapt.worlds.finite import SPLITS, split_of
 from preadapt.worlds.prior import as_prior
@@ -777,18 +778,15 @@ TASKS.register("hierarchy", build_hierarchy_task, HierarchyTaskConfig)
 # compose: transforms applied one after another
 
 
-def _step_error(index: int, error: ValidationError) -> str:
-    """A step's first validation error as the rest of a location: ``.1.severity: got 1.5; allowed: 0..1``."""
-    first = error.errors(include_url=False)[0]
-    where = ".".join(str(part) for part in (index, *first["loc"]))
-    message = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        return f".{where}: unknown field (see docs/config.md for the allowed fields)"
-    if first["type"] == "missing":
-        return f".{where}: missing; this field is required"
-    if message.startswith((".", ":")):
-        return f".{where}{message}"
-    return f".{where}: got {first['input']!r}; {message[0].lower() + message[1:]}"
+def _step_error(index: int, error: ValidationError, model: type[TaskConfig]) -> str:
+    """A step's first validation error as the rest of a location, ``.1.severity: got 1.5; allowed: 0..1``
+    (``registry.describe_validation_error``, an unknown field with a close one of the step's model)."""
+
+    def suggest(unknown: str, parents: tuple) -> str | None:
+        close = difflib.get_close_matches(unknown, list(model.model_fields), n=1, cutoff=0.75)
+        return close[0] if close and not parents else None
+
+    return "." + describe_validation_error(error, str(index), suggest)
 
 
 class ComposeTaskConfig(TaskConfig):
@@ -832,7 +830,7 @@ class ComposeTaskConfig(TaskConfig):
                 try:
                     step = TASKS.parse(step)
                 except ValidationError as error:
-                    raise ValueError(_step_error(index, error)) from None
+                    raise ValueError(_step_error(index, error, TASKS.entry(kind).params)) from None
             if index and step.first_only:
                 raise ValueError(f".{index}.kind: got {step.kind!r}; allowed: the first step only ({step.first_only})")
             parsed.append(step)
