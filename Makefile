@@ -47,8 +47,11 @@ test: setup chromium datasets
 test-fast: setup chromium datasets
 	$(PYTEST) -m "not slow"
 
+# The performance table (docs/benchmarks.md): every benchmark on one thread, one after another, in under
+# 5 minutes on 2 cores; it rewrites the generated block of docs/benchmarks.md. More: make bench BENCH_ARGS=--full
+# (or --no-write, --only NAME ...).
 bench: setup
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/run_all.py --threads 1 $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) runs

@@ -5,19 +5,26 @@ of ``LogisticRegression`` fits, with mean test accuracy within 0.5 points. Both 
 problem: mean CE + λ/2 (‖w_0‖² + ‖w_1‖²) is scikit-learn's C·Σ CE + ½‖w‖² with C = 2/(n·λ)
 (binary: w = w_1 − w_0 and w_0 = −w_1 at the optimum; see tests/adapt/test_linear_probe.py).
 
-Run: ``.venv/bin/python benchmarks/bench_linear_probe.py [--tasks 1000] [--repeats 3]``.
+Both programs are timed in interleaved rounds (batched, loop, batched, ...), medians reported;
+``compare`` fits both on the same tasks and returns their test accuracies and probabilities
+(tests/test_benchmarks.py checks them at a tiny size).
+
+Run: ``.venv/bin/python benchmarks/bench_linear_probe.py [--quick] [--tasks 1000] [--repeats 3] [--threads 1]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
+from _common import add_threads_argument, interleaved, machine, median, round_ratios, set_threads, spread, summary
 from sklearn.linear_model import LogisticRegression
 
 from preadapt.adapt.linear import LinearProbe
+
+TARGET = 10.0
+POINTS = 0.5
 
 
 def make_tasks(tasks: int, train: int, test: int, dim: int, seed: int):
@@ -30,18 +37,41 @@ def make_tasks(tasks: int, train: int, test: int, dim: int, seed: int):
     return features[:, :train], labels[:, :train], features[:, train:], labels[:, train:]
 
 
-def best_of(repeats: int, fn):
-    times, out = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return min(times), out
+def sklearn_c(train: int, penalty: float) -> float:
+    """scikit-learn's C for mean CE + λ/2 (‖w_0‖² + ‖w_1‖²) on n binary points: C = 2/(n·λ)."""
+    return 2.0 / (train * penalty)
+
+
+def batched(X, y, penalty: float, tol: float | None = None) -> LinearProbe:
+    probe = LinearProbe(penalties=(penalty,))
+    if tol is not None:
+        probe.tol = tol
+    return probe.fit(X, y)
+
+
+def sklearn_loop(X, y, penalty: float) -> list[LogisticRegression]:
+    C = sklearn_c(X.shape[1], penalty)
+    Xn, yn = X.numpy(), y.numpy()
+    return [LogisticRegression(C=C).fit(Xn[p], yn[p]) for p in range(len(Xn))]
+
+
+def compare(tasks: int, train: int, test: int, dim: int, penalty: float, seed: int = 0):
+    """Both fits on the same tasks: per-task test accuracies (ours, sklearn's), each (P,), and the
+    probabilities of class 1 on the test points (ours, sklearn's), each (P, m)."""
+    X, y, X_test, y_test = make_tasks(tasks, train, test, dim, seed)
+    probe = batched(X, y, penalty)
+    models = sklearn_loop(X, y, penalty)
+    ours_acc = probe.score(X_test, y_test).numpy()
+    their_acc = np.array([m.score(X_test[p].numpy(), y_test[p].numpy()) for p, m in enumerate(models)])
+    ours_p = probe.predict_proba(X_test)[..., 1].numpy()
+    their_p = np.stack([m.predict_proba(X_test[p].numpy())[:, 1] for p, m in enumerate(models)])
+    return (ours_acc, their_acc), (ours_p, their_p)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", type=int, default=1000)
+    parser.add_argument("--quick", action="store_true", help="200 tasks instead of 1000")
+    parser.add_argument("--tasks", type=int, default=None, help="binary tasks (default 1000; quick 200)")
     parser.add_argument("--train", type=int, default=100)
     parser.add_argument("--test", type=int, default=500)
     parser.add_argument("--dim", type=int, default=16)
@@ -49,35 +79,33 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tol", type=float, default=None, help="LinearProbe tol (default: its own)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    add_threads_argument(parser)
     args = parser.parse_args()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
+    tasks = args.tasks or (200 if args.quick else 1000)
 
-    X, y, X_test, y_test = make_tasks(args.tasks, args.train, args.test, args.dim, args.seed)
-    probe = LinearProbe(penalties=(args.penalty,))
-    if args.tol is not None:
-        probe.tol = args.tol
-    ours_s, probe = best_of(args.repeats, lambda: probe.fit(X, y))
+    X, y, X_test, y_test = make_tasks(tasks, args.train, args.test, args.dim, args.seed)
+    fitted: dict[str, object] = {}
+    times = interleaved({"batched": lambda: fitted.__setitem__("batched", batched(X, y, args.penalty, args.tol)),
+                         "sklearn": lambda: fitted.__setitem__("sklearn", sklearn_loop(X, y, args.penalty))},
+                        args.repeats)
+    probe, models = fitted["batched"], fitted["sklearn"]
     ours_acc = probe.score(X_test, y_test).numpy()  # (P,)
-
-    C = 2.0 / (args.train * args.penalty)
-    Xn, yn, Xt, yt = X.numpy(), y.numpy(), X_test.numpy(), y_test.numpy()
-
-    def sklearn_loop() -> np.ndarray:
-        return np.array([
-            LogisticRegression(C=C).fit(Xn[p], yn[p]).score(Xt[p], yt[p]) for p in range(args.tasks)
-        ])
-
-    sk_s, sk_acc = best_of(args.repeats, sklearn_loop)
-    gap = 100.0 * (ours_acc.mean() - sk_acc.mean())
-    print(f"tasks={args.tasks} d={args.dim} n={args.train} penalty={args.penalty} tol={probe.tol} "
-          f"torch_threads={torch.get_num_threads()}")
-    print(f"batched LinearProbe: {ours_s:.3f} s   mean acc {100 * ours_acc.mean():.2f}%")
-    print(f"sklearn loop:        {sk_s:.3f} s   mean acc {100 * sk_acc.mean():.2f}%")
-    print(f"speed-up ratio (sklearn / batched): {sk_s / ours_s:.1f}x  (target >= 10x)")
-    print(f"mean accuracy difference: {gap:+.3f} points  (target within 0.5); "
+    sk_acc = np.array([m.score(X_test[p].numpy(), y_test[p].numpy()) for p, m in enumerate(models)])
+    ours_s, sk_s = median(times["batched"]), median(times["sklearn"])
+    ratio, gap = sk_s / ours_s, 100.0 * (ours_acc.mean() - sk_acc.mean())
+    print(f"linear probe: tasks={tasks} d={args.dim} n={args.train} penalty={args.penalty} tol={probe.tol}; "
+          f"{args.repeats} interleaved rounds; {machine()}")
+    print(f"  batched LinearProbe: {spread(times['batched'])}   mean acc {100 * ours_acc.mean():.2f}%")
+    print(f"  sklearn loop:        {spread(times['sklearn'])}   mean acc {100 * sk_acc.mean():.2f}%")
+    print(f"  ratio sklearn / batched (medians): {ratio:.1f}x (target >= {TARGET:g}x); per round "
+          f"{round_ratios(times['sklearn'], times['batched'])}")
+    print(f"  mean accuracy difference: {gap:+.3f} points (target within {POINTS}); "
           f"max per-task |diff| {100 * np.abs(ours_acc - sk_acc).max():.2f} points")
+    summary("linear probe vs sklearn", f"{tasks} binary tasks, batched LinearProbe vs LogisticRegression loop",
+            f"{ours_s:.3f} s vs {sk_s:.3f} s; accuracy {gap:+.3f} points", ratio,
+            f">= {TARGET:g}x, within {POINTS} points", bool(ratio >= TARGET and abs(gap) <= POINTS),
+            ratio_text=f"{ratio:.1f}x")
 
 
 if __name__ == "__main__":

@@ -1,16 +1,28 @@
-"""Run every benchmark of DESIGN.md §6 and print a summary table (``make bench``).
+"""Run the benchmarks, print the table of issue 15 and rewrite its block of docs/benchmarks.md (``make bench``).
 
-Each benchmark runs in its own process, with ``--quick`` sizes unless ``--full`` is given
-(bench_linear_probe.py has no ``--quick``: quick runs it on 200 tasks with 2 repeats). Ratios are
-measured within each process; absolute times depend on the machine and its load.
+Every row is a ratio of two programs measured in one process, with interleaved repeats and medians
+(the demo's row: a share of one run's wall time). Each benchmark script runs in its own process
+with one thread by default (``--threads 1``: torch's, and ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` /
+``OPENBLAS_NUM_THREADS`` for numpy, scikit-learn and the demo's run), one after another, so that
+no two of them compete for the 2 cores.
 
-Run: ``.venv/bin/python benchmarks/run_all.py [--full] [--threads N] [--only avg_k pretrain ...]``.
+The default sizes fit in under 5 minutes on 2 cores; ``--full`` uses DESIGN.md's sizes (more
+rounds, 10⁶ tuples, 3029 classes, 1000 probe tasks, fine-tuning up to 100 tasks) and adds the sweep
+executors (a minute at its quick size, which ``--only sweep`` runs; minutes more in all). The
+printed table replaces the block between ``<!-- bench:begin -->`` and ``<!-- bench:end -->`` of
+docs/benchmarks.md (date, machine, load, the table and the demo's breakdown); ``--no-write`` leaves
+the file alone, and so does ``--only`` (a partial table) unless ``--write`` is given.
+
+Run: ``.venv/bin/python benchmarks/run_all.py [--full] [--threads 1] [--only pretrain demo ...] [--no-write]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
+import platform
 import re
 import subprocess
 import sys
@@ -18,87 +30,213 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+DOC = HERE.parent / "docs" / "benchmarks.md"
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+# name → (script, arguments at the default sizes, arguments at --full, run by default)
 BENCHMARKS = {
-    "avg_k": "bench_avg_k.py",
-    "linear_probe": "bench_linear_probe.py",
-    "pretrain": "bench_pretrain.py",
-    "estimates": "bench_estimates.py",
-    "sweep": "bench_sweep.py",
-    "hinge": "bench_hinge.py",
+    "pretrain": ("bench_pretrain.py", [], ["--repeats", "15"], True),
+    "estimates": ("bench_estimates.py", ["--quick"], [], True),
+    "demo": ("bench_demo.py", [], [], True),
+    "avg_k": ("bench_avg_k.py", ["--quick"], [], True),
+    "linear_probe": ("bench_linear_probe.py", ["--quick"], [], True),
+    "hinge": ("bench_hinge.py", ["--quick"], [], True),
+    "sweep": ("bench_sweep.py", ["--quick"], [], False),
+    "finetune": ("bench_finetune.py", ["--quick"], [], True),
 }
-LINEAR_PROBE_QUICK = ["--tasks", "200", "--repeats", "2"]
+# the rows of issue 15's table first, in its order (prefixes of the rows' names); the others after
+ISSUE_ROWS = ["pretrain() vs bare loop, demo", "pretrain() vs bare loop, batch512", "pretrain() vs bare loop, wide",
+              "pretrain() FLOP rate, wide", "sampler vs trainer", "estimates vs forward", "`make demo`"]
+TIMEOUT_S = 900
 
 
 def command(name: str, full: bool, threads: int | None) -> list[str]:
-    args = [sys.executable, str(HERE / BENCHMARKS[name])]
-    if not full:
-        args += LINEAR_PROBE_QUICK if name == "linear_probe" else ["--quick"]
+    script, default, at_full, _ = BENCHMARKS[name]
+    args = [sys.executable, str(HERE / script), *(at_full if full else default)]
     if threads is not None:
         args += ["--threads", str(threads)]
     return args
 
 
-def linear_probe_rows(output: str) -> list[dict]:
-    """bench_linear_probe.py prints prose, not SUMMARY lines: read its ratio and accuracy gap."""
-    speed = re.search(r"speed-up ratio \(sklearn / batched\): ([\d.]+)x", output)
-    gap = re.search(r"mean accuracy difference: ([+-][\d.]+) points", output)
-    times = re.findall(r"^(batched LinearProbe|sklearn loop):\s+([\d.]+) s", output, re.MULTILINE)
-    tasks = re.search(r"tasks=(\d+)", output)
-    if not (speed and gap):
-        return [{"bench": "linear_probe", "target": "", "measured": "could not parse output", "ratio": None,
-                     "goal": ">= 10x, within 0.5 points", "passed": None}]
-    ratio, points = float(speed.group(1)), float(gap.group(1))
-    measured = "; ".join(f"{name} {seconds} s" for name, seconds in times) + f"; acc diff {points:+.3f} pts"
-    return [{"bench": "linear_probe", "target": f"{tasks.group(1) if tasks else '?'} binary tasks vs sklearn loop",
-                 "measured": measured, "ratio": ratio, "goal": ">= 10x, within 0.5 points",
-                 "passed": bool(ratio >= 10 and abs(points) <= 0.5)}]
+def thread_env(threads: int | None) -> dict[str, str]:
+    env = dict(os.environ)
+    if threads is not None:
+        env.update({key: str(threads) for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")})
+    return env
 
 
-def run(name: str, full: bool, threads: int | None) -> tuple[list[dict], float]:
+def parse_rows(output: str) -> list[dict]:
+    """The ``SUMMARY {json}`` lines of a benchmark's output."""
+    return [json.loads(line[len("SUMMARY "):]) for line in output.splitlines() if line.startswith("SUMMARY ")]
+
+
+def failed_row(name: str, why: str) -> dict:
+    return {"bench": name, "target": "", "measured": why, "ratio": None, "goal": "", "passed": False,
+            "ratio_text": "-", "detail": []}
+
+
+def run(name: str, full: bool, threads: int | None) -> tuple[list[dict], float, float]:
+    """One benchmark in its own process: its rows, its wall seconds and the load average before it."""
     args = command(name, full, threads)
-    print(f"\n=== {name}: {' '.join(args[1:])}", flush=True)
+    load = os.getloadavg()[0]
+    print(f"\n=== {name}: {' '.join(args[1:])}  (load1 {load:.2f})", flush=True)
     start = time.perf_counter()
-    process = subprocess.run(args, check=False, capture_output=True, text=True)
+    try:
+        process = subprocess.run(args, check=False, capture_output=True, text=True, env=thread_env(threads),
+                                 timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return [failed_row(name, f"timed out after {TIMEOUT_S} s")], time.perf_counter() - start, load
     elapsed = time.perf_counter() - start
-    output = process.stdout
-    print(output, end="", flush=True)
+    print("\n".join(line for line in process.stdout.splitlines() if not line.startswith("SUMMARY ")), flush=True)
+    rows = parse_rows(process.stdout)
     if process.returncode != 0:
-        print(process.stderr, file=sys.stderr)
-        return [{"bench": name, "target": "", "measured": f"exit status {process.returncode}", "ratio": None, "goal": "",
-                     "passed": False}], elapsed
-    if name == "linear_probe":
-        return linear_probe_rows(output), elapsed
-    rows = [json.loads(line[len("SUMMARY "):]) for line in output.splitlines() if line.startswith("SUMMARY ")]
-    return rows, elapsed
+        print(process.stderr[-6000:], file=sys.stderr)
+        rows = [row for row in rows if row["passed"] is not False] + [
+            failed_row(name, f"exit status {process.returncode}: {last_line(process.stderr)}")]
+    elif not rows:
+        rows = [failed_row(name, "no SUMMARY line in its output")]
+    return rows, elapsed, load
+
+
+def last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:160] if lines else "no error output"
+
+
+def ordered(rows: list[dict]) -> list[dict]:
+    def key(item):
+        index, row = item
+        position = next((i for i, prefix in enumerate(ISSUE_ROWS) if row["bench"].startswith(prefix)), len(ISSUE_ROWS))
+        return position, index
+    return [row for _, row in sorted(enumerate(rows), key=key)]
 
 
 def verdict(passed) -> str:
-    return {True: "PASS", False: "FAIL", None: "?"}[passed]
+    return {True: "PASS", False: "**FAIL**", None: "-"}[passed]
 
 
-def main() -> None:
+def ratio_cell(row: dict) -> str:
+    if row.get("ratio_text"):
+        return row["ratio_text"]
+    return "-" if row["ratio"] is None else f"{row['ratio']:.3g}"
+
+
+def cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def table(rows: list[dict]) -> list[str]:
+    """The Markdown table: benchmark | measured | ratio | target | verdict."""
+    lines = ["| benchmark | measured | ratio | target | verdict |", "|---|---|---|---|---|"]
+    for row in rows:
+        lines.append("| " + " | ".join(cell(c) for c in (row["bench"], row["measured"], ratio_cell(row), row["goal"],
+                                                          verdict(row["passed"]))) + " |")
+    return lines
+
+
+def cpu_model() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown CPU"
+    found = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
+    return found.group(1).strip() if found else platform.processor() or "unknown CPU"
+
+
+def memory_gib() -> str:
+    try:
+        kib = int(re.search(r"^MemTotal:\s+(\d+) kB", Path("/proc/meminfo").read_text(), re.MULTILINE).group(1))
+        return f"{kib / 2**20:.0f} GiB RAM"
+    except (OSError, AttributeError):
+        return "RAM unknown"
+
+
+def machine_line(threads: int | None) -> str:
+    import numpy
+    import torch
+    return (f"{platform.machine()}, {os.cpu_count()} CPUs ({cpu_model()}), {memory_gib()}, Python "
+            f"{platform.python_version()}, torch {torch.__version__}, numpy {numpy.__version__}; threads per "
+            f"benchmark: {threads if threads is not None else 'library default'}")
+
+
+def summary_lines(rows: list[dict]) -> list[str]:
+    scored = [r for r in rows if r["passed"] is not None]
+    missed = [r["bench"] for r in scored if r["passed"] is False]
+    text = f"{len(scored) - len(missed)}/{len(scored)} targets met"
+    text += f"; missed: {', '.join(missed)}" if missed else ""
+    return [text + f" ({len(rows) - len(scored)} rows for information)."]
+
+
+def block(rows: list[dict], started: datetime.datetime, total: float, loads: dict[str, float], end_load: float,
+          threads: int | None, full: bool, only: list[str] | None = None) -> str:
+    load_text = ", ".join(f"{name} {load:.1f}" for name, load in loads.items())
+    lines = [BEGIN, "<!-- generated by benchmarks/run_all.py (make bench): edits inside this block are overwritten -->",
+             "", f"## Latest `make bench`{' --full' if full else ''}"
+             + (f" (only {', '.join(only)})" if only else ""), "",
+             f"**When:** {started.strftime('%Y-%m-%d %H:%M %Z')}, {total:.0f} s of wall time in all. "
+             f"**Machine:** {machine_line(threads)}. **Load average** (1 min) before each benchmark: {load_text}; "
+             f"{end_load:.1f} at the end. The machine may be shared: both programs of a ratio see the same load, "
+             "absolute figures do not.", "", *table(rows), "", *summary_lines(rows)]
+    for row in rows:
+        if row.get("detail"):
+            head, *items = row["detail"]
+            lines += ["", head, "", *(f"- {item}" for item in items)]
+    lines += ["", END]
+    return "\n".join(lines)
+
+
+def write_doc(text: str, path: Path = DOC) -> None:
+    """Replace the generated block of ``path`` (between the markers); without markers, put the block
+    after the document's title."""
+    doc = path.read_text()
+    if BEGIN in doc and END in doc:
+        head, rest = doc.split(BEGIN, 1)
+        doc = head + text + rest.split(END, 1)[1]
+    else:
+        title, _, rest = doc.partition("\n")
+        doc = f"{title}\n\n{text}\n{rest}"
+    path.write_text(doc)
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--full", action="store_true", help="the sizes of DESIGN.md (minutes)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads for every benchmark")
-    parser.add_argument("--only", nargs="+", choices=sorted(BENCHMARKS), default=None)
+    parser.add_argument("--full", action="store_true", help="DESIGN.md's sizes, plus sweep and finetune (minutes)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="threads per benchmark (default 1; 0: the libraries' default)")
+    parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), default=None)
+    parser.add_argument("--no-write", action="store_true", help="do not rewrite docs/benchmarks.md")
+    parser.add_argument("--write", action="store_true", help="rewrite docs/benchmarks.md even with --only")
     args = parser.parse_args()
+    threads = args.threads or None
+    names = args.only or [name for name, (*_, default) in BENCHMARKS.items() if default or args.full]
 
+    started, start = datetime.datetime.now().astimezone(), time.perf_counter()
     rows: list[dict] = []
-    for name in args.only or BENCHMARKS:
-        result, elapsed = run(name, args.full, args.threads)
+    loads: dict[str, float] = {}
+    crashed = False
+    for name in names:
+        result, elapsed, load = run(name, args.full, threads)
+        loads[name] = load
+        crashed |= any(r["ratio"] is None and r["passed"] is False for r in result)
         rows.extend(result)
         print(f"--- {name} took {elapsed:.0f} s", flush=True)
+    total = time.perf_counter() - start
+    rows = ordered(rows)
 
-    print(f"\nSummary ({'full' if args.full else 'quick'} sizes; ratios within one process):")
-    header = ("benchmark", "ratio", "target", "verdict", "measured")
-    table = [(r["bench"], "-" if r["ratio"] is None else f"{r['ratio']:.3g}", r["goal"], verdict(r["passed"]),
-              r["measured"]) for r in rows]
-    widths = [max(len(str(row[i])) for row in [header, *table]) for i in range(4)]
-    for row in [header, *table]:
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(row[:4], widths)) + "  " + row[4])
-    failed = [r["bench"] for r in rows if r["passed"] is False]
-    print(f"\n{len(rows) - len(failed)}/{len(rows)} targets met" + (f"; missed: {', '.join(failed)}" if failed else ""))
+    print(f"\n{'full' if args.full else 'default'} sizes, {threads or 'default'} thread(s); total {total:.0f} s; "
+          f"load1 now {os.getloadavg()[0]:.2f}\n")
+    print("\n".join(table(rows)))
+    print("\n" + "\n".join(summary_lines(rows)))
+    for row in rows:
+        if row.get("detail"):
+            head, *items = row["detail"]
+            print("\n" + head + "".join(f"\n  {item}" for item in items))
+    if args.no_write or (args.only and not args.write):
+        print(f"\n{DOC.relative_to(HERE.parent)} left as it is" + (" (--only: a partial table)" if args.only else ""))
+    else:
+        write_doc(block(rows, started, total, loads, os.getloadavg()[0], threads, args.full, args.only))
+        print(f"\nrewrote the generated block of {DOC.relative_to(HERE.parent)}")
+    return 1 if crashed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,6 +1,6 @@
 """Layers point one way (DESIGN.md section 2, STYLE.md rule 17):
 
-    registry ◄ worlds, encoders, objectives ◄ pretrain, adapt, estimate ◄ bounds ◄ experiment ◄ report ◄ api, cli
+    registry, timing ◄ worlds, encoders, objectives ◄ pretrain, adapt, estimate ◄ bounds ◄ experiment ◄ report ◄ api, cli
 
 A lower layer that needs something of a higher one takes it as an argument (``experiment.run.run``
 takes the report writer), never imports it. Checked two ways: a fresh interpreter imports one package
@@ -25,13 +25,13 @@ import pytest
 SRC = Path(__file__).resolve().parent.parent / "src"
 PACKAGE = SRC / "preadapt"
 
-LOWER = ["preadapt.registry", "preadapt.worlds", "preadapt.encoders", "preadapt.objectives", "preadapt.pretrain",
-         "preadapt.adapt", "preadapt.estimate", "preadapt.bounds"]
+LOWER = ["preadapt.registry", "preadapt.timing", "preadapt.worlds", "preadapt.encoders", "preadapt.objectives",
+         "preadapt.pretrain", "preadapt.adapt", "preadapt.estimate", "preadapt.bounds"]
 HIGHER = ["preadapt.experiment", "preadapt.report", "preadapt.api", "preadapt.cli"]
 
-LAYER = {"preadapt": 7, "preadapt.registry": 0, "preadapt.worlds": 1, "preadapt.encoders": 1, "preadapt.objectives": 1,
-         "preadapt.pretrain": 2, "preadapt.adapt": 2, "preadapt.estimate": 2, "preadapt.bounds": 3,
-         "preadapt.experiment": 4, "preadapt.report": 5, "preadapt.api": 6, "preadapt.cli": 6}
+LAYER = {"preadapt": 7, "preadapt.registry": 0, "preadapt.timing": 0, "preadapt.worlds": 1, "preadapt.encoders": 1,
+         "preadapt.objectives": 1, "preadapt.pretrain": 2, "preadapt.adapt": 2, "preadapt.estimate": 2,
+         "preadapt.bounds": 3, "preadapt.experiment": 4, "preadapt.report": 5, "preadapt.api": 6, "preadapt.cli": 6}
 """The layer of each top-level part of the package (``preadapt`` itself, the lazy re-exports, is on top)."""
 
 

@@ -314,7 +314,7 @@ def report_command(
 
     store = _open_store(directory)
     try:
-        results, runs, sweep = store.results(), store.runs(), store.get_meta("sweep")
+        results, runs, sweep, timings = store.results(), store.runs(), store.get_meta("sweep"), store.timings()
     finally:
         store.close()
     if sweep is not None:
@@ -327,7 +327,8 @@ def report_command(
         config_file = directory / "config.yaml"
         config_yaml = config_file.read_text() if config_file.is_file() else ""
         name = parse_config_yaml(config_yaml).get("name") or directory.name
-        path = write_report(directory, results, runs, config_yaml, title=f"preadapt run: {name}")
+        path = write_report(directory, results, runs, config_yaml, title=f"preadapt run: {name}",
+                            timings=timings if len(timings) else None)
     console.print(f"wrote {path}", markup=False, highlight=False)
     if screenshot:
         from preadapt.report.browser import BrowserError, screenshot_report
@@ -350,7 +351,7 @@ def results_command(
         _fail(f"--format: got {format!r}; allowed: csv, json")
     store = _open_store(directory)
     try:
-        results, runs, sweep = store.results(), store.runs(), store.get_meta("sweep")
+        results, runs, sweep, timings = store.results(), store.runs(), store.get_meta("sweep"), store.timings()
     finally:
         store.close()
     if sweep is not None:

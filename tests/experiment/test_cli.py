@@ -79,6 +79,7 @@ def test_run_then_results_then_report(tmp_path, tiny_file):
     (tmp_path / "out" / "report.html").unlink()
     rebuilt = preadapt("report", "out", cwd=tmp_path)
     assert rebuilt.returncode == 0 and (tmp_path / "out" / "report.html").is_file()
+    assert 'id="time"' in (tmp_path / "out" / "report.html").read_text()  # the stored timings, shown again
 
 
 def test_default_output_directory_and_dry_run(tmp_path, tiny_file):

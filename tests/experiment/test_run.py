@@ -28,7 +28,7 @@ def test_a_run_writes_every_file_and_the_store_matches_the_csv(tmp_path, tiny):
     runs = store.runs()
     assert runs.loc[0, "status"] == "finished" and runs.loc[0, "seed"] == 3
     assert runs.loc[0, "torch_version"] == torch.__version__ and runs.loc[0, "device"] == "cpu"
-    assert store.schema_version() == 3
+    assert store.schema_version() == 4
     store.close()
     # every number carries an interval and (unless exact) a sample count
     rows = result.results
@@ -208,7 +208,7 @@ def test_a_store_of_schema_version_2_is_migrated_and_keeps_its_runs(tmp_path):
     db.close()
     store = Store(path)
     try:
-        assert store.schema_version() == 3 and store.integrity() == "ok"
+        assert store.schema_version() == 4 and store.integrity() == "ok"  # 2 → 3 → 4
         assert store.statuses() == {"old": "finished"} and store.runs().loc[0, "seed"] == 3
         assert store.results()["quantity"].tolist() == ["tau"]
         store.start_run({"run_id": "new", "config_hash": "h2", "config_json": "{}"})

@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from preadapt.objectives.losses import cross_entropy, hinge, margins_from_scores
+from preadapt.objectives.losses import LN2, cross_entropy, hinge, logistic, margins_from_scores
 
 Loss = Callable[[torch.Tensor], torch.Tensor]
 
@@ -151,7 +151,8 @@ class LinearProbe:
     K > 2 and C = 2/(n·penalty) for K = 2 (derived in tests/adapt/test_linear_probe.py). All
     tasks and all ``penalties`` are fitted as one batched program (P · len(penalties) heads);
     each task then keeps the penalty with the lowest validation cross-entropy. The penalty is
-    chosen on the validation split only: ``fit`` never sees test data.
+    chosen on the validation split only: ``fit`` never sees test data. ``dtype``: the precision the
+    heads are fitted and chosen in (float64 by default; the linear adapter fits in float32).
 
     Learned: ``coef_: (P, K, d)``, ``intercept_: (P, K)``, ``penalty_: (P,)`` and
     ``validation_losses_: (P, len(penalties))`` (None without validation data). A 2-D ``X: (n, d)``
@@ -174,11 +175,13 @@ class LinearProbe:
         bias: bool = True,
         max_iter: int = 1000,
         tol: float = 1e-6,
+        dtype: torch.dtype = torch.float64,
     ):
         self.penalties = penalties
         self.bias = bias
         self.max_iter = max_iter
         self.tol = tol
+        self.dtype = dtype
 
     def fit(
         self,
@@ -203,7 +206,7 @@ class LinearProbe:
                 f"{penalties.numel()} penalties need a validation split (X_val, y_val) to choose "
                 "among them; pass one penalty, or validation data (never the test split)"
             )
-        X, y = _as_tasks(X, y, "X", "y")
+        X, y = _as_tasks(X, y, "X", "y", self.dtype)
         if num_classes is None and y.numel() > 0:
             num_classes = 1 + max(int(y.max()), int(y_val.max()) if has_val and y_val.numel() else 0)
         X, y = _check_tasks(X, y, num_classes)
@@ -212,7 +215,7 @@ class LinearProbe:
             raise ValueError(f"a probe needs num_classes >= 2; got {num_classes}")
         tasks, _, dim = X.shape
         if has_val:
-            X_val, y_val = _check_tasks(*_as_tasks(X_val, y_val, "X_val", "y_val"), num_classes)
+            X_val, y_val = _check_tasks(*_as_tasks(X_val, y_val, "X_val", "y_val", self.dtype), num_classes)
             if X_val.shape[0] != tasks or X_val.shape[2] != dim:
                 raise ValueError(
                     f"X_val must have shape ({tasks}, m, {dim}) to match X; got {tuple(X_val.shape)}"
@@ -322,7 +325,60 @@ def _fit_heads(
             (grad,) = torch.autograd.grad(value.sum(), heads)  # heads are independent: per-head gradients
         return value.detach(), grad
 
+    def softmax_evaluate(scale: float, flat: torch.Tensor, rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``evaluate`` for ``scale`` · cross-entropy in closed form, without autograd's graph.
+
+        scale · ln(1 + Σ_{j≠y} e^{−(s_y − s_j)}) = scale · (logsumexp(s) − s_y), whose gradient in
+        head k is scale · Σ_i ω_i (softmax(s_i)_k − [y_i = k]) z_i: two matrix products and a softmax
+        per evaluation, where the margins' autograd path gathers, concatenates and differentiates.
+        """
+        if rows is None:
+            data, heads, labels_used, weight, lam = features, flat.view(tasks, grid, num_classes, width), own, \
+                point_weight, penalty
+        else:
+            task = rows // grid
+            data, heads, labels_used, weight, lam = features[task], flat.view(-1, 1, num_classes, width), own[task], \
+                point_weight[task], penalty[task, rows % grid].unsqueeze(1)
+        groups, columns = heads.shape[:2]
+        if num_classes == 2:  # one score difference u = s_1 − s_0 per point: half the work of two scores
+            return binary_evaluate(scale, flat, heads, data, labels_used, weight, lam)
+        scores = (data @ heads.reshape(groups, columns * num_classes, width).transpose(1, 2)).view(
+            groups, points, columns, num_classes)  # (G, n, L', K)
+        # logsumexp by hand, so that its exponentials also give the softmax: e^{s − max}, one pass
+        top = scores.amax(dim=-1, keepdim=True)  # (G, n, L', 1)
+        residual = (scores - top).exp_()
+        total = residual.sum(dim=-1, keepdim=True)
+        index = labels_used.expand(-1, -1, columns, -1)  # (G, n, L', 1)
+        fit = ((total.log() + top - scores.gather(-1, index)).squeeze(-1) * weight).sum(1)  # (G, L')
+        residual /= total  # softmax
+        residual.scatter_add_(-1, index, torch.full_like(index, -1, dtype=residual.dtype))  # − one-hot of y
+        residual *= (scale * weight).unsqueeze(-1)  # (G, n, L', K)
+        grad = (residual.view(groups, points, columns * num_classes).transpose(1, 2) @ data).view(heads.shape)
+        weights = heads[..., :dim]
+        grad[..., :dim] += lam.view(groups, columns, 1, 1) * weights
+        value = scale * fit + 0.5 * lam * weights.square().sum(dim=(-1, -2))
+        return value.flatten(), grad.view(flat.shape)
+
+    def binary_evaluate(scale, flat, heads, data, labels_used, weight, lam):
+        """``softmax_evaluate`` for K = 2: with u = (w_1 − w_0)·z and σ_i = 1 for y_i = 0, −1 for y_i = 1,
+        ln(1 + e^{−(s_y − s_other)}) = softplus(σ·u), whose gradient in w_1 is σ·sigmoid(σ·u)·z and in
+        w_0 its negative: one matrix product each way instead of two scores."""
+        groups, columns = heads.shape[:2]
+        sign = 1.0 - 2.0 * labels_used.squeeze(-1).to(data.dtype)  # (G, n, 1)
+        margin = (data @ (heads[..., 1, :] - heads[..., 0, :]).transpose(1, 2)) * sign  # (G, n, L'): σ·u
+        fit = (torch.nn.functional.softplus(margin, threshold=40.0) * weight).sum(1)  # (G, L')
+        residual = margin.sigmoid_().mul_(sign * (scale * weight))  # (G, n, L'): ∂(scale·ω·softplus)/∂u
+        toward = residual.transpose(1, 2) @ data  # (G, L', w): the gradient in w_1
+        grad = torch.stack([-toward, toward], dim=2)  # (G, L', 2, w)
+        weights = heads[..., :dim]
+        grad[..., :dim] += lam.view(groups, columns, 1, 1) * weights
+        value = scale * fit + 0.5 * lam * weights.square().sum(dim=(-1, -2))
+        return value.flatten(), grad.view(flat.shape)
+
     theta = theta.view(tasks * grid, -1)
+    if loss in _SOFTMAX_FAMILY:
+        return _split_intercepts(_batched_lbfgs(partial(softmax_evaluate, _SOFTMAX_FAMILY[loss]), theta, max_iter, tol),
+                                 grid, bias, dim)
     if loss not in _KINKED:
         return _split_intercepts(_batched_lbfgs(partial(evaluate, loss), theta, max_iter, tol), grid, bias, dim)
 
@@ -426,7 +482,7 @@ def _batched_lbfgs(
     gamma = x.new_ones(total)  # initial inverse-Hessian scale sᵀy / yᵀy of the newest pair
     first = torch.ones(total, dtype=torch.bool, device=x.device)
     active = g.abs().amax(dim=-1) > tol
-    newest = history - 1
+    newest, stored = history - 1, 0
     for _ in range(max_iter):
         if 2 * int(active.sum()) <= rows.numel():  # shrink the working set to the running rows
             result[rows] = x
@@ -435,17 +491,19 @@ def _batched_lbfgs(
             past_s, past_y, past_rho = past_s[:, keep], past_y[:, keep], past_rho[:, keep]
             if rows.numel() == 0:
                 break
-        # Two-loop recursion: direction = −H_k g, newest pair first.
-        order = [(newest - j) % history for j in range(history)]
+        # Two-loop recursion: direction = −H_k g, newest pair first, over the slots written so far (an
+        # unwritten slot has ρ = 0 in every row and would change nothing); fused products keep it at
+        # three small operations a slot each way (a fit of small tasks is bound by their count).
+        order = [(newest - j) % history for j in range(stored)]
         q = g.clone()
         alpha = torch.zeros_like(past_rho)
         for j in order:
-            alpha[j] = past_rho[j] * (past_s[j] * q).sum(-1)
-            q -= alpha[j].unsqueeze(-1) * past_y[j]
+            alpha[j] = past_rho[j] * torch.linalg.vecdot(past_s[j], q)
+            q.addcmul_(alpha[j].unsqueeze(-1), past_y[j], value=-1.0)
         r = gamma.unsqueeze(-1) * q
         for j in reversed(order):
-            beta = past_rho[j] * (past_y[j] * r).sum(-1)
-            r += (alpha[j] - beta).unsqueeze(-1) * past_s[j]
+            beta = past_rho[j] * torch.linalg.vecdot(past_y[j], r)
+            r.addcmul_((alpha[j] - beta).unsqueeze(-1), past_s[j])
         direction = -r
         slope = (g * direction).sum(-1)  # (h,)
         uphill = slope >= 0  # rounding can spoil the recursion: fall back to steepest descent
@@ -479,6 +537,7 @@ def _batched_lbfgs(
         sy, yy = (s * y).sum(-1), (y * y).sum(-1)
         keep = moved & (sy > 1e-10 * (s * s).sum(-1).sqrt() * yy.sqrt())  # curvature pair usable
         newest = (newest + 1) % history
+        stored = min(stored + 1, history)
         past_s[newest] = torch.where(keep.unsqueeze(-1), s, 0.0)
         past_y[newest] = torch.where(keep.unsqueeze(-1), y, 0.0)
         past_rho[newest] = torch.where(keep, 1.0 / torch.where(keep, sy, 1.0), 0.0)
@@ -739,6 +798,10 @@ def _tied_minimum(features, weighted, weight, penalty, piece_class, own_sum, wor
     beta.scatter_(-1, reference.unsqueeze(-1), 1.0 - beta.sum(dim=-1, keepdim=True))
     return theta, beta, solvable
 
+_SOFTMAX_FAMILY: dict[Loss, float] = {cross_entropy: 1.0, logistic: 1.0 / LN2}
+"""Losses that are a multiple of the softmax cross-entropy ln(1 + Σ_j e^{−v_j}) (``logistic`` is it in
+base 2): their heads are fitted with the closed-form gradient of ``_fit_heads``' ``softmax_evaluate``."""
+
 _KINKED: dict[Loss, tuple[Callable[..., torch.Tensor], Callable[..., tuple[torch.Tensor, torch.Tensor]]]] = {
     hinge: (_smoothed_hinge, _hinge_active_set),
 }
@@ -789,15 +852,16 @@ def _point_weights(labels: torch.Tensor, mask: torch.Tensor | None, dtype: torch
     return mask / counts
 
 
-def _as_tasks(X: torch.Tensor, y: torch.Tensor, x_name: str, y_name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Accept one task ``(n, d)``/``(n,)`` as P = 1; cast features to float64."""
+def _as_tasks(X: torch.Tensor, y: torch.Tensor, x_name: str, y_name: str,
+              dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Accept one task ``(n, d)``/``(n,)`` as P = 1; cast features to ``dtype``."""
     if X.dim() == 2:
         X, y = X.unsqueeze(0), y.unsqueeze(0)
     if X.dim() != 3:
         raise ValueError(f"{x_name} must be (P, n, d) or (n, d); got shape {tuple(X.shape)}")
     if y.shape != X.shape[:2]:
         raise ValueError(f"{y_name} must have shape {tuple(X.shape[:2])} to match {x_name}; got {tuple(y.shape)}")
-    return X.to(torch.float64), y
+    return X.to(dtype), y
 
 
 def _check_tasks(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -33,6 +33,7 @@ from preadapt.estimate.avg_k import class_weighted_estimate, top_r_estimate, top
 from preadapt.estimate.estimate import Estimate, RunningMean, combine, mean_estimate
 from preadapt.estimate.spec import EvaluateConfig
 from preadapt.objectives.losses import margins_from_scores
+from preadapt.timing import Timings
 from preadapt.worlds.base import World
 from preadapt.worlds.finite import split_of
 from preadapt.worlds.sampling import draw_examples, example_ids, make_generator, sample_tasks
@@ -118,7 +119,12 @@ def draw_task_points(encoder: nn.Module, world: World, tasks: torch.Tensor, per_
     """
     labels = tasks.reshape(-1).repeat_interleave(per_class)  # (P·K·s,)
     inputs, ids = draw_examples(world, labels, generator)
-    features = encode(encoder, inputs, block, device).view(*tasks.shape, per_class, -1)
+    if ids is None:
+        features = encode(encoder, inputs, block, device)
+    else:  # draws from finite examples repeat them: each distinct example is encoded once (eval mode: f is fixed)
+        distinct, position = ids.unique(return_inverse=True)
+        features = encode(encoder, world.take(distinct), block, device)[position]
+    features = features.view(*tasks.shape, per_class, -1)
     return Drawn(features, None if ids is None else ids.view(*tasks.shape, per_class),
                  inputs.view(*tasks.shape, per_class, *inputs.shape[1:]) if keep_inputs else None)
 
@@ -266,13 +272,17 @@ def check_shots(views: Views, config: EvaluateConfig) -> None:
 
 
 def adapt_measurements(encoder: nn.Module, world: World, adapters: list[AdapterSpec], config: EvaluateConfig,
-                       seed: int, loss, means: torch.Tensor | None, device, views: Views) -> Adaptation:
+                       seed: int, loss, means: torch.Tensor | None, device, views: Views,
+                       timings: Timings | None = None) -> Adaptation:
     """Every adapter on the accuracy tasks (every task size and shots value) and on the star tasks:
     acc_avg, L_adapt_train, L_adapt, link_adapt_gap, L_adapt_star and the chosen hyperparameters.
 
     ``means: (C, d)``: the run's class means μ̂ (the adapters' ``reference`` heads W^μ̂ on the world's
     own tasks; None when the tasks are another world's, whose reference is each task's own means).
+    ``timings``: stages ``task points``, one per adapter label (its fits and tests) and those of
+    ``star_estimates`` (``preadapt.timing``).
     """
+    timings = Timings() if timings is None else timings
     result = Adaptation()
     level, block = config.level, config.block
     keep_inputs = needs_inputs(adapters)
@@ -286,8 +296,9 @@ def adapt_measurements(encoder: nn.Module, world: World, adapters: list[AdapterS
         generator = make_generator(seed, "evaluate", "probe", size)
         tasks = sample_tasks(views.prior, config.probe_tasks, size, generator)  # (P, K)
         sizes = (config.probe_shots, config.probe_val, config.test_per_class)
-        first_train, first_val, tests = draw_split_points(encoder, views, tasks, sizes, generator, block, device,
-                                                          keep_inputs)
+        with timings.stage("task points"):
+            first_train, first_val, tests = draw_split_points(encoder, views, tasks, sizes, generator, block, device,
+                                                              keep_inputs)
         test_points = {name: drawn.points() for name, drawn in tests.items()}
         outcomes: dict[tuple[str, int], Outcome] = {}
         for shots, draws in shots_schedule(config):
@@ -296,16 +307,18 @@ def adapt_measurements(encoder: nn.Module, world: World, adapters: list[AdapterS
                     train, validation = first_train, first_val
                 else:  # fresh labeled points of the same tasks
                     fresh = make_generator(seed, "evaluate", "probe", size, shots, draw)
-                    train = draw_task_points(encoder, views.train, tasks, shots, fresh, block, device, keep_inputs)
-                    validation = draw_task_points(encoder, views.validation, tasks, config.probe_val, fresh, block,
-                                                  device, keep_inputs)
+                    with timings.stage("task points"):
+                        train = draw_task_points(encoder, views.train, tasks, shots, fresh, block, device, keep_inputs)
+                        validation = draw_task_points(encoder, views.validation, tasks, config.probe_val, fresh, block,
+                                                      device, keep_inputs)
                 train_points, validation_points = train.points(), validation.points()  # flattened once per draw
                 reference = means[tasks] if own_tasks else train.features.mean(dim=2)  # W^μ̂ of the tasks' classes
                 for spec in adapters:
                     task = AdaptTask(train_points, validation_points, size, encoder, reference, loss, False,
                                      make_generator(seed, "adapt", spec.label, size, shots, draw), device)
                     outcome = outcomes.setdefault((spec.label, shots), Outcome())
-                    outcome.add(spec.adapter.fit(task), train_points, test_points, loss, views.projector)
+                    with timings.stage(spec.label):
+                        outcome.add(spec.adapter.fit(task), train_points, test_points, loss, views.projector)
         for (label, shots), outcome in outcomes.items():
             context = dict(adapter=label, task_classes=size, shots=shots)
             for name, drawn in tests.items():
@@ -330,33 +343,38 @@ def adapt_measurements(encoder: nn.Module, world: World, adapters: list[AdapterS
 
     # L*_adapt: every adapter fitted on star_samples points per class of the tasks of L_sup
     for (label, name), star in star_estimates(encoder, world, adapters, config, seed, loss, means, device,
-                                              views).items():
+                                              views, timings).items():
         result.star[(label, name)] = star
         add("L_adapt_star", star, adapter=label, task_classes=STAR_CLASSES, split=name)
     return result
 
 
 def star_estimates(encoder: nn.Module, world: World, adapters: list[AdapterSpec], config: EvaluateConfig, seed: int,
-                   loss, means: torch.Tensor | None, device, views: Views) -> dict[tuple[str, str], Estimate]:
+                   loss, means: torch.Tensor | None, device, views: Views,
+                   timings: Timings | None = None) -> dict[tuple[str, str], Estimate]:
     """L*_adapt of each adapter per test view: fitted (``AdaptTask.star``) on ``star_samples`` points per
     class of the 2-class tasks of L_sup, chosen on their validation points, scored on their test points.
 
     ``means: (C, d)``: the run's μ̂, the reference heads W^μ̂ of the world's own tasks (None without
     them). With a task section the fitted points come from another distribution (its id view), so the
     reference is each task's own class means of its fitting points instead (W^μ̂ of the task's distribution).
+    ``timings``: stages ``L_adapt_star points`` and ``L_adapt_star LABEL`` per adapter (``preadapt.timing``).
     """
+    timings = Timings() if timings is None else timings
     generator = make_generator(seed, "evaluate", "L_sup")
     tasks = sample_tasks(views.prior, config.probe_tasks, STAR_CLASSES, generator)  # (P, 2)
     sizes = (config.star_samples, config.probe_val, config.test_per_class)
     keep_inputs = needs_inputs(adapters)
-    train, validation, tests = draw_split_points(encoder, views, tasks, sizes, generator, config.block, device,
-                                                 keep_inputs)
+    with timings.stage("L_adapt_star points"):
+        train, validation, tests = draw_split_points(encoder, views, tasks, sizes, generator, config.block, device,
+                                                     keep_inputs)
     reference = means[tasks] if "test" in views.tests else train.features.mean(dim=2)  # (P, 2, d)
     out = {}
     for spec in adapters:
         task = AdaptTask(train.points(), validation.points(), STAR_CLASSES, encoder, reference, loss, True,
                          make_generator(seed, "adapt", spec.label, "star"), device)
-        adapted = spec.adapter.fit(task)
+        with timings.stage(f"L_adapt_star {spec.label}"):
+            adapted = spec.adapter.fit(task)
         for name, drawn in tests.items():
             points = drawn.points()
             losses = loss(margins_from_scores(adapted.scores(points), points.labels))  # (P, 2·t)

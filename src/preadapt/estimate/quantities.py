@@ -30,6 +30,7 @@ from preadapt.estimate.spec import EvaluateConfig
 from preadapt.objectives.base import Objective, encode_tuples
 from preadapt.objectives.curl import curl_loss
 from preadapt.objectives.losses import LOSSES, margins_from_scores
+from preadapt.timing import Timings
 from preadapt.worlds.base import World, enumerable
 from preadapt.worlds.finite import split_of
 from preadapt.worlds.prior import collision_prior, tau, tau_k
@@ -277,6 +278,11 @@ class Deviation:
         return Estimate(value, min(low.lower, value), max(high.upper, value), low.n, level, "split_half", None)
 
 
+BOOTSTRAP_CHUNK_BYTES = 128 * 2**20
+"""Memory ``intraclass_deviation`` may use at once for the outer products of its points and for a chunk
+of bootstrap replicates evaluated together."""
+
+
 def intraclass_deviation(pool: torch.Tensor, prior: np.ndarray, replicates: int, generator: torch.Generator,
                          level: float, counts: torch.Tensor | None = None) -> Deviation:
     """s(f) = E_{c~ν}[ sqrt(‖Σ(f,c)‖₂) · E_{x~D_c}‖f(x)‖ ] with ν ∝ ρ² ([Arora19], Lemma 4.4).
@@ -309,38 +315,67 @@ def intraclass_deviation(pool: torch.Tensor, prior: np.ndarray, replicates: int,
     halves = (counts >= 4).to(F64)  # classes whose halves hold 2 points each
     norms = pool.norm(dim=-1)  # (C, m)
 
-    def moments(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Total weight (C,), weighted mean (C, d) and scatter Σ w (x − mean)(x − mean)ᵀ (C, d, d)."""
-        total = weights.sum(-1)
-        weighted = pool * weights[..., None]  # (C, m, d)
-        mean = weighted.sum(1) / total.clamp_min(1e-300)[:, None]  # a bootstrap half can draw no point
-        raw = weighted.transpose(1, 2) @ pool  # Σ w x xᵀ: (C, d, d)
-        return total, mean, raw - total[:, None, None] * mean[:, :, None] * mean[:, None, :]
+    # Σ w x xᵀ for a batch of weightings is one matrix product with the points' outer products
+    # (C, m, d²), computed once when they fit in BOOTSTRAP_CHUNK_BYTES; else each weighting scales a
+    # copy of the pool (the same sums, one weighting at a time)
+    outer = (pool[..., :, None] * pool[..., None, :]).view(classes, m, d * d) \
+        if classes * m * d * d * 8 <= BOOTSTRAP_CHUNK_BYTES else None
 
-    def statistic(weights: torch.Tensor, directions=None) -> tuple[float, float, tuple]:  # weights (C, m)
-        """(s̃, ŝ, the directions (v̂_A, v̂_B) s̃ used): fitted on the halves unless ``directions`` are given."""
-        (t_a, mean_a, scatter_a), (t_b, mean_b, scatter_b) = moments(weights * first), moments(weights * (real - first))
-        cov_a = scatter_a / (t_a - 1.0).clamp_min(1.0)[:, None, None]
-        cov_b = scatter_b / (t_b - 1.0).clamp_min(1.0)[:, None, None]
+    def moments(weights: torch.Tensor, half: torch.Tensor, span: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Of B weightings ``(B, C, m)`` restricted to a half (``half: (C, m)``, 0 or 1, zero outside the
+        positions ``span``): total weight (B, C), weighted mean (B, C, d) and scatter
+        Σ w (x − mean)(x − mean)ᵀ (B, C, d, d). The sums run over ``span`` only: half the work."""
+        weights, points = weights[..., span] * half[:, span], pool[:, span]
+        total = weights.sum(-1)
+        if outer is not None:
+            by_class = weights.transpose(0, 1)  # (C, B, m')
+            weighted_sum = (by_class @ points).transpose(0, 1)  # (B, C, d)
+            raw = (by_class @ outer[:, span]).transpose(0, 1).reshape(*weights.shape[:2], d, d)
+        else:
+            weighted = points * weights[..., None]  # (B, C, m', d), B = 1
+            weighted_sum = weighted.sum(-2)
+            raw = weighted.transpose(-1, -2) @ points  # (B, C, d, d)
+        mean = weighted_sum / total.clamp_min(1e-300)[..., None]  # a bootstrap half can draw no point
+        return total, mean, raw - total[..., None, None] * mean[..., :, None] * mean[..., None, :]
+
+    # half A holds the positions below counts // 2 of each class, half B those from there to counts
+    span_a, span_b = slice(0, int((counts // 2).max())), slice(int((counts // 2).min()), int(counts.max()))
+
+    def statistic(weights: torch.Tensor, directions=None) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+        """(s̃, ŝ) of B weightings ``(B, C, m)``, each (B,), and the directions (v̂_A, v̂_B) s̃ used
+        (C, d) each: fitted on the halves of the first weighting unless ``directions`` are given."""
+        (t_a, mean_a, scatter_a) = moments(weights, first, span_a)
+        (t_b, mean_b, scatter_b) = moments(weights, real - first, span_b)
+        cov_a = scatter_a / (t_a - 1.0).clamp_min(1.0)[..., None, None]
+        cov_b = scatter_b / (t_b - 1.0).clamp_min(1.0)[..., None, None]
         if directions is None:
-            directions = torch.linalg.eigh(cov_a)[1][..., -1], torch.linalg.eigh(cov_b)[1][..., -1]  # (C, d) each
+            directions = torch.linalg.eigh(cov_a[0])[1][..., -1], torch.linalg.eigh(cov_b[0])[1][..., -1]  # (C, d) each
         v_a, v_b = directions
-        held_out = 0.5 * (torch.einsum("cd,cde,ce->c", v_a, cov_b, v_a) + torch.einsum("cd,cde,ce->c", v_b, cov_a, v_b))
+        held_out = 0.5 * (torch.einsum("cd,bcde,ce->bc", v_a, cov_b, v_a) + torch.einsum("cd,bcde,ce->bc", v_b, cov_a, v_b))
         total = t_a + t_b
         gap = mean_a - mean_b
-        scatter = scatter_a + scatter_b + (t_a * t_b / total.clamp_min(1e-300))[:, None, None] * gap[:, :, None] * gap[:, None, :]
-        spectral = torch.linalg.eigvalsh(scatter / (total - 1.0).clamp_min(1.0)[:, None, None])[..., -1]  # (C,)
-        norm = (weights * real * norms).sum(-1) / total.clamp_min(1e-300)  # E‖f(x)‖ per class
-        lower = (nu * halves * held_out.clamp_min(0.0).sqrt() * norm).sum()
-        upper = (nu * spectral.clamp_min(0.0).sqrt() * norm).sum()
-        return float(lower), float(upper), directions
+        scatter = scatter_a + scatter_b + (t_a * t_b / total.clamp_min(1e-300))[..., None, None] * gap[..., :, None] * gap[..., None, :]
+        spectral = torch.linalg.eigvalsh(scatter / (total - 1.0).clamp_min(1.0)[..., None, None])[..., -1]  # (B, C)
+        norm = (weights * real * norms).sum(-1) / total.clamp_min(1e-300)  # E‖f(x)‖ per class: (B, C)
+        lower = (nu * halves * held_out.clamp_min(0.0).sqrt() * norm).sum(-1)
+        upper = (nu * spectral.clamp_min(0.0).sqrt() * norm).sum(-1)
+        return lower, upper, directions
 
-    *values, directions = statistic(torch.ones(classes, m, dtype=F64))
+    *values, directions = statistic(torch.ones(1, classes, m, dtype=F64))
+    values = [float(value[0]) for value in values]
     # the replicates keep the fitted directions: a Rayleigh quotient is flat in its direction at the top
     # eigenvector and does not depend on it when the eigenvalues tie, so refitting them would only add
-    # the spread of directions a bootstrap world has and the real one does not (a too-wide lower side)
-    reps = np.array([statistic(torch.poisson(torch.ones(classes, m, dtype=F64), generator=generator), directions)[:2]
-                     for _ in range(replicates)])  # (B, 2)
+    # the spread of directions a bootstrap world has and the real one does not (a too-wide lower side).
+    # Replicates go in chunks whose weights (B, C, m) and scatters (B, C, d, d) stay within
+    # BOOTSTRAP_CHUNK_BYTES; the Poisson weights of a chunk are the draws of its replicates in turn.
+    chunk = max(1, BOOTSTRAP_CHUNK_BYTES // (classes * max(m, d * d) * 8)) if outer is not None else 1
+    reps = []
+    for start in range(0, replicates, chunk):
+        size = min(chunk, replicates - start)
+        lower_b, upper_b, _ = statistic(torch.poisson(torch.ones(size, classes, m, dtype=F64), generator=generator),
+                                        directions)
+        reps.append(torch.stack([lower_b, upper_b], dim=1))
+    reps = torch.cat(reps).numpy()  # (B, 2)
     n = int(counts.sum())
     (lower, upper), (lower_se, upper_se) = values, reps.std(axis=0, ddof=1)
     half = critical(level, None) * lower_se
@@ -362,6 +397,7 @@ def evaluate_encoder(
     device: torch.device | str = "cpu",
     adapters: list[AdapterSpec] | None = None,
     task=None,
+    timings: Timings | None = None,
 ) -> Evaluation:
     """Measure every quantity of DESIGN.md section 3 for one encoder.
 
@@ -381,7 +417,11 @@ def evaluate_encoder(
     adapters on its own tasks): ``Evaluation.class_level`` is False and the statements that need those
     are not checked. The adapters still run when the tasks are another, enumerable world's (``task``:
     a hypercube's task world), with their rows on its views (``split`` = id).
+
+    ``timings``: where the time goes, by quantity (``preadapt.timing``: stages named after the
+    quantities, opened under the caller's stage; the class means and test points are the rest).
     """
+    timings = Timings() if timings is None else timings
     level = config.level
     loss = LOSSES[curl_loss_name]
     prior = world.prior
@@ -447,7 +487,8 @@ def evaluate_encoder(
         per_block = _tuples_per_block(config.block, k, b)
         if train_tuples is not None:
             batches = (train_tuples[i:i + per_block] for i in range(0, len(train_tuples), per_block))
-            train = _objective_moments(encoder, objective, batches, device, clustered=False)  # an exact mean
+            with timings.stage("L_pre_train"):
+                train = _objective_moments(encoder, objective, batches, device, clustered=False)  # an exact mean
             l_pre_train = Estimate(train.mean, train.mean, train.mean, train.count, 1.0, "empirical")
             add("L_pre_train", l_pre_train, split="train", negatives=k, block_size=b)
         generator = make_generator(seed, "evaluate", "L_pre")
@@ -455,7 +496,8 @@ def evaluate_encoder(
         batches = (draw_tuples(world, min(per_block, config.samples - i), generator, k, b,
                                true_negatives=true_negatives)
                    for i in range(0, config.samples, per_block))
-        l_pre = _objective_moments(encoder, objective, batches, device).estimate(level)
+        with timings.stage("L_pre"):
+            l_pre = _objective_moments(encoder, objective, batches, device).estimate(level)
         add("L_pre", l_pre, split="fresh", negatives=k, block_size=b)
 
     # L_un at k = 1, with alignment and uniformity [Wang20] on the same tuples.
@@ -473,7 +515,8 @@ def evaluate_encoder(
             largest_norm["value"] = max(largest_norm["value"], float(every.norm(dim=-1).max()))
             largest_norm["points"] += len(every)
 
-    l_un = _curl_moments(encoder, world, config, seed, "L_un", loss, device, extra=diagnostics)
+    with timings.stage("L_un"):
+        l_un = _curl_moments(encoder, world, config, seed, "L_un", loss, device, extra=diagnostics)
     add("L_un", l_un.estimate(level), negatives=1, block_size=1, split="fresh")
     if bound is None and not enumerated:
         largest, count = largest_norm["value"], largest_norm["points"]
@@ -484,28 +527,33 @@ def evaluate_encoder(
     grids: dict[str, dict[int, CollisionMoments]] = {"negatives": {}, "blocks": {}}
     if enumerated:
         if k_grid:
-            grids["negatives"] = negatives_moments(encoder, world, means, k_grid, config.samples,
-                                                   make_generator(seed, "evaluate", "negatives"), loss,
-                                                   curl_loss_name, config.block, device, leave_out)
+            with timings.stage("L_un negatives grid"):
+                grids["negatives"] = negatives_moments(encoder, world, means, k_grid, config.samples,
+                                                       make_generator(seed, "evaluate", "negatives"), loss,
+                                                       curl_loss_name, config.block, device, leave_out)
             for k, part in grids["negatives"].items():
                 if k > 1:
                     add("L_un", part.loss.estimate(level), negatives=k, block_size=1, split="fresh")
         if b_grid:
-            grids["blocks"] = block_moments(encoder, world, means, b_grid, config.samples,
-                                            make_generator(seed, "evaluate", "blocks"), loss, config.block, device,
-                                            leave_out)
+            with timings.stage("L_un_block grid"):
+                grids["blocks"] = block_moments(encoder, world, means, b_grid, config.samples,
+                                                make_generator(seed, "evaluate", "blocks"), loss, config.block, device,
+                                                leave_out)
             for b, part in grids["blocks"].items():
                 add("L_un_block", part.loss.estimate(level), negatives=1, block_size=b, split="fresh")
     else:  # without μ̂ the statements of the grids cannot be checked: their L_un alone, each from its own tuples
         for k in (k for k in k_grid if k > 1):
-            part = _curl_moments(encoder, world, config, seed, ("negatives", k), loss, device, negatives=k)
+            with timings.stage("L_un negatives grid"):
+                part = _curl_moments(encoder, world, config, seed, ("negatives", k), loss, device, negatives=k)
             add("L_un", part.estimate(level), negatives=k, block_size=1, split="fresh")
         for b in b_grid:
-            part = _curl_moments(encoder, world, config, seed, ("blocks", b), loss, device, block_size=b)
+            with timings.stage("L_un_block grid"):
+                part = _curl_moments(encoder, world, config, seed, ("blocks", b), loss, device, block_size=b)
             add("L_un_block", part.estimate(level), negatives=1, block_size=b, split="fresh")
     if negatives > 1 and block_size > 1:  # the objective's own (k, b), outside both grids
-        l_un_b = _curl_moments(encoder, world, config, seed, "L_un_block", loss, device,
-                               negatives=negatives, block_size=block_size)
+        with timings.stage("L_un_block"):
+            l_un_b = _curl_moments(encoder, world, config, seed, "L_un_block", loss, device,
+                                   negatives=negatives, block_size=block_size)
         add("L_un_block", l_un_b.estimate(level), negatives=negatives, block_size=block_size, split="fresh")
     collision_plug_ins = {(family, size): {"lifted": part.mean_part.plug_in(pool), "slack": part.slack.plug_in(pool)}
                           for family, grid in grids.items() for size, part in grid.items()}
@@ -518,7 +566,8 @@ def evaluate_encoder(
     # different-class sample is also a sample of 2-class tasks (T = {c, c⁻}, the anchor's class
     # uniform on T by symmetry), so L^μ_sup is measured on the same anchors: a paired difference
     # (where μ̂ is known: on an enumerable world).
-    l_same = _curl_moments(encoder, world, config, seed, "L_un_same", loss, device, condition="same")
+    with timings.stage("L_un_same"):
+        l_same = _curl_moments(encoder, world, config, seed, "L_un_same", loss, device, condition="same")
     paired = None
     if enumerated:
         mean_loss, gap = MeanClassifierLoss(means, loss, leave_out), RunningMean()
@@ -531,8 +580,9 @@ def evaluate_encoder(
             gap.update(losses.cpu() - mu_losses, units)
 
         paired = paired_mean_classifier
-    l_diff = _curl_moments(encoder, world, config, seed, "L_un_diff", loss, device, condition="different",
-                           extra=paired)
+    with timings.stage("L_un_diff + L_sup_mean"):  # L^μ_sup on 2-class tasks is paired with it
+        l_diff = _curl_moments(encoder, world, config, seed, "L_un_diff", loss, device, condition="different",
+                               extra=paired)
     add("L_un_same", l_same.estimate(level), negatives=1, split="fresh")
     add("L_un_diff", l_diff.estimate(level), negatives=1, split="fresh")
     moments.update(L_un=l_un, L_un_same=l_same, L_un_diff=l_diff)
@@ -547,20 +597,23 @@ def evaluate_encoder(
         for size in config.task_classes:
             if size != 2:
                 generator = make_generator(seed, "evaluate", "L_sup_mean", size)
-                task_loss = mean_classifier_moments(encoder, world, means, size, config.samples, generator, loss,
-                                                    config.block, device, leave_out)
+                with timings.stage("L_sup_mean"):
+                    task_loss = mean_classifier_moments(encoder, world, means, size, config.samples, generator, loss,
+                                                        config.block, device, leave_out)
                 add("L_sup_mean", task_loss.estimate(level, pool), adapter="mean", task_classes=size, split="fresh")
 
-        deviation = intraclass_deviation(pool.points, prior, config.bootstrap,
-                                         make_generator(seed, "evaluate", "s_f"), level, pool.counts)
+        with timings.stage("s_f bootstrap"):
+            deviation = intraclass_deviation(pool.points, prior, config.bootstrap,
+                                             make_generator(seed, "evaluate", "s_f"), level, pool.counts)
         add("s_f", deviation.reported(level), split="fresh")
 
         # Exact AVG-k and TOP-R of the mean classifier on the test points (THEORY.md section 4); on a
         # world with splits, every held-out example once, an interval about the population given μ̂.
         # The adapters' labeled points: for a world with splits, the train view's (its validation view's
         # for choosing), so that no accuracy sees the held-out examples it is scored on; else the pool.
-        adapt_pool, adapt_means, val_pool = _adaptation_pools(encoder, world, config, seed, pool, device,
-                                                              pool_x if examples is None else None, keep_inputs)
+        with timings.stage("adapter pools"):
+            adapt_pool, adapt_means, val_pool = _adaptation_pools(encoder, world, config, seed, pool, device,
+                                                                  pool_x if examples is None else None, keep_inputs)
         mean_scores = test_f @ adapt_means.T  # (C·t, C)
         task_prior = None if np.allclose(prior, prior[0]) else prior
         for size in config.task_classes:
@@ -577,8 +630,9 @@ def evaluate_encoder(
     views = Views.of(world, task)
     adaptation = Adaptation()
     if all(enumerable(view) for view in views.tests.values()):
-        adaptation = adapt_measurements(encoder, world, adapters, config, seed, loss,
-                                        adapt_means if enumerated else None, device, views)
+        with timings.stage("adapters"):
+            adaptation = adapt_measurements(encoder, world, adapters, config, seed, loss,
+                                            adapt_means if enumerated else None, device, views, timings)
     out.extend(adaptation.measurements)
     if enumerated:
         # An adapter's L*_adapt on the world's own 2-class tasks may be a theory quantity (the linear
@@ -586,15 +640,19 @@ def evaluate_encoder(
         theory = [spec for spec in adapters if spec.adapter.star_quantity is not None]
         own = {key: value for key, value in adaptation.star.items() if key[1] == "test"}
         if task is not None and theory:
-            own = star_estimates(encoder, world, theory, config, seed, loss, adapt_means, device, Views.of(world))
+            with timings.stage("L_adapt_star own tasks"):
+                own = star_estimates(encoder, world, theory, config, seed, loss, adapt_means, device, Views.of(world),
+                                     timings)
         for spec in theory:
             add(spec.adapter.star_quantity, own[(spec.label, "test")], adapter=spec.label, task_classes=2, split="test")
         test = Drawn(test_f[None, None], None, None if test_inputs is None else test_inputs[None, None])
         shots = config.probe_shots
-        out.extend(full_problem_measurements(encoder, adapters, adapt_pool.part(0, shots), val_pool, test, test_y,
-                                             adapt_means, config, seed, loss, prior, device))
-        out.extend(few_shot_full_problem(encoder, adapters, adapt_pool, val_pool, test, test_y, adapt_means, config,
-                                         seed, loss, prior, device))
+        with timings.stage("full problem"):
+            out.extend(full_problem_measurements(encoder, adapters, adapt_pool.part(0, shots), val_pool, test, test_y,
+                                                 adapt_means, config, seed, loss, prior, device))
+        with timings.stage("full problem few shots"):
+            out.extend(few_shot_full_problem(encoder, adapters, adapt_pool, val_pool, test, test_y, adapt_means,
+                                             config, seed, loss, prior, device))
     out.extend(chain_measurements(adaptation, l_pre, l_pre_train, level, dependent=examples is not None))
     return Evaluation(out, means, moments, plug_ins, grids["negatives"], grids["blocks"], collision_plug_ins, deviation,
                       shared_examples=examples is not None, class_level=enumerated)

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from preadapt.experiment.config import Config, ConfigError
 from preadapt.experiment.run import describe_failure, pipeline, resolve_device, run_provenance, utc_now
 from preadapt.experiment.testing import gate
+from preadapt.timing import Timings
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,8 @@ class RunTask:
 @dataclass
 class RunOutcome:
     """What a worker returns: the run's status, the error of a failed run (with the step for a
-    divergence), its provenance, and its tidy rows (records of the ``results`` table)."""
+    divergence), its provenance, its tidy rows (records of the ``results`` table) and where its time
+    went (``Timings.rows()``: records of the ``timings`` table, without the run id)."""
 
     run_id: str
     status: str
@@ -53,6 +55,7 @@ class RunOutcome:
     rows: list[dict[str, Any]] = field(default_factory=list)
     finished_at: str = ""
     seconds: float = 0.0
+    timings: list[dict[str, Any]] = field(default_factory=list)
 
 
 def execute(task: RunTask) -> RunOutcome:
@@ -67,11 +70,14 @@ def execute(task: RunTask) -> RunOutcome:
     >>> outcome = execute(RunTask("tiny-run", config.model_dump_json()))
     >>> outcome.status, outcome.error is not None, sorted({row["step"] for row in outcome.rows})
     ('finished', False, [0, 1])
+    >>> [row["stage"] for row in outcome.timings if "/" not in row["stage"]]
+    ['sampling', 'start-up', 'pretraining', 'evaluation', 'bound checks', 'other']
     """
     import torch
 
     gate(f"run-{task.run_id}")  # a test hook (experiment/testing.py): nothing unless PREADAPT_TEST_GATE is set
     start = time.perf_counter()
+    timings = Timings()  # the worker's side of the run: start-up counts from here
     rows: list[dict[str, Any]] = []
     provenance: dict[str, Any] = {}
     try:
@@ -82,10 +88,12 @@ def execute(task: RunTask) -> RunOutcome:
         device = resolve_device(config.device)
         provenance = run_provenance(config, device)
         status, error = pipeline(config, device, task.run_id, rows, {},
-                                 pretrained=Path(task.pretrained) if task.pretrained else None)
+                                 pretrained=Path(task.pretrained) if task.pretrained else None, timings=timings)
     except Exception as failure:  # the run's own failure, recorded by the driver; the sweep goes on
         status, error = "failed", describe_failure(failure)
-    return RunOutcome(task.run_id, status, error, provenance, rows, utc_now(), time.perf_counter() - start)
+    timings.rest("other")
+    return RunOutcome(task.run_id, status, error, provenance, rows, utc_now(), time.perf_counter() - start,
+                      timings.rows())
 
 
 LOST = "lost"

@@ -26,10 +26,11 @@ from preadapt.encoders import ENCODERS
 from preadapt.estimate.quantities import Evaluation, Measurement, build_adapters, evaluate_encoder
 from preadapt.estimate.spec import EvaluateConfig
 from preadapt.experiment.config import Config, ConfigError, load_config, parse_config
-from preadapt.experiment.store import Store, tidy_frame
+from preadapt.experiment.store import Store, tidy_frame, timings_frame
 from preadapt.experiment.testing import gate
 from preadapt.objectives import OBJECTIVES, Objective
 from preadapt.pretrain import DivergenceError, pretrain
+from preadapt.timing import Timings
 from preadapt.worlds import WORLDS, World, tau
 from preadapt.worlds.finite import split_of
 from preadapt.worlds.base import TaskedWorld
@@ -45,8 +46,9 @@ never meet a new database)."""
 
 @dataclass
 class RunResult:
-    """What a run produced: the tidy ``results`` table, the bound checks per step, and where the
-    files went (``out`` is None when nothing was written)."""
+    """What a run produced: the tidy ``results`` table, the bound checks per step, where the files
+    went (``out`` is None when nothing was written), and where the time went (``timings``: the
+    store's ``timings`` table of the run, ``TIMING_COLUMNS``)."""
 
     config: Config
     run_id: str
@@ -55,6 +57,7 @@ class RunResult:
     checks: dict[int, list[BoundCheck]] = field(default_factory=dict)
     out: Path | None = None
     error: str | None = None
+    timings: pd.DataFrame | None = None
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -170,16 +173,20 @@ def check_bounds(evaluation: Evaluation, world: World, evaluate_config: Evaluate
 
 
 def _theorems(config: Config, encoder: nn.Module, objective: Objective, evaluations: dict[int, Evaluation],
-              states: list[dict[str, torch.Tensor]], train_tuples, world: World, loss: str) -> dict[int, list[BoundCheck]]:
+              states: list[dict[str, torch.Tensor]], train_tuples, world: World, loss: str,
+              timings: Timings) -> dict[int, list[BoundCheck]]:
     """Theorems 4.1 and 4.5 at every evaluated checkpoint, once all are known (the comparator is one of them);
-    none without the class-level quantities (a world too big to enumerate: ``theorem_checks``)."""
+    none without the class-level quantities (a world too big to enumerate: ``theorem_checks``). Timed as
+    the stages ``rademacher`` (Rad_S of the class, ``class_complexity``) and ``theorems``."""
     if not all(evaluation.class_level for evaluation in evaluations.values()):
         return {}
-    complexity = class_complexity(encoder, states, tuple_points(train_tuples), config.bounds.rademacher_draws,
-                                  make_generator(config.seed, "bounds", "rademacher"), config.evaluate.level)
+    with timings.stage("rademacher"):
+        complexity = class_complexity(encoder, states, tuple_points(train_tuples), config.bounds.rademacher_draws,
+                                      make_generator(config.seed, "bounds", "rademacher"), config.evaluate.level)
     training = Training(config.objective.kind, config.objective.curl_loss_name, objective.negatives,
                         objective.block_size, len(train_tuples), complexity)
-    return theorem_checks(evaluations, world.prior, training, loss, config.evaluate, config.bounds)
+    with timings.stage("theorems"):
+        return theorem_checks(evaluations, world.prior, training, loss, config.evaluate, config.bounds)
 
 
 def attach_objective(objective: Objective, encoder: nn.Module, world: World, seed: int, device) -> None:
@@ -267,7 +274,7 @@ def pipeline(config: Config, device: torch.device, run_id: str, rows: list[dict[
              checks: dict[int, list[BoundCheck]], checkpoint_dir: Path | None = None,
              progress: Callable[[str, int, int], None] | None = None,
              before_checkpoint: Callable[[int], None] | None = None,
-             pretrained: Path | None = None) -> tuple[str, str | None]:
+             pretrained: Path | None = None, timings: Timings | None = None) -> tuple[str, str | None]:
     """The computation of one run, no files but the checkpoints: world, tuples, encoder, pretraining,
     and per checkpoint the estimates and bound checks, appended to ``rows`` (tidy records) and
     ``checks`` as they come. Returns (status, error): a divergence is ("failed", "diverged at step
@@ -280,11 +287,19 @@ def pipeline(config: Config, device: torch.device, run_id: str, rows: list[dict[
     ``pretrained``: a file shared by the runs of a sweep that have one pretraining
     (``Config.pretraining_hash`` names it). When it holds the pretraining, its checkpoints are loaded
     and evaluated instead of training again (``replay_pretraining``); when it does not, the run trains
-    and writes it there."""
+    and writes it there.
+
+    ``timings``: where the time goes, by stage (``preadapt.timing``; a failure keeps what was measured):
+    ``start-up`` (everything before pretraining but ``sampling``, from the Timings' start: the
+    caller's set-up included), ``sampling`` (the M training tuples), ``pretraining`` (the training
+    loop, or loading a shared pretraining, without the checkpoints' evaluation), ``evaluation`` (per
+    checkpoint, by quantity: ``evaluate_encoder``'s stages), ``bound checks`` (``every f`` per
+    checkpoint, then ``rademacher`` and ``theorems``) and ``storing`` (the checkpoint files)."""
     where = {"step": 0, "stage": "building the world and the training tuples"}
+    timings = Timings() if timings is None else timings
     try:
         return _pipeline(config, device, run_id, rows, checks, checkpoint_dir, progress, before_checkpoint, where,
-                         pretrained)
+                         timings, pretrained)
     except RunInterrupted:
         raise
     except KeyboardInterrupt:
@@ -295,7 +310,7 @@ def pipeline(config: Config, device: torch.device, run_id: str, rows: list[dict[
 def _pipeline(config: Config, device: torch.device, run_id: str, rows: list[dict[str, Any]],
               checks: dict[int, list[BoundCheck]], checkpoint_dir: Path | None,
               progress: Callable[[str, int, int], None] | None, before_checkpoint: Callable[[int], None] | None,
-              where: dict[str, Any], pretrained: Path | None = None) -> tuple[str, str | None]:
+              where: dict[str, Any], timings: Timings, pretrained: Path | None = None) -> tuple[str, str | None]:
     evaluations: dict[int, Evaluation] = {}
     states: list[dict[str, torch.Tensor]] = []
     objective_states: list[dict[str, torch.Tensor]] = []  # kept for the shared pretraining file only
@@ -309,9 +324,10 @@ def _pipeline(config: Config, device: torch.device, run_id: str, rows: list[dict
     encoder = ENCODERS.build(config.encoder, world.input_shape, make_generator(seed, "encoder")).to(device)
     attach_objective(objective, encoder, world, seed, device)
     objective = objective.to(device)
-    train_tuples = draw_tuples(split_of(world, "train"), config.pretrain.tuples,  # a held-out world's train view
-                               make_generator(seed, "train-tuples"), objective.negatives, objective.block_size,
-                               true_negatives=objective.true_negatives)
+    with timings.stage("sampling"):
+        train_tuples = draw_tuples(split_of(world, "train"), config.pretrain.tuples,  # a held-out world's train view
+                                   make_generator(seed, "train-tuples"), objective.negatives, objective.block_size,
+                                   true_negatives=objective.true_negatives)
     steps = config.pretrain.checkpoint_steps
     loss_name = _curl_loss_name(config)
     adapters = build_adapters(config.evaluate)
@@ -322,16 +338,19 @@ def _pipeline(config: Config, device: torch.device, run_id: str, rows: list[dict
         if before_checkpoint is not None:
             before_checkpoint(step)
         if checkpoint_dir is not None:
-            _write_whole(checkpoint_dir / f"step_{step:06d}.pt", partial(torch.save, model.state_dict()))
-        evaluation = evaluate_encoder(
-            model, world, config.evaluate, seed, curl_loss_name=loss_name,
-            negatives=objective.negatives, block_size=objective.block_size, objective=objective,
-            train_tuples=train_tuples, device=device, adapters=adapters, task=task)
-        evaluations[step] = evaluation
-        states.append(_cpu_state(model))
-        if pretrained is not None:
-            objective_states.append(_cpu_state(objective))
-        checked = check_bounds(evaluation, world, config.evaluate, loss_name)
+            with timings.stage("storing", apart=True):
+                _write_whole(checkpoint_dir / f"step_{step:06d}.pt", partial(torch.save, model.state_dict()))
+        with timings.stage("evaluation", apart=True):  # apart: not the training loop's time
+            evaluation = evaluate_encoder(
+                model, world, config.evaluate, seed, curl_loss_name=loss_name,
+                negatives=objective.negatives, block_size=objective.block_size, objective=objective,
+                train_tuples=train_tuples, device=device, adapters=adapters, task=task, timings=timings)
+            evaluations[step] = evaluation
+            states.append(_cpu_state(model))
+            if pretrained is not None:
+                objective_states.append(_cpu_state(objective))
+        with timings.stage("bound checks", apart=True), timings.stage("every f"):
+            checked = check_bounds(evaluation, world, config.evaluate, loss_name)
         measured = evaluation.measurements + [m for c in checked for m in c.measurements()]
         rows.extend(measurement_rows(measured, run_id, step))  # one operation: Ctrl-C keeps a checkpoint whole or not
         checks[step] = checked
@@ -346,25 +365,30 @@ def _pipeline(config: Config, device: torch.device, run_id: str, rows: list[dict
 
     def add_theorems() -> None:  # once every checkpoint is known: the comparator is one of them
         where.update(step=config.pretrain.total_steps, stage="checking the theorems")
-        theorems = _theorems(config, encoder, objective, evaluations, states, train_tuples, world, loss_name)
+        with timings.stage("bound checks"):
+            theorems = _theorems(config, encoder, objective, evaluations, states, train_tuples, world, loss_name,
+                                 timings)
         rows.extend([row for step, found in theorems.items()  # one operation, as above
                      for row in measurement_rows([m for c in found for m in c.measurements()], run_id, step)])
         for step, found in theorems.items():
             checks[step].extend(found)
 
-    shared = read_pretraining(pretrained, steps) if pretrained is not None else None
+    timings.rest("start-up")
     try:
-        if shared is not None:
-            status, error = replay_pretraining(shared, encoder, objective, on_checkpoint)
-        else:
-            pretrain(encoder, objective, train_tuples, config.pretrain, make_generator(seed, "shuffle"),
-                     on_checkpoint=on_checkpoint, device=device, progress=on_step)
+        with timings.stage("pretraining"):  # the checkpoints' evaluation and files are stages apart
+            shared = read_pretraining(pretrained, steps) if pretrained is not None else None
+            if shared is not None:
+                status, error = replay_pretraining(shared, encoder, objective, on_checkpoint)
+            else:
+                pretrain(encoder, objective, train_tuples, config.pretrain, make_generator(seed, "shuffle"),
+                         on_checkpoint=on_checkpoint, device=device, progress=on_step)
     except DivergenceError as failure:
         status, error = "failed", str(failure)
     except Exception as failure:
         raise RunFailure(failure, where["step"], where["stage"]) from failure
     if pretrained is not None and shared is None:
-        write_pretraining(pretrained, list(evaluations), states, objective_states, status, error)
+        with timings.stage("storing"):
+            write_pretraining(pretrained, list(evaluations), states, objective_states, status, error)
     if evaluations:  # also the checkpoints evaluated before a divergence
         add_theorems()
     return status, error
@@ -426,10 +450,11 @@ def replay_pretraining(shared: dict[str, Any], encoder: nn.Module, objective: Ob
 class RunReportWriter(Protocol):
     """Writes a run's report into ``out`` and returns its path (``preadapt.report.html.write_report``):
     ``results`` is the tidy table, ``runs`` the store's provenance rows, ``config_yaml`` the resolved
-    config as YAML."""
+    config as YAML, ``timings`` the run's stages measured before the report (``TIMING_COLUMNS``; the
+    report's own time is measured around the call and stored after it)."""
 
     def __call__(self, out: Path, results: pd.DataFrame, runs: pd.DataFrame, config_yaml: str, /, *,
-                 title: str) -> Path: ...
+                 title: str, timings: pd.DataFrame | None = None) -> Path: ...
 
 
 def run(config: Config | dict | str | Path, out: str | Path | None = None, force: bool = False,
@@ -450,6 +475,12 @@ def run(config: Config | dict | str | Path, out: str | Path | None = None, force
     ``interrupted`` with the rows of the checkpoints evaluated so far; ``config.yaml`` and the
     checkpoints stay.
 
+    Where the time went is timed from the call on (``pipeline``'s stages; then ``storing``: the
+    store's transaction and ``results.csv``, ``other``: the time between stages, and ``report``) and
+    stored with the outcome in the store's ``timings`` table, replaced once the report is written
+    (with its time); the report shows the stages before it and its own time up to its last step
+    (``RunResult.timings`` has them all).
+
     >>> result = run({"name": "tiny", "world": {"kind": "gaussian", "classes": 4, "dim": 4},
     ...               "encoder": {"kind": "linear", "out_dim": 4},
     ...               "pretrain": {"tuples": 256, "epochs": 1, "batch_size": 128, "checkpoints": [0]},
@@ -459,6 +490,7 @@ def run(config: Config | dict | str | Path, out: str | Path | None = None, force
     >>> result.status, sorted(result.results.step.unique().tolist())
     ('finished', [0, 2])
     """
+    timings = Timings()  # start-up counts from here
     config = _coerce_config(config)
     device = resolve_device(config.device)
     out = Path(out) if out is not None else None
@@ -483,26 +515,32 @@ def run(config: Config | dict | str | Path, out: str | Path | None = None, force
         try:
             status, error = pipeline(config, device, run_id, rows, checks,
                                      out / "checkpoints" if out is not None else None, progress,
-                                     before_checkpoint=lambda step: gate(f"checkpoint-{step}"))
+                                     before_checkpoint=lambda step: gate(f"checkpoint-{step}"), timings=timings)
         except Exception as failure:  # recorded, never lost: the store says why the run failed
             status, error = "failed", describe_failure(failure)
             if store is None:
                 raise
         results = tidy_frame(rows)
         if store is not None:
-            store.finish_run(run_id, results, status, utc_now(), error)
-            phase = "recorded"
-            runs = store.runs()
-            _write_whole(out / "results.csv", lambda path: results.to_csv(path, index=False))
+            with timings.stage("storing"):
+                store.finish_run(run_id, results, status, utc_now(), error, timings=timings.rows())
+                phase = "recorded"
+                runs = store.runs()
+                _write_whole(out / "results.csv", lambda path: results.to_csv(path, index=False))
+        timings.rest("other")
+        if store is not None:
             if report is not None:
-                report(out, results, runs, config.to_yaml(), title=f"preadapt run: {config.name}")
+                with timings.stage("report"):
+                    report(out, results, runs, config.to_yaml(), title=f"preadapt run: {config.name}",
+                           timings=timings_frame(run_id, timings.rows()))
+            store.write_timings(run_id, timings.rows())  # whole: storing, other and the report included
     except KeyboardInterrupt as stop:
         raise _interrupted(stop, config, run_id, rows, store, out, phase,
-                           status if phase == "recorded" else None) from None
+                           status if phase == "recorded" else None, timings) from None
     finally:
         if store is not None:
             store.close()
-    return RunResult(config, run_id, status, results, checks, out, error)
+    return RunResult(config, run_id, status, results, checks, out, error, timings_frame(run_id, timings.rows()))
 
 
 def _write_whole(path: Path, write: Callable[[Path], None]) -> None:
@@ -514,11 +552,12 @@ def _write_whole(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def _interrupted(stop: KeyboardInterrupt, config: Config, run_id: str, rows: list[dict[str, Any]],
-                 store: Store | None, out: Path | None, phase: str, recorded: str | None) -> RunInterrupted:
+                 store: Store | None, out: Path | None, phase: str, recorded: str | None,
+                 timings: Timings) -> RunInterrupted:
     """What Ctrl-C leaves, by ``phase``: before the store recorded the run, none of its files; while
-    it runs, the run recorded ``interrupted`` with the rows of its whole checkpoints (the outcome's
-    own transaction, if the signal came inside it, left nothing); once the outcome is recorded, the
-    outcome (only results.csv or the report was left to write)."""
+    it runs, the run recorded ``interrupted`` with the rows of its whole checkpoints and the stages
+    timed until then (the outcome's own transaction, if the signal came inside it, left nothing);
+    once the outcome is recorded, the outcome (only results.csv or the report was left to write)."""
     total = config.pretrain.total_steps
     if not isinstance(stop, RunInterrupted):  # outside the pipeline
         stage = {"starting": "starting", "running": "recording the results", "recorded": "writing the report"}[phase]
@@ -534,7 +573,7 @@ def _interrupted(stop: KeyboardInterrupt, config: Config, run_id: str, rows: lis
     elif phase == "running" and store is not None and store.statuses().get(run_id) == "running":
         kept = tidy_frame([row for row in rows if row["step"] in stop.evaluated])
         store.finish_run(run_id, kept, "interrupted", utc_now(),
-                         f"interrupted at step {stop.step} of {total} while {stop.stage}")
+                         f"interrupted at step {stop.step} of {total} while {stop.stage}", timings=timings.rows())
         stop.status = "interrupted"
     else:  # the outcome was recorded (perhaps just before phase said so): only files were left to write
         stop.status = recorded or (store.statuses().get(run_id) if store is not None else None)

@@ -504,7 +504,8 @@ def _run_locked(sweep: Sweep, out: Path, executor: Executor, retry_failed: bool,
                         continue
                     status = "failed" if outcome.status == LOST else outcome.status
                     store.finish_run(outcome.run_id, tidy_frame(outcome.rows), status,
-                                     outcome.finished_at or utc_now(), outcome.error, outcome.provenance)
+                                     outcome.finished_at or utc_now(), outcome.error, outcome.provenance,
+                                     outcome.timings)
                     in_flight.remove(outcome.run_id)
                     seconds[outcome.run_id] = outcome.seconds
                     counts.finished += status == "finished"

@@ -56,11 +56,10 @@ def margins_from_scores(scores: torch.Tensor, labels: torch.Tensor) -> torch.Ten
     >>> margins_from_scores(torch.tensor([[1.0, 3.0, 0.0]]), torch.tensor([1]))
     tensor([[2., 3.]])
     """
-    num_classes = scores.shape[-1]
-    own = scores.gather(-1, labels.unsqueeze(-1))  # (..., 1)
-    margins = own - scores  # (..., K)
-    keep = torch.arange(num_classes, device=scores.device) != labels.unsqueeze(-1)  # (..., K)
-    return margins[keep].reshape(scores.shape[:-1] + (num_classes - 1,))
+    labels = labels.unsqueeze(-1)  # (..., 1)
+    wrong = torch.arange(scores.shape[-1] - 1, device=scores.device)  # (K−1,)
+    others = wrong + (wrong >= labels).long()  # (..., K−1): the wrong classes j < y, then j + 1 for j ≥ y
+    return scores.gather(-1, labels) - scores.gather(-1, others)  # gathers: a boolean mask is several times slower
 
 
 LOSSES = {"hinge": hinge, "logistic": logistic}

@@ -1,7 +1,8 @@
 """The HTML report of one run, answer first: what was run, every statement's verdict and the headline
 numbers (the first screen), the key figures, the detail sections (the adaptation results and the error
 chain when they were measured, the interface of L_pre and L*_adapt across checkpoints, then the theory's
-checks), then (collapsed) every quantity, the config and the provenance.
+checks), then (collapsed) every quantity, the config and the provenance, and last where the run's
+wall time went (``time_table``), when the run's timings are given.
 
 The page is self-contained (inline CSS, figures as relative PNG paths, no external resources) and
 rendered with jinja2 autoescaping, so a config or an error message can never inject markup. It is
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from pathlib import Path
 from collections.abc import Collection
 from typing import Any, Mapping
@@ -442,14 +444,76 @@ def parse_config_yaml(config_yaml: str) -> dict[str, Any]:
     return config if isinstance(config, dict) else {}
 
 
-def write_report(out_dir: str | Path, results: pd.DataFrame, runs: pd.DataFrame, config_yaml: str, title: str) -> Path:
+TOP_STAGES = ["start-up", "sampling", "pretraining", "evaluation", "bound checks", "storing", "other", "report"]
+"""The top-level stages of a run (``preadapt.experiment.run.pipeline``) in the order they happen;
+the report lists them so, and any other after them in the stored order."""
+
+
+def time_table(timings: pd.DataFrame, report_seconds: float | None = None) -> pd.DataFrame:
+    """Where a run's time went, as the report shows it: the store's ``timings`` rows (``stage``,
+    ``seconds``, ``calls``) with ``name`` (the stage's last part), ``depth`` (0 for a top-level stage)
+    and ``share`` (of the total, the sum of the top-level stages, which do not overlap). Top-level
+    stages in ``TOP_STAGES`` order, each followed by its parts and, where they leave 0.005 s or more
+    of it uncovered, a ``rest`` row (no calls); ``total`` last. ``report_seconds``: the report's own time, when
+    ``timings`` has none yet (a report being written; a rebuilt one shows the stored time).
+
+    >>> timings = pd.DataFrame({"stage": ["sampling", "start-up", "pretraining", "evaluation", "evaluation/L_un"],
+    ...                         "seconds": [1.0, 2.0, 3.0, 8.0, 6.0], "calls": [1, 1, 1, 2, 2]})
+    >>> time_table(timings, report_seconds=2.0)
+                 stage         name  depth  seconds   share  calls
+    0         start-up     start-up      0      2.0  0.1250      1
+    1         sampling     sampling      0      1.0  0.0625      1
+    2      pretraining  pretraining      0      3.0  0.1875      1
+    3       evaluation   evaluation      0      8.0  0.5000      2
+    4  evaluation/L_un         L_un      1      6.0  0.3750      2
+    5  evaluation/rest         rest      1      2.0  0.1250   <NA>
+    6           report       report      0      2.0  0.1250      1
+    7            total        total      0     16.0  1.0000   <NA>
+    """
+    merged = timings.groupby("stage", sort=False, as_index=False).agg(seconds=("seconds", "sum"), calls=("calls", "sum"))
+    rows = [dict(stage=str(stage), seconds=float(seconds), calls=int(calls))
+            for stage, seconds, calls in merged[["stage", "seconds", "calls"]].itertuples(index=False)]
+    if report_seconds is not None and not any(row["stage"] == "report" for row in rows):
+        rows.append(dict(stage="report", seconds=float(report_seconds), calls=1))
+    rank = {name: i for i, name in enumerate(TOP_STAGES)}
+    top = sorted((row for row in rows if "/" not in row["stage"]),  # stable: other stages keep their order
+                 key=lambda row: rank.get(row["stage"], len(TOP_STAGES)))
+    total = sum(row["seconds"] for row in top)
+
+    def with_parts(row: dict[str, Any], depth: int) -> list[dict[str, Any]]:
+        out = [dict(row, name=row["stage"].rsplit("/", 1)[-1], depth=depth)]
+        children = [child for child in rows if child["stage"].rsplit("/", 1)[0] == row["stage"]
+                    and child["stage"].count("/") == depth + 1]
+        for child in children:
+            out.extend(with_parts(child, depth + 1))
+        rest = row["seconds"] - sum(child["seconds"] for child in children)
+        if children and rest >= 0.005:  # shown as at least 0.01 s
+            out.append(dict(stage=f"{row['stage']}/rest", name="rest", depth=depth + 1, seconds=rest, calls=None))
+        return out
+
+    table = [part for row in top for part in with_parts(row, 0)]
+    table.append(dict(stage="total", name="total", depth=0, seconds=total, calls=None))
+    frame = pd.DataFrame(table, columns=["stage", "name", "depth", "seconds", "calls"])
+    frame["share"] = frame["seconds"] / total if total > 0 else float("nan")
+    frame["calls"] = pd.array(frame["calls"], dtype="Int64")
+    return frame[["stage", "name", "depth", "seconds", "share", "calls"]]
+
+
+def write_report(out_dir: str | Path, results: pd.DataFrame, runs: pd.DataFrame, config_yaml: str, title: str,
+                 timings: pd.DataFrame | None = None) -> Path:
     """Write ``out_dir/figures/*.png`` and ``out_dir/report.html``; return the HTML's path.
 
     ``results`` is the tidy results frame, ``runs`` the store's provenance rows (any columns),
     ``config_yaml`` the resolved config as text (``config_json`` of ``runs`` is not repeated; the
     headline sentence and the figures' loss unit are read from it). Figures whose quantities were
     not measured are left out (and any stale PNG of that name removed); the page says so in their place.
+
+    ``timings``: the run's ``timings`` rows (the store's table): the page ends with where the time
+    went (``time_table``). Without a ``report`` row among them (a run writing its report), the report's
+    own time is measured here, from the call to the last step before the page is written (figures and
+    tables made: rendering and writing the page, after, are not in it); None: no such section.
     """
+    started = time.perf_counter()
     out_dir = Path(out_dir)
     figures_dir = out_dir / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
@@ -474,6 +538,11 @@ def write_report(out_dir: str | Path, results: pd.DataFrame, runs: pd.DataFrame,
     per_checkpoint = checkpoint_table(results)
     summary_columns, summary_rows = _records(summary_table(results))
 
+    time_rows = None
+    if timings is not None and len(timings):
+        time_rows = [dict(row, seconds=f"{row['seconds']:.2f}", share=f"{row['share']:.1%}",
+                          calls="" if pd.isna(row["calls"]) else int(row["calls"]))
+                     for row in time_table(timings, report_seconds=time.perf_counter() - started).to_dict("records")]
     html = ENVIRONMENT.get_template("report.html").render(
         title=title,
         sentence=run_sentence(config, steps),
@@ -498,6 +567,7 @@ def write_report(out_dir: str | Path, results: pd.DataFrame, runs: pd.DataFrame,
         checkpoints=_transposed(per_checkpoint.rename(columns=lambda step: f"step {step}")),
         adaptation=_adaptation(results),
         interface=interface,
+        time_rows=time_rows,
     )
     path = out_dir / "report.html"
     path.write_text(html, encoding="utf-8")

@@ -51,6 +51,10 @@ class GaussianWorldConfig(ComponentConfig):
         return InputSpec((self.dim,), torch.float32)
 
 
+WARP_BLOCK = 4096
+"""Rows the warp maps at a time: a (4096, 4·dim) hidden layer of float32 is 1 MiB at dim 16."""
+
+
 class Warp(torch.nn.Module):
     """A fixed nonlinear map z ↦ z + strength·scale·A·tanh(Bz/scale + b)/√h, seeded, never trained.
 
@@ -68,8 +72,25 @@ class Warp(torch.nn.Module):
         self.strength = strength
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:  # (n, dim) -> (n, dim)
-        hidden = torch.tanh(z @ self.inner.T / self.scale + self.bias)
-        return z + self.strength * self.scale * hidden @ self.outer.T
+        """The map, in blocks of ``WARP_BLOCK`` rows whose hidden layer stays in cache.
+
+        tanh(u) = 2σ(2u) − 1, and torch's CPU ``sigmoid`` is about four times as fast as its ``tanh``
+        (measured: docs/benchmarks.md); with the factors folded into the two matrix products, each
+        block is one fused product-plus-bias, one in-place sigmoid and one fused product-plus-add:
+        z + k·(2σ(2u) − 1)·Aᵀ = (z − k·Σ_j A_j) + 2k·σ(2u)·Aᵀ, k = strength·scale. The same map up to
+        float32 rounding (about 1e-7 relative).
+        """
+        inner = (self.inner * (2.0 / self.scale)).T  # (dim, hidden): 2u = z·inner + 2b
+        outer = self.outer.T  # (hidden, dim)
+        gain = self.strength * self.scale
+        shift = gain * outer.sum(dim=0)  # (dim,): k·Σ_j A_j
+        bias = 2.0 * self.bias
+        out = torch.empty_like(z)
+        for start in range(0, z.shape[0], WARP_BLOCK):
+            block = z[start:start + WARP_BLOCK]
+            hidden = torch.addmm(bias, block, inner).sigmoid_()
+            torch.addmm(block - shift, hidden, outer, alpha=2.0 * gain, out=out[start:start + WARP_BLOCK])
+        return out
 
 
 class GaussianWorld:
@@ -95,7 +116,7 @@ class GaussianWorld:
     def sample(self, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         labels = torch.as_tensor(labels, dtype=torch.long)
         eps = torch.randn(labels.shape[0], self.input_shape[0], generator=generator)
-        x = self.means[labels] + self.noise * eps  # (n, dim)
+        x = self.means[labels].add_(eps, alpha=self.noise)  # (n, dim)
         return x if self.warp is None else self.warp(x)
 
 

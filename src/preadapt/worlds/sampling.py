@@ -196,7 +196,9 @@ class Tuples:
         return self.anchor.shape[0]
 
     def __getitem__(self, index) -> "Tuples":
-        return Tuples(*(None if getattr(self, f.name) is None else getattr(self, f.name)[index] for f in fields(self)))
+        ids = None if self.ids is None else self.ids[index]
+        return Tuples(self.anchor[index], self.positives[index], self.negatives[index], self.anchor_class[index],
+                      self.negative_class[index], ids)
 
     def to(self, device: torch.device | str) -> "Tuples":
         if self.anchor.device == torch.device(device):

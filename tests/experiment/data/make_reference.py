@@ -1,5 +1,6 @@
 """Write the reference tables of tests/experiment/test_default_adapters.py: the tidy results of the demo
-preset and of a small digits run, on one thread, at the commit before the adapter seam (c148f82).
+preset and of a small digits run, on one thread, with the fast paths of issue 15. (The digits table of
+commit c148f82, before the adapter seam, is kept as reference_digits_c148f82.csv.)
 
     .venv/bin/python tests/experiment/data/make_reference.py demo digits
 """
