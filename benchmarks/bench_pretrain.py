@@ -82,25 +82,34 @@ def make_setup(in_dim: int, hidden: list[int], out_dim: int, tuples: int, seed: 
     return Setup(world, encoder, objective, draw_tuples(world, tuples, g, negatives=1))
 
 
-def bare_loop(encoder: nn.Module, tuples: Tuples, epochs: int, batch: int, lr: float, seed: int) -> int:
-    """Hand-written ERM of the CURL logistic loss (k = 1, b = 1): returns the number of steps."""
-    anchor, positive, negative = tuples.anchor, tuples.positives[:, 0], tuples.negatives[:, 0, 0]  # (M, D) each
+def adam_loop(encoder: nn.Module, loss_of, size: int, epochs: int, batch: int, lr: float, seed: int) -> int:
+    """Hand-written ERM: each epoch a fresh shuffle, then ``loss_of(idx)`` (the batch's mean loss),
+    backward and a default Adam step per batch; returns the number of steps."""
     optimizer = torch.optim.Adam(encoder.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
-    size, steps = len(anchor), 0
+    steps = 0
     for _ in range(epochs):
         order = torch.randperm(size, generator=generator)
         for start in range(0, size, batch):
-            idx = order[start:start + batch]
-            n = len(idx)
-            a, p, q = encoder(torch.cat([anchor[idx], positive[idx], negative[idx]])).split([n, n, n])
-            margins = (a * (p - q)).sum(dim=1)  # (n,)
-            loss = nn.functional.softplus(-margins).mean() / LN2
+            loss = loss_of(order[start:start + batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             steps += 1
     return steps
+
+
+def bare_loop(encoder: nn.Module, tuples: Tuples, epochs: int, batch: int, lr: float, seed: int) -> int:
+    """Hand-written ERM of the CURL logistic loss (k = 1, b = 1), the loss inline: returns the steps."""
+    anchor, positive, negative = tuples.anchor, tuples.positives[:, 0], tuples.negatives[:, 0, 0]  # (M, D) each
+
+    def loss_of(idx: torch.Tensor) -> torch.Tensor:
+        n = len(idx)
+        a, p, q = encoder(torch.cat([anchor[idx], positive[idx], negative[idx]])).split([n, n, n])
+        margins = (a * (p - q)).sum(dim=1)  # (n,)
+        return nn.functional.softplus(-margins).mean() / LN2
+
+    return adam_loop(encoder, loss_of, len(anchor), epochs, batch, lr, seed)
 
 
 def library_loss_loop(encoder: nn.Module, objective: nn.Module, tuples: Tuples, epochs: int, batch: int, lr: float,
@@ -108,18 +117,8 @@ def library_loss_loop(encoder: nn.Module, objective: nn.Module, tuples: Tuples, 
     """The bare loop with the library's loss path (``Tuples[idx]``, ``encode_tuples``, the CURL
     module) instead of the inline loss: for ``--breakdown``, which splits pretrain()'s overhead into
     its loss path and the rest of its loop (checks, loss read-back, bookkeeping)."""
-    optimizer = torch.optim.Adam(encoder.parameters(), lr=lr)
-    generator = torch.Generator().manual_seed(seed)
-    size, steps = len(tuples), 0
-    for _ in range(epochs):
-        order = torch.randperm(size, generator=generator)
-        for start in range(0, size, batch):
-            loss = objective(encode_tuples(encoder, tuples[order[start:start + batch]])).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            steps += 1
-    return steps
+    return adam_loop(encoder, lambda idx: objective(encode_tuples(encoder, tuples[idx])).mean(), len(tuples), epochs,
+                     batch, lr, seed)
 
 
 def run_pretrain(encoder: nn.Module, objective: nn.Module, tuples: Tuples, epochs: int, batch: int, lr: float,
@@ -135,13 +134,15 @@ def compare_parameters(setup: Setup, epochs: int, batch: int, lr: float = LR, se
     """Train copies of ``setup.initial`` with ``pretrain()`` and with the bare loop: the largest
     absolute difference of their parameters and the tolerance it must stay within.
 
-    They are the same computation but for the loss's last ops: the library takes
+    They are the same computation but for the loss's last ops and Adam's kernel: the library takes
     ``softplus(−v)/ln 2`` per tuple and then the mean, the bare loop the mean of ``softplus(−v)``
-    and then ``/ln 2``; the gradients differ by rounding (a few float32 ulps, relative). An Adam
+    and then ``/ln 2``, and ``pretrain()`` steps with the fused Adam, the bare loop with the default
+    one (the same update, rounded differently); the gradients and updates differ by rounding (a few
+    float32 ulps, relative). An Adam
     step moves each parameter by at most about lr, and the direction m̂/√v̂ changes by that relative
     rounding; so over ``steps`` steps the parameters may differ by about steps · lr · (a few ulps)
     plus the parameters' own rounding, |θ| · eps per step. Tolerance: steps · 16 · eps32 · (lr + max|θ|)
-    (a few ulps with a margin; in practice the two agree to 1e-8 or exactly).
+    (a few ulps with a margin; in practice the two agree to about 1e-8).
     """
     ours, bare = copy.deepcopy(setup.initial), copy.deepcopy(setup.initial)
     steps = run_pretrain(ours, setup.objective, setup.tuples, epochs, batch, lr, seed)

@@ -194,3 +194,21 @@ def test_pretraining_batches_encode_what_encode_tuples_encodes(negatives, block_
         torch.testing.assert_close(getattr(fast, name), getattr(slow, name), rtol=1e-6, atol=1e-6)
         if negatives == block_size == 1:
             assert torch.equal(getattr(fast, name), getattr(slow, name))
+
+
+@pytest.mark.parametrize("K", [2, 4])
+def test_closed_form_smoothed_hinge_stages_reach_the_autograd_stages_heads(monkeypatch, K):
+    # the hinge's heads: smoothed stages (closed form now, autograd through the margins before), each
+    # finished by the exact active-set solver; where it certifies the optimum (KKT) both give the unique
+    # minimiser of the strictly convex penalised hinge problem, so the heads agree to the solver's
+    # float64 resolution (its linear systems: 1e-8 with room)
+    from preadapt.objectives.losses import hinge
+
+    features, labels = _tasks(P=10, n=50, d=4, K=K, seed=11)
+    penalty = torch.tensor([1e-2, 1e-1], dtype=F64).expand(10, 2)
+    fast = linear._fit_heads(features, labels, K, hinge, penalty, True, None, None, 500, 1e-8)
+    smoothed, solver = linear._KINKED[hinge]
+    monkeypatch.setitem(linear._KINKED, hinge, (lambda margins, smoothing: smoothed(margins, smoothing), solver))
+    slow = linear._fit_heads(features, labels, K, hinge, penalty, True, None, None, 500, 1e-8)
+    torch.testing.assert_close(fast[0], slow[0], rtol=0, atol=1e-8)
+    torch.testing.assert_close(fast[1], slow[1], rtol=0, atol=1e-8)

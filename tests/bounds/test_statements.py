@@ -20,6 +20,7 @@ import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from preadapt.adapt import ADAPTERS
 from preadapt.bounds import (
     PREMISE_NOT_MET, BoundCheck, BoundsConfig, Training, block_below_un, block_monotone, comparator_step,
     every_f_checks, jensen_floor, lemma_4_3, lemma_4_3_negatives, lemma_4_4,
@@ -104,12 +105,19 @@ def cases(draw):
     return world, encoder, scale, loss, evaluate, draw(st.integers(0, 2**16))
 
 
+MEAN_ADAPTER_ONLY = [ADAPTERS.parse({"kind": "mean"})]
+"""The adapters of the acceptance cases: no statement that holds for every f reads a linear head, and
+each adapter draws from its own random stream, so every check comes out, bit for bit, as with SMALL's
+default adapters (compared on all the cases drawn here); the linear heads' fits were four fifths of a
+case's time."""
+
+
 def _assert_never_violated(case) -> None:
     world_spec, encoder_spec, scale, loss, evaluate, seed = case
     world = WORLDS.build(WORLDS.parse(world_spec), make_generator(seed, "world"))
     encoder = Scaled(ENCODERS.build(ENCODERS.parse(encoder_spec), world.input_shape, make_generator(seed, "encoder")),
                      scale)
-    config = SMALL.model_copy(update=evaluate)
+    config = SMALL.model_copy(update={**evaluate, "adapters": MEAN_ADAPTER_ONLY})
     evaluation = evaluate_encoder(encoder, world, config, seed, curl_loss_name=loss)
     checks = every_f_checks(evaluation, world.prior, config, loss)
     blocks = [b for b in config.block_sizes if b > 1]

@@ -1,7 +1,14 @@
+import contextlib
+import io
 import os
+import signal
 import subprocess
+import sys
 import time
+import traceback
+from dataclasses import dataclass
 
+import pandas as pd
 import pytest
 
 from preadapt.experiment.testing import GATE_VARIABLE
@@ -43,6 +50,16 @@ TWELVE = {"name": "twelve", "base": "base.yaml", "grid": {"objective.negatives":
 """The 12-run sweep of the acceptance tests: 3 × 2 points × 2 replicates."""
 
 
+QUIET_REPORT = {"report": {"quantities": ["L_un[negatives=1]"]}}
+"""A sweep report of one quantity, for the sweeps of tests that assert on the runs and the store, not on
+the report's figures: the report is still written (its runs table, statuses and errors included), in a
+quarter of the time of the default four quantities' (0.8 s instead of 3 s for TWELVE). A report is not
+part of a run's config: the run ids and rows are those of the sweep without it."""
+
+TWELVE_QUIET_REPORT = {**TWELVE, **QUIET_REPORT}
+"""TWELVE with a report of one quantity: the same 12 runs."""
+
+
 def write_sweep(folder, spec, base=None):
     """Write base.yaml and sweep.yaml into ``folder``; return the sweep file's path."""
     import yaml
@@ -60,6 +77,42 @@ def sorted_results(frame):
     return frame.sort_values(keys, kind="stable").reset_index(drop=True)
 
 
+ONE_THREAD = {"OMP_NUM_THREADS": os.environ.get("PREADAPT_TEST_THREADS", "1"),
+              "MKL_NUM_THREADS": os.environ.get("PREADAPT_TEST_THREADS", "1")}
+"""The torch threads of a process a test starts: as many as the test's worker has (tests/conftest.py: one,
+the suite runs two workers on two cores). With torch's default of one per core, a run in a subprocess
+contends with the other worker for the cores, and its evaluation, whose spin-waiting threads wait on
+each other, takes ten times as long (0.6 s becomes 7 s for TINY); no test's verdict depends on the count."""
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The 12-run sweep (TWELVE) run uninterrupted in one process: what the acceptance tests compare with."""
+
+    statuses: dict[str, str]
+    results: pd.DataFrame
+
+
+@pytest.fixture(scope="session")
+def twelve_reference(once_per_session) -> Reference:
+    """TWELVE run once per test session, in-process, and read by every worker: the kill test and the Ray
+    test compare with the same sweep, bit for bit, so it is computed by whichever needs it first (the
+    other worker waits and reads the store it wrote), not once per test."""
+    from preadapt.experiment.executors import InProcess
+    from preadapt.experiment.store import Store
+    from preadapt.experiment.sweep import load_sweep, run_sweep
+
+    def read(folder):
+        store = Store(folder / "out" / "results.sqlite")
+        try:
+            return Reference(store.statuses(), store.results())
+        finally:
+            store.close()
+
+    return once_per_session("twelve", lambda folder: run_sweep(load_sweep(write_sweep(folder, TWELVE)), folder / "out",
+                                                               InProcess()), read)
+
+
 class Gates:
     """A directory of test gates (``preadapt.experiment.testing``) as a test drives it: every point
     holds its process until the test releases it, beforehand or when the point is reached."""
@@ -72,7 +125,7 @@ class Gates:
     @property
     def env(self) -> dict[str, str]:
         """The environment of a process whose gates are these."""
-        return {**os.environ, GATE_VARIABLE: str(self.folder)}
+        return {**os.environ, **ONE_THREAD, GATE_VARIABLE: str(self.folder)}
 
     def release(self, *points: str) -> None:
         for point in points:
@@ -130,3 +183,87 @@ def signal_and_wait(process, sig: int, what: str, seconds: float = 300.0) -> Non
         process.wait(timeout=seconds)
     except subprocess.TimeoutExpired:
         pytest.fail(f"the test hung: {what} did not stop within {seconds:.0f} s of the signal")
+
+
+def cli(*args: str, cwd, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``preadapt ARGS`` run in this process, through the console script's own entry point
+    (``preadapt.cli.main`` with ``sys.argv``), in ``cwd`` with COLUMNS=200 and ``env`` added to the
+    environment: what a subprocess would give (the exit status, stdout, stderr), without a fresh
+    interpreter's 3 s of imports.
+
+    For the tests whose subject is what the command says and writes (exit 2 with one line and nothing
+    written, a dry run's config, an export, a resumed sweep); the tests whose subject is the process
+    itself (signals, SIGKILL, workers that outlive a driver) start one. As the interpreter would, an
+    exception that escapes ``main`` gives status 1 and its traceback on stderr. What a command sets in
+    the process (the signal handlers, torch's thread count, the working directory, the environment,
+    ``sys.argv``) is restored after it."""
+    import torch
+
+    from preadapt import cli as module
+
+    out, err = io.StringIO(), io.StringIO()
+    env = {"COLUMNS": "200", **(env or {})}  # as test_cli.preadapt gives its subprocesses
+    saved = (os.getcwd(), {key: os.environ.get(key) for key in env}, list(sys.argv), torch.get_num_threads(),
+             {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)})
+    widths = [(console, console._width) for console in (module.console, module.errors)]
+    try:
+        os.chdir(cwd)
+        os.environ.update(env)
+        for console, _ in widths:  # as in a fresh process: the width from the environment's COLUMNS
+            console._width = None
+        sys.argv = ["preadapt", *args]
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                module.main()
+                code = 0
+            except SystemExit as stop:
+                code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+                if isinstance(stop.code, str):
+                    print(stop.code, file=sys.stderr)
+            except KeyboardInterrupt:
+                raise
+            except BaseException:  # noqa: BLE001 - what the interpreter does with an uncaught exception
+                traceback.print_exc()
+                code = 1
+    finally:
+        cwd_before, environ, argv, threads, handlers = saved
+        os.chdir(cwd_before)
+        for key, value in environ.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        sys.argv = argv
+        torch.set_num_threads(threads)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        for console, width in widths:
+            console._width = width
+    return subprocess.CompletedProcess(["preadapt", *args], code, out.getvalue(), err.getvalue())
+
+
+def write_legacy_store(path, version: int) -> None:
+    """A results.sqlite as an older preadapt wrote it (schema ``version`` 2 or 3: version 3 added the run
+    status ``interrupted``), holding one finished run ``old`` (seed 3) with one ``tau`` row: for the
+    migration tests."""
+    import sqlite3
+
+    statuses = "'finished', 'failed', 'running'" + (", 'interrupted'" if version >= 3 else "")
+    with sqlite3.connect(path) as db:
+        db.executescript(f"""
+            CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+            CREATE TABLE runs (run_id TEXT PRIMARY KEY, config_hash TEXT NOT NULL, config_json TEXT NOT NULL,
+                status TEXT NOT NULL CHECK (status IN ({statuses})), started_at TEXT,
+                finished_at TEXT, error TEXT, preadapt_version TEXT, git_revision TEXT, torch_version TEXT,
+                threads INTEGER, device TEXT, seed INTEGER);
+            CREATE TABLE results (run TEXT NOT NULL REFERENCES runs(run_id), step INTEGER NOT NULL,
+                quantity TEXT NOT NULL, value REAL NOT NULL, lower REAL NOT NULL, upper REAL NOT NULL, n INTEGER,
+                level REAL NOT NULL, method TEXT NOT NULL, negatives INTEGER, block_size INTEGER,
+                task_classes INTEGER, top_r INTEGER, adapter TEXT, shots INTEGER, split TEXT, bound TEXT,
+                status TEXT, term TEXT, note TEXT);
+            INSERT INTO meta VALUES ('schema_version', '{version}');
+            INSERT INTO runs (run_id, config_hash, config_json, status, seed) VALUES ('old', 'h', '{{}}', 'finished', 3);
+            INSERT INTO results (run, step, quantity, value, lower, upper, level, method)
+                VALUES ('old', 0, 'tau', 0.5, 0.5, 0.5, 1.0, 'exact');
+        """)
+    db.close()

@@ -1,4 +1,9 @@
-"""The command line driven as a user would: a subprocess, its exit code, what it prints and writes."""
+"""The command line driven as a user would: its exit code, what it prints and writes.
+
+A run as a user starts it, and every test of a signal, runs in a subprocess (``preadapt``); the tests of
+what a command says and writes (the one-line refusals, dry runs, exports, a run started again) call the
+same entry point in this process (``conftest.cli``: the same exit code, stdout and stderr, without a fresh
+interpreter's imports for each command)."""
 
 import json
 import os
@@ -13,13 +18,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import DIVERGING, TINY, Gates, signal_and_wait, wait_until
+from conftest import DIVERGING, ONE_THREAD, TINY, Gates, cli, signal_and_wait, wait_until
 from preadapt.experiment.config import load_config
 from preadapt.experiment.run import run_id_of
 
 
 def preadapt(*args, cwd):
-    env = {**os.environ, "COLUMNS": "200"}
+    env = {**os.environ, "COLUMNS": "200", **ONE_THREAD}
     return subprocess.run([sys.executable, "-m", "preadapt.cli", *args], cwd=cwd, capture_output=True, text=True,
                           env=env, timeout=300)
 
@@ -56,7 +61,7 @@ def tiny_file(tmp_path):
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, tiny_file, args, message):
     if args[0] == "--set":
         args = [str(tiny_file), *args]
-    result = preadapt("run", *args, "--out", "out", cwd=tmp_path)
+    result = cli("run", *args, "--out", "out", cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
@@ -71,37 +76,37 @@ def test_run_then_results_then_report(tmp_path, tiny_file):
     assert "bound_slack" in result.stdout and "holds" in result.stdout
     assert (tmp_path / "out" / "report.html").is_file()
     # a non-empty directory is refused without --force
-    again = preadapt("run", str(tiny_file), "--out", "out", cwd=tmp_path)
+    again = cli("run", str(tiny_file), "--out", "out", cwd=tmp_path)
     assert again.returncode == 2 and "--force" in again.stderr
-    exported = preadapt("results", "out", "--format", "json", cwd=tmp_path)
+    exported = cli("results", "out", "--format", "json", cwd=tmp_path)
     rows = json.loads(exported.stdout)
     assert {"run", "step", "quantity", "value", "lower", "upper", "n", "level", "method"} <= set(rows[0])
     (tmp_path / "out" / "report.html").unlink()
-    rebuilt = preadapt("report", "out", cwd=tmp_path)
+    rebuilt = cli("report", "out", cwd=tmp_path)
     assert rebuilt.returncode == 0 and (tmp_path / "out" / "report.html").is_file()
     assert 'id="time"' in (tmp_path / "out" / "report.html").read_text()  # the stored timings, shown again
 
 
 def test_default_output_directory_and_dry_run(tmp_path, tiny_file):
-    dry = preadapt("run", str(tiny_file), "--dry-run", "--set", "seed=9", cwd=tmp_path)
+    dry = cli("run", str(tiny_file), "--dry-run", "--set", "seed=9", cwd=tmp_path)
     assert dry.returncode == 0
     assert yaml.safe_load(dry.stdout)["seed"] == 9
     assert not (tmp_path / "runs").exists()
-    real = preadapt("run", str(tiny_file), cwd=tmp_path)
+    real = cli("run", str(tiny_file), cwd=tmp_path)
     assert real.returncode == 0 and (tmp_path / "runs" / "tiny" / "results.csv").is_file()
 
 
 def test_a_failed_run_exits_1_and_is_recorded(tmp_path):
     path = tmp_path / "boom.yaml"
     path.write_text(yaml.safe_dump(DIVERGING))
-    result = preadapt("run", str(path), "--out", "out", cwd=tmp_path)
+    result = cli("run", str(path), "--out", "out", cwd=tmp_path)
     assert result.returncode == 1
     assert "diverged at step 2" in result.stderr and "Traceback" not in result.stderr
     assert (tmp_path / "out" / "results.sqlite").is_file()
 
 
 def test_presets_lists_one_line_each(tmp_path):
-    result = preadapt("presets", cwd=tmp_path)
+    result = cli("presets", cwd=tmp_path)
     assert result.returncode == 0
     assert any(line.startswith("demo ") for line in result.stdout.splitlines())
 
@@ -113,7 +118,7 @@ def test_presets_lists_one_line_each(tmp_path):
      lambda config: config["pretrain"]["checkpoints"] == [0]),
 ])
 def test_defaults_fit_the_world_and_the_training(tmp_path, change, note, fitted):
-    result = preadapt("run", "--set", change, "--dry-run", cwd=tmp_path)
+    result = cli("run", "--set", change, "--dry-run", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert any(line.startswith(note) for line in result.stdout.splitlines()), result.stdout
     assert fitted(yaml.safe_load(result.stdout))  # the notes are YAML comments: the output is still a config
@@ -129,7 +134,7 @@ def test_defaults_fit_the_world_and_the_training(tmp_path, change, note, fitted)
      "encoder.kind: got 'mlp', which needs real-valued inputs"),
 ])
 def test_an_encoder_that_does_not_fit_the_world_exits_2_before_anything_is_written(tmp_path, change, message, dry_run):
-    result = preadapt("run", *change, "--out", "out", *(["--dry-run"] if dry_run else []), cwd=tmp_path)
+    result = cli("run", *change, "--out", "out", *(["--dry-run"] if dry_run else []), cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"preadapt: {message}"), result.stderr
@@ -149,7 +154,7 @@ def test_an_encoder_that_does_not_fit_the_world_exits_2_before_anything_is_writt
 ])
 def test_a_broken_or_empty_yaml_file_exits_2_with_one_line_and_writes_nothing(tmp_path, text, message):
     (tmp_path / "config.yaml").write_text(text)
-    result = preadapt("run", "config.yaml", "--out", "out", cwd=tmp_path)
+    result = cli("run", "config.yaml", "--out", "out", cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith(f"preadapt: {message}") and result.stderr.count("\n") == 1, result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"]
@@ -157,7 +162,7 @@ def test_a_broken_or_empty_yaml_file_exits_2_with_one_line_and_writes_nothing(tm
 
 def test_an_explicitly_empty_mapping_takes_every_default(tmp_path):
     (tmp_path / "config.yaml").write_text("{}\n")
-    result = preadapt("run", "config.yaml", "--dry-run", cwd=tmp_path)
+    result = cli("run", "config.yaml", "--dry-run", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert yaml.safe_load(result.stdout)["name"] == "run"
 
@@ -184,9 +189,9 @@ def test_an_unwritable_out_exits_2_with_one_line_and_creates_nothing(tmp_path, t
     out = _unwritable(tmp_path, kind)
     before = sorted(str(p) for p in tmp_path.rglob("*"))
     if command == "sweep":
-        result = preadapt("sweep", "sweep.yaml", "--out", out, cwd=tmp_path)
+        result = cli("sweep", "sweep.yaml", "--out", out, cwd=tmp_path)
     else:
-        result = preadapt("run", str(tiny_file), "--out", out, cwd=tmp_path)
+        result = cli("run", str(tiny_file), "--out", out, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"preadapt: --out: cannot write {out} ("), result.stderr
@@ -230,10 +235,10 @@ def test_ctrl_c_during_a_run_says_where_and_what_was_kept_and_the_same_command_s
     assert [p.name for p in (tmp_path / "out" / "checkpoints").iterdir()] == ["step_000000.pt"]
     if stop == signal.SIGTERM:
         return
-    exported = preadapt("results", "out", cwd=tmp_path)  # the readers of the store say what the rows are
+    exported = cli("results", "out", cwd=tmp_path)  # the readers of the store say what the rows are
     assert exported.returncode == 0 and exported.stdout.count("\n") > 1
     assert exported.stderr == (f"preadapt: note: run {run_id} did not finish (interrupted at step 3 of 8 while "
                                f"evaluating the checkpoint); its rows are those of step 0\n")
-    again = preadapt(*shlex.split(rerun)[1:], cwd=tmp_path)  # the printed command, as it is
+    again = cli(*shlex.split(rerun)[1:], cwd=tmp_path)  # the printed command, as it is
     assert again.returncode == 0, again.stderr
     assert _run_rows(tmp_path / "out" / "results.sqlite") == ([(run_id, "finished", None)], [0, 3, 8])

@@ -11,7 +11,7 @@ from preadapt.experiment.run import RunInterrupted
 from preadapt.experiment.store import RESULT_COLUMNS, Store
 from preadapt.objectives import OBJECTIVES, CURL, Objective, register_objective
 
-from conftest import DIVERGING
+from conftest import DIVERGING, write_legacy_store
 
 
 def test_a_run_writes_every_file_and_the_store_matches_the_csv(tmp_path, tiny):
@@ -87,14 +87,14 @@ def test_the_true_negative_infonce_oracle_trains_and_measures_l_pre_on_true_nega
 
 
 def test_checkpoints_load_with_weights_only(tmp_path, tiny):
-    run(tiny, out=tmp_path / "run")
+    run(tiny, out=tmp_path / "run", report=None)  # no report: the checkpoints come before it
     state = torch.load(tmp_path / "run" / "checkpoints" / "step_000008.pt", weights_only=True)
     assert any(key.endswith("weight") for key in state)
 
 
 def test_same_config_and_seed_write_identical_results(tmp_path, tiny):
-    run(tiny, out=tmp_path / "a")
-    run(tiny, out=tmp_path / "b")
+    run(tiny, out=tmp_path / "a", report=None)  # results.csv is written before (and without) the report
+    run(tiny, out=tmp_path / "b", report=None)
     assert (tmp_path / "a" / "results.csv").read_bytes() == (tmp_path / "b" / "results.csv").read_bytes()
     other = run({**tiny, "seed": 4}).results
     assert not other["value"].equals(pd.read_csv(tmp_path / "a" / "results.csv")["value"])
@@ -152,8 +152,8 @@ def test_ctrl_c_records_the_run_interrupted_and_the_same_run_starts_over_to_iden
 
     with pytest.raises(ConfigError, match="is not empty; pass --force"):  # another config: never overwritten
         run({**tiny, "seed": 4}, out=out)
-    again = run(tiny, out=out)  # the same config: it starts over, no force needed
-    reference = run(tiny, out=tmp_path / "uninterrupted")
+    again = run(tiny, out=out, report=None)  # the same config: it starts over, no force needed
+    reference = run(tiny, out=tmp_path / "uninterrupted", report=None)  # (the files compared come before a report)
     assert again.status == "finished" and again.run_id == stop.run_id
     pd.testing.assert_frame_equal(again.results, reference.results, check_exact=True)
     runs, results = _store_state(out / "results.sqlite")
@@ -188,24 +188,7 @@ def test_ctrl_c_while_the_report_is_written_keeps_the_recorded_outcome(tmp_path,
 
 def test_a_store_of_schema_version_2_is_migrated_and_keeps_its_runs(tmp_path):
     path = tmp_path / "results.sqlite"
-    with sqlite3.connect(path) as db:  # the version 2 schema, as written before `interrupted` existed
-        db.executescript("""
-            CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-            CREATE TABLE runs (run_id TEXT PRIMARY KEY, config_hash TEXT NOT NULL, config_json TEXT NOT NULL,
-                status TEXT NOT NULL CHECK (status IN ('finished', 'failed', 'running')), started_at TEXT,
-                finished_at TEXT, error TEXT, preadapt_version TEXT, git_revision TEXT, torch_version TEXT,
-                threads INTEGER, device TEXT, seed INTEGER);
-            CREATE TABLE results (run TEXT NOT NULL REFERENCES runs(run_id), step INTEGER NOT NULL,
-                quantity TEXT NOT NULL, value REAL NOT NULL, lower REAL NOT NULL, upper REAL NOT NULL, n INTEGER,
-                level REAL NOT NULL, method TEXT NOT NULL, negatives INTEGER, block_size INTEGER,
-                task_classes INTEGER, top_r INTEGER, adapter TEXT, shots INTEGER, split TEXT, bound TEXT,
-                status TEXT, term TEXT, note TEXT);
-            INSERT INTO meta VALUES ('schema_version', '2');
-            INSERT INTO runs (run_id, config_hash, config_json, status, seed) VALUES ('old', 'h', '{}', 'finished', 3);
-            INSERT INTO results (run, step, quantity, value, lower, upper, level, method)
-                VALUES ('old', 0, 'tau', 0.5, 0.5, 0.5, 1.0, 'exact');
-        """)
-    db.close()
+    write_legacy_store(path, 2)
     store = Store(path)
     try:
         assert store.schema_version() == 4 and store.integrity() == "ok"  # 2 → 3 → 4
@@ -245,8 +228,8 @@ def test_evaluate_measures_a_users_encoder():
 
 
 @pytest.mark.slow
-def test_the_demo_preset_never_violates_lemma_4_3():
-    result = run(preadapt.load_config(preset="demo"))
+def test_the_demo_preset_never_violates_lemma_4_3(demo_run):
+    result = demo_run  # preadapt.run(preadapt.load_config(preset="demo")), shared with test_browser.py
     assert result.status == "finished"
     slack = result.results[result.results["quantity"] == "bound_slack"]
     assert len(slack[slack["bound"] == "lemma_4_3"]) == 4

@@ -8,7 +8,7 @@ import re
 import pytest
 import torch
 
-from conftest import SWEEP_BASE, TWELVE, Gates, wait_until, write_sweep
+from conftest import QUIET_REPORT, SWEEP_BASE, TWELVE, Gates, wait_until, write_sweep
 from preadapt.api import run_sweep  # the driver with the sweep report writer passed in
 from preadapt.experiment.config import ConfigError
 from preadapt.experiment.executors import InProcess, RunTask, execute
@@ -117,7 +117,8 @@ def faulty_objective():
 def test_a_failed_run_is_recorded_with_its_reason_and_the_others_finish(tmp_path, faulty_objective):
     spec = {"base": "base.yaml", "grid": {"objective": [{"kind": "curl", "negatives": 1}, {"kind": "faulty"}],
                                           "pretrain.lr": [1e-3, 1e3]},
-            "set": {"pretrain.optimizer": "sgd", "encoder": {"kind": "linear", "out_dim": 4, "norm_bound": None}}}
+            "set": {"pretrain.optimizer": "sgd", "encoder": {"kind": "linear", "out_dim": 4, "norm_bound": None}},
+            **QUIET_REPORT}
     sweep = load_sweep(write_sweep(tmp_path, spec))
     summary = run_sweep(sweep, tmp_path / "out", InProcess())
     by_point = {(r.point["objective"], r.point["pretrain.lr"]): summary.statuses[r.run_id] for r in sweep.runs}
@@ -144,7 +145,8 @@ def test_a_failed_run_is_recorded_with_its_reason_and_the_others_finish(tmp_path
 
 
 def test_resume_skips_finished_runs_and_reruns_those_left_running(tmp_path):
-    sweep = load_sweep(write_sweep(tmp_path, {**TWELVE, "grid": {"objective.negatives": [1, 2]}, "replicates": 1}))
+    sweep = load_sweep(write_sweep(tmp_path, {**TWELVE, **QUIET_REPORT, "grid": {"objective.negatives": [1, 2]},
+                                              "replicates": 1}))
     first = run_sweep(sweep, tmp_path / "out", InProcess())
     assert sorted(first.seconds) == sorted(r.run_id for r in sweep.runs)
     store = Store(tmp_path / "out" / "results.sqlite")
@@ -163,7 +165,8 @@ def test_resume_skips_finished_runs_and_reruns_those_left_running(tmp_path):
 
 
 def test_the_export_carries_replicate_and_swept_fields(tmp_path):
-    sweep = load_sweep(write_sweep(tmp_path, {**TWELVE, "grid": {"objective.negatives": [1, 2]}, "replicates": 1}))
+    sweep = load_sweep(write_sweep(tmp_path, {**TWELVE, **QUIET_REPORT, "grid": {"objective.negatives": [1, 2]},
+                                              "replicates": 1}))
     run_sweep(sweep, tmp_path / "out", InProcess())
     store = Store(tmp_path / "out" / "results.sqlite")
     try:
@@ -179,7 +182,7 @@ def test_the_export_carries_replicate_and_swept_fields(tmp_path):
 def test_a_directory_of_another_sweep_or_a_single_run_is_refused(tmp_path):
     from preadapt.experiment.run import run
 
-    sweep = load_sweep(write_sweep(tmp_path, {**TWELVE, "grid": {}, "replicates": 1}))
+    sweep = load_sweep(write_sweep(tmp_path, {**TWELVE, **QUIET_REPORT, "grid": {}, "replicates": 1}))
     run({**SWEEP_BASE, "pretrain": {"tuples": 64, "epochs": 1, "batch_size": 64, "checkpoints": [0]}},
         out=tmp_path / "single")
     with pytest.raises(ConfigError, match="holds a single run, not a sweep"):
@@ -283,7 +286,8 @@ class Flaky:
 
 
 def test_a_lost_run_is_run_once_more_and_fails_only_if_lost_again(tmp_path):
-    sweep = load_sweep(write_sweep(tmp_path, {**TWELVE, "grid": {"objective.negatives": [1, 2]}, "replicates": 1}))
+    sweep = load_sweep(write_sweep(tmp_path, {**TWELVE, **QUIET_REPORT, "grid": {"objective.negatives": [1, 2]},
+                                              "replicates": 1}))
     unlucky = sweep.runs[1].run_id
     executor = Flaky(lose_twice={unlucky})
     summary = run_sweep(sweep, tmp_path / "out", executor)
@@ -295,7 +299,7 @@ def test_a_lost_run_is_run_once_more_and_fails_only_if_lost_again(tmp_path):
 def test_a_second_driver_on_the_same_directory_is_refused(tmp_path):
     from preadapt.experiment.sweep import _lock
 
-    sweep = load_sweep(write_sweep(tmp_path, {**TWELVE, "grid": {}, "replicates": 1}))
+    sweep = load_sweep(write_sweep(tmp_path, {**TWELVE, **QUIET_REPORT, "grid": {}, "replicates": 1}))
     held = _lock(tmp_path / "out")
     try:
         with pytest.raises(ConfigError, match="another preadapt sweep is running in"):
@@ -338,7 +342,7 @@ class NoSharedFiles(InProcess):
 
 
 SHARING = {"name": "sharing", "base": "base.yaml", "replicates": 2,
-           "grid": {"task.severity": [0.0, 0.5, 1.0], "evaluate.probe_shots": [4, 6]}}
+           "grid": {"task.severity": [0.0, 0.5, 1.0], "evaluate.probe_shots": [4, 6]}, **QUIET_REPORT}
 
 
 def test_runs_that_share_a_pretraining_train_once_and_give_the_rows_of_training_again(tmp_path, monkeypatch):

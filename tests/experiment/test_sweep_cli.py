@@ -1,4 +1,7 @@
-"""``preadapt sweep`` driven as a user would: bad sweep files, failures, Ctrl-C and resume, export."""
+"""``preadapt sweep`` driven as a user would: bad sweep files, failures, Ctrl-C and resume, export.
+
+A sweep with pool workers, and every test of a signal, runs in a subprocess; the commands whose subject is
+what they say and write (refusals, exports, a resumed sweep) run in this process (``conftest.cli``)."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from contextlib import closing
 import pandas as pd
 import pytest
 
-from conftest import TWELVE, Gates, signal_and_wait, wait_until, write_sweep
+from conftest import QUIET_REPORT, TWELVE, Gates, cli, signal_and_wait, wait_until, write_sweep
 from preadapt.experiment.sweep import load_sweep
 from test_cli import TERMINAL_CTRL_C, preadapt
 
@@ -30,7 +33,7 @@ FOUR = {**TWELVE, "name": "four", "grid": {"objective.negatives": [1, 2]}, "repl
 ])
 def test_a_bad_sweep_file_exits_2_with_one_line_before_any_run(tmp_path, change, message):
     path = write_sweep(tmp_path, {**TWELVE, **change})
-    result = preadapt("sweep", str(path), "--out", "out", cwd=tmp_path)
+    result = cli("sweep", str(path), "--out", "out", cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip() == f"preadapt: {message}" or (
         result.stderr.startswith(f"preadapt: {message}") and result.stderr.count("\n") == 1), result.stderr
@@ -44,12 +47,12 @@ def test_a_bad_sweep_file_exits_2_with_one_line_before_any_run(tmp_path, change,
 ])
 def test_bad_options_exit_2(tmp_path, args, message):
     path = write_sweep(tmp_path, FOUR)
-    result = preadapt("sweep", str(path), *args, "--out", "out", cwd=tmp_path)
+    result = cli("sweep", str(path), *args, "--out", "out", cwd=tmp_path)
     assert result.returncode == 2 and result.stderr.strip() == f"preadapt: {message}", result.stderr
 
 
 def test_failed_runs_exit_1_naming_them_and_the_rest_finish(tmp_path):
-    spec = {**FOUR, "grid": {"pretrain.lr": [1e-3, 1e3]}, "replicates": 1,
+    spec = {**FOUR, **QUIET_REPORT, "grid": {"pretrain.lr": [1e-3, 1e3]}, "replicates": 1,
             "set": {"pretrain.optimizer": "sgd", "encoder": {"kind": "linear", "out_dim": 4, "norm_bound": None}}}
     path = write_sweep(tmp_path, spec)
     result = preadapt("sweep", str(path), "--out", "out", "--workers", "2", cwd=tmp_path)
@@ -61,16 +64,16 @@ def test_failed_runs_exit_1_naming_them_and_the_rest_finish(tmp_path):
         statuses = sorted(row[0] for row in db.execute("SELECT status FROM runs"))
         assert statuses == ["failed", "finished"]
     # the export: the tidy table across runs, with the swept field as a column
-    exported = pd.read_csv(io.StringIO(preadapt("results", "out", cwd=tmp_path).stdout))
+    exported = pd.read_csv(io.StringIO(cli("results", "out", cwd=tmp_path).stdout))
     assert set(exported["pretrain.lr"]) == {1e-3, 1e3} and "replicate" in exported.columns
     diverged = exported[exported["pretrain.lr"] == 1e3]  # its checkpoint before the divergence, marked
     assert len(diverged) and set(diverged["run_status"]) == {"failed"}
-    records = json.loads(preadapt("results", "out", "--format", "json", cwd=tmp_path).stdout)
+    records = json.loads(cli("results", "out", "--format", "json", cwd=tmp_path).stdout)
     assert len(records) == len(exported)
-    rebuilt = preadapt("report", "out", cwd=tmp_path)
+    rebuilt = cli("report", "out", cwd=tmp_path)
     assert rebuilt.returncode == 0 and "diverged at step" in (tmp_path / "out" / "report.html").read_text()
     # resumed: it says what it keeps, runs nothing, and still names the failed run
-    resumed = preadapt("sweep", str(path), "--out", "out", cwd=tmp_path)
+    resumed = cli("sweep", str(path), "--out", "out", cwd=tmp_path)
     assert resumed.returncode == 1 and "1 of 2 runs failed" in resumed.stderr, resumed.stderr
     assert resumed.stdout.splitlines()[0] == (
         "sweep four: 1 finished run kept, 1 failed run skipped (--retry-failed runs it again), 0 to run")
@@ -89,7 +92,7 @@ def _statuses(db_path) -> list[str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 2])
 def test_ctrl_c_stops_cleanly_says_how_to_resume_and_resume_finishes(tmp_path, workers, drivers):
-    path = write_sweep(tmp_path, {**TWELVE, "replicates": 1})
+    path = write_sweep(tmp_path, {**TWELVE, **QUIET_REPORT, "replicates": 1})
     runs = [planned.run_id for planned in load_sweep(path).runs]
     # Ctrl-C lands with one run finished and `workers` runs held at their gate (in-process, the driver
     # itself): the gates of preadapt.experiment.testing hold that state until the test acts
@@ -108,7 +111,7 @@ def test_ctrl_c_stops_cleanly_says_how_to_resume_and_resume_finishes(tmp_path, w
     assert f"resume with: preadapt sweep {path} --out out --workers {workers}" in stderr
     assert _statuses(tmp_path / "out" / "results.sqlite") == ["finished"]  # the runs in flight were forgotten
     assert (tmp_path / "out" / "report.html").is_file()  # the report of what finished
-    resumed = preadapt("sweep", str(path), "--out", "out", cwd=tmp_path)
+    resumed = cli("sweep", str(path), "--out", "out", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert resumed.stdout.splitlines()[0] == "sweep twelve: 1 finished run kept, 5 to run"
     assert _statuses(tmp_path / "out" / "results.sqlite") == ["finished"] * 6

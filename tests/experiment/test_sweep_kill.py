@@ -19,10 +19,9 @@ from contextlib import closing
 import pandas as pd
 import pytest
 
-from conftest import TWELVE, Gates, sorted_results, wait_until, write_sweep
-from preadapt.experiment.executors import InProcess
+from conftest import TWELVE_QUIET_REPORT, Gates, sorted_results, wait_until, write_sweep
 from preadapt.experiment.store import Store
-from preadapt.experiment.sweep import load_sweep, run_sweep
+from preadapt.experiment.sweep import load_sweep
 
 
 def _runs(db_path) -> pd.DataFrame:
@@ -55,11 +54,9 @@ def _integrity(db_path) -> str:
 
 
 @pytest.mark.slow
-def test_a_sweep_killed_five_times_loses_and_repeats_nothing(tmp_path, drivers):
-    path = write_sweep(tmp_path, TWELVE)
+def test_a_sweep_killed_five_times_loses_and_repeats_nothing(tmp_path, drivers, twelve_reference):
+    path = write_sweep(tmp_path, TWELVE_QUIET_REPORT)
     run_ids = [planned.run_id for planned in load_sweep(path).runs]
-    reference = tmp_path / "reference"
-    run_sweep(load_sweep(path), reference, InProcess())  # uninterrupted, in this process
 
     db = tmp_path / "killed" / "results.sqlite"
     command = [sys.executable, "-m", "preadapt.cli", "sweep", str(path), "--out", "killed", "--workers", "2"]
@@ -145,13 +142,11 @@ def test_a_sweep_killed_five_times_loses_and_repeats_nothing(tmp_path, drivers):
     assert gates.reached("run") == set(run_ids) - finished and len(finished) == 10
 
     killed = Store(db)
-    expected = Store(reference / "results.sqlite")
     try:
         assert killed.integrity() == "ok"
         assert sorted(killed.statuses().values()) == ["finished"] * 12
-        assert killed.statuses().keys() == expected.statuses().keys()
-        pd.testing.assert_frame_equal(sorted_results(killed.results()), sorted_results(expected.results()),
+        assert killed.statuses().keys() == twelve_reference.statuses.keys()  # uninterrupted, in one process
+        pd.testing.assert_frame_equal(sorted_results(killed.results()), sorted_results(twelve_reference.results),
                                       check_exact=True)
     finally:
         killed.close()
-        expected.close()

@@ -8,31 +8,29 @@ import sys
 import pandas as pd
 import pytest
 
-from conftest import TWELVE, sorted_results, write_sweep
-from preadapt.experiment.executors import InProcess, ray_resources
+from conftest import TWELVE_QUIET_REPORT, sorted_results, write_sweep
+from preadapt.experiment.executors import ray_resources
 from preadapt.experiment.store import Store
-from preadapt.experiment.sweep import load_sweep, run_sweep
 
 ray = pytest.importorskip("ray", reason="the optional extra 'ray' is not installed (pip install 'preadapt[ray]')")
 
 
 @pytest.mark.slow
-def test_ray_on_two_cpus_matches_the_local_backend(tmp_path):
-    path = write_sweep(tmp_path, TWELVE)
-    run_sweep(load_sweep(path), tmp_path / "local", InProcess())
+def test_ray_on_two_cpus_matches_the_local_backend(tmp_path, twelve_reference):
+    path = write_sweep(tmp_path, TWELVE_QUIET_REPORT)  # twelve_reference: the same sweep, local, in-process
     command = [sys.executable, "-m", "preadapt.cli", "sweep", str(path), "--out", "ray", "--backend", "ray",
                "--workers", "2"]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
-    local, distributed = Store(tmp_path / "local" / "results.sqlite"), Store(tmp_path / "ray" / "results.sqlite")
+    distributed = Store(tmp_path / "ray" / "results.sqlite")
     try:
         assert sorted(distributed.statuses().values()) == ["finished"] * 12
-        pd.testing.assert_frame_equal(sorted_results(distributed.results()), sorted_results(local.results()),
+        assert distributed.statuses().keys() == twelve_reference.statuses.keys()
+        pd.testing.assert_frame_equal(sorted_results(distributed.results()), sorted_results(twelve_reference.results),
                                       check_exact=True)
         runs = distributed.runs()
         assert set(runs["threads"]) == {1}  # num_cpus = threads = 1 per task
     finally:
-        local.close()
         distributed.close()
 
 

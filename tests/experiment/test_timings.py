@@ -22,7 +22,7 @@ from preadapt.experiment.store import TIMING_COLUMNS, Store
 from preadapt.experiment.sweep import load_sweep, run_sweep
 from preadapt.timing import Timings
 
-from conftest import DIVERGING, SWEEP_BASE, write_sweep
+from conftest import DIVERGING, SWEEP_BASE, write_sweep, write_legacy_store
 
 run_module = importlib.import_module("preadapt.experiment.run")  # the package's `run` attribute is the function
 TOP = ["start-up", "sampling", "pretraining", "evaluation", "bound checks", "storing", "other"]
@@ -224,24 +224,7 @@ def test_timings_are_replaced_when_a_run_is_recorded_again(tmp_path):
 
 def test_a_store_of_schema_version_3_gains_the_timings_table(tmp_path):
     path = tmp_path / "results.sqlite"
-    with sqlite3.connect(path) as db:  # the version 3 schema, as written before timings existed
-        db.executescript("""
-            CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-            CREATE TABLE runs (run_id TEXT PRIMARY KEY, config_hash TEXT NOT NULL, config_json TEXT NOT NULL,
-                status TEXT NOT NULL CHECK (status IN ('running', 'finished', 'failed', 'interrupted')),
-                started_at TEXT, finished_at TEXT, error TEXT, preadapt_version TEXT, git_revision TEXT,
-                torch_version TEXT, threads INTEGER, device TEXT, seed INTEGER);
-            CREATE TABLE results (run TEXT NOT NULL REFERENCES runs(run_id), step INTEGER NOT NULL,
-                quantity TEXT NOT NULL, value REAL NOT NULL, lower REAL NOT NULL, upper REAL NOT NULL, n INTEGER,
-                level REAL NOT NULL, method TEXT NOT NULL, negatives INTEGER, block_size INTEGER,
-                task_classes INTEGER, top_r INTEGER, adapter TEXT, shots INTEGER, split TEXT, bound TEXT,
-                status TEXT, term TEXT, note TEXT);
-            INSERT INTO meta VALUES ('schema_version', '3');
-            INSERT INTO runs (run_id, config_hash, config_json, status, seed) VALUES ('old', 'h', '{}', 'finished', 3);
-            INSERT INTO results (run, step, quantity, value, lower, upper, level, method)
-                VALUES ('old', 0, 'tau', 0.5, 0.5, 0.5, 1.0, 'exact');
-        """)
-    db.close()
+    write_legacy_store(path, 3)
     store = Store(path)
     try:
         assert store.schema_version() == 4 and store.integrity() == "ok"

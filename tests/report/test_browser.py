@@ -108,16 +108,15 @@ def test_screenshot_writes_the_first_screen(tmp_path):
 
 @needs_chromium
 @pytest.mark.slow
-def test_the_demo_and_a_small_real_sweep_read_well(tmp_path):
+def test_the_demo_and_a_small_real_sweep_read_well(tmp_path, demo_run):
     """The acceptance: the demo preset's own report, and a real sweep's with 2 replicates."""
-    import preadapt
     from preadapt.experiment.executors import InProcess
     from preadapt.api import run_sweep
     from preadapt.experiment.sweep import load_sweep
 
-    result = preadapt.run(preadapt.load_config(preset="demo"), out=tmp_path / "demo")
+    result = demo_run  # preadapt.run(preadapt.load_config(preset="demo"), out=...), shared with test_run.py
     assert result.status == "finished"
-    layout = measure_report(tmp_path / "demo" / "report.html")
+    layout = measure_report(result.out / "report.html")
     assert_reads_well(layout, "demo", statements=6)
     # a guard against bloat, not a layout rule: 8924 px before the Interface section's "same pre-training
     # loss, different downstream" line (issue 12), 9011 px with it, 9348 px with "Where the time went" at the

@@ -325,12 +325,17 @@ def _fit_heads(
             (grad,) = torch.autograd.grad(value.sum(), heads)  # heads are independent: per-head gradients
         return value.detach(), grad
 
-    def softmax_evaluate(scale: float, flat: torch.Tensor, rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``evaluate`` for ``scale`` · cross-entropy in closed form, without autograd's graph.
+    def softmax_evaluate(scale: float, smoothing: float | None, flat: torch.Tensor, rows: torch.Tensor | None
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``evaluate`` in closed form, without autograd's graph, for ``scale`` · cross-entropy
+        (``smoothing`` None) or for the smoothed hinge ℓ_η (``smoothing`` η; ``scale`` 1).
 
-        scale · ln(1 + Σ_{j≠y} e^{−(s_y − s_j)}) = scale · (logsumexp(s) − s_y), whose gradient in
-        head k is scale · Σ_i ω_i (softmax(s_i)_k − [y_i = k]) z_i: two matrix products and a softmax
-        per evaluation, where the margins' autograd path gathers, concatenates and differentiates.
+        Cross-entropy: scale · ln(1 + Σ_{j≠y} e^{−(s_y − s_j)}) = scale · (logsumexp(s) − s_y), whose
+        gradient in head k is scale · Σ_i ω_i (softmax(s_i)_k − [y_i = k]) z_i. The smoothed hinge
+        η·ln(1 + Σ_{j≠y} e^{(1 − s_y + s_j)/η}) is η · logsumexp(t) with t_j = (1 − s_y + s_j)/η and
+        t_y = 0, and its gradient in the scores is softmax(t) − one-hot(y) again (the 1/η of t cancels
+        the η). Either way: two matrix products and a softmax per evaluation, where the margins'
+        autograd path gathers, concatenates and differentiates.
         """
         if rows is None:
             data, heads, labels_used, weight, lam = features, flat.view(tasks, grid, num_classes, width), own, \
@@ -341,44 +346,53 @@ def _fit_heads(
                 point_weight[task], penalty[task, rows % grid].unsqueeze(1)
         groups, columns = heads.shape[:2]
         if num_classes == 2:  # one score difference u = s_1 − s_0 per point: half the work of two scores
-            return binary_evaluate(scale, flat, heads, data, labels_used, weight, lam)
+            return binary_evaluate(scale, smoothing, flat, heads, data, labels_used, weight, lam)
         scores = (data @ heads.reshape(groups, columns * num_classes, width).transpose(1, 2)).view(
             groups, points, columns, num_classes)  # (G, n, L', K)
+        index = labels_used.expand(-1, -1, columns, -1)  # (G, n, L', 1)
+        if smoothing is not None:  # the smoothed hinge's logits t
+            scores = (scores - scores.gather(-1, index) + 1.0).div_(smoothing).scatter_(-1, index, 0.0)
         # logsumexp by hand, so that its exponentials also give the softmax: e^{s − max}, one pass
         top = scores.amax(dim=-1, keepdim=True)  # (G, n, L', 1)
         residual = (scores - top).exp_()
         total = residual.sum(dim=-1, keepdim=True)
-        index = labels_used.expand(-1, -1, columns, -1)  # (G, n, L', 1)
         fit = ((total.log() + top - scores.gather(-1, index)).squeeze(-1) * weight).sum(1)  # (G, L')
         residual /= total  # softmax
         residual.scatter_add_(-1, index, torch.full_like(index, -1, dtype=residual.dtype))  # − one-hot of y
         residual *= (scale * weight).unsqueeze(-1)  # (G, n, L', K)
-        grad = (residual.view(groups, points, columns * num_classes).transpose(1, 2) @ data).view(heads.shape)
-        weights = heads[..., :dim]
-        grad[..., :dim] += lam.view(groups, columns, 1, 1) * weights
-        value = scale * fit + 0.5 * lam * weights.square().sum(dim=(-1, -2))
-        return value.flatten(), grad.view(flat.shape)
+        return finish(heads, flat, data, residual.view(groups, points, columns * num_classes), fit * (
+            scale if smoothing is None else smoothing), lam)
 
-    def binary_evaluate(scale, flat, heads, data, labels_used, weight, lam):
-        """``softmax_evaluate`` for K = 2: with u = (w_1 − w_0)·z and σ_i = 1 for y_i = 0, −1 for y_i = 1,
-        ln(1 + e^{−(s_y − s_other)}) = softplus(σ·u), whose gradient in w_1 is σ·sigmoid(σ·u)·z and in
-        w_0 its negative: one matrix product each way instead of two scores."""
-        groups, columns = heads.shape[:2]
+    def binary_evaluate(scale, smoothing, flat, heads, data, labels_used, weight, lam):
+        """``softmax_evaluate`` for K = 2, with u = (w_1 − w_0)·z and σ_i = 1 for y_i = 0, −1 for y_i = 1:
+        ln(1 + e^{−(s_y − s_other)}) = softplus(σ·u), whose gradient in u is σ·sigmoid(σ·u); the smoothed
+        hinge η·softplus((1 + σ·u)/η), whose gradient in u is σ·sigmoid((1 + σ·u)/η). In w_1 that times
+        z, in w_0 its negative: one matrix product each way instead of two scores."""
         sign = 1.0 - 2.0 * labels_used.squeeze(-1).to(data.dtype)  # (G, n, 1)
         margin = (data @ (heads[..., 1, :] - heads[..., 0, :]).transpose(1, 2)) * sign  # (G, n, L'): σ·u
+        if smoothing is not None:
+            margin = margin.add_(1.0).div_(smoothing)
         fit = (torch.nn.functional.softplus(margin, threshold=40.0) * weight).sum(1)  # (G, L')
-        residual = margin.sigmoid_().mul_(sign * (scale * weight))  # (G, n, L'): ∂(scale·ω·softplus)/∂u
-        toward = residual.transpose(1, 2) @ data  # (G, L', w): the gradient in w_1
-        grad = torch.stack([-toward, toward], dim=2)  # (G, L', 2, w)
+        residual = margin.sigmoid_().mul_(sign * (scale * weight))  # (G, n, L'): the gradient in u, per point
+        return finish(heads, flat, data, residual, fit * (scale if smoothing is None else smoothing), lam,
+                      difference=True)
+
+    def finish(heads, flat, data, residual, fit, lam, difference: bool = False):
+        """Value and gradient from the per-point gradients in the scores ``residual: (G, n, L'·K)`` (or,
+        with ``difference``, in u = s_1 − s_0: (G, n, L')), the fitted loss ``fit: (G, L')``, plus the
+        penalty's share."""
+        groups, columns = heads.shape[:2]
+        grad = residual.transpose(1, 2) @ data  # (G, L'·K, w), or (G, L', w): the gradient in w_1
+        grad = torch.stack([-grad, grad], dim=2) if difference else grad.view(heads.shape)  # (G, L', K, w)
         weights = heads[..., :dim]
         grad[..., :dim] += lam.view(groups, columns, 1, 1) * weights
-        value = scale * fit + 0.5 * lam * weights.square().sum(dim=(-1, -2))
+        value = fit + 0.5 * lam * weights.square().sum(dim=(-1, -2))
         return value.flatten(), grad.view(flat.shape)
 
     theta = theta.view(tasks * grid, -1)
     if loss in _SOFTMAX_FAMILY:
-        return _split_intercepts(_batched_lbfgs(partial(softmax_evaluate, _SOFTMAX_FAMILY[loss]), theta, max_iter, tol),
-                                 grid, bias, dim)
+        return _split_intercepts(
+            _batched_lbfgs(partial(softmax_evaluate, _SOFTMAX_FAMILY[loss], None), theta, max_iter, tol), grid, bias, dim)
     if loss not in _KINKED:
         return _split_intercepts(_batched_lbfgs(partial(evaluate, loss), theta, max_iter, tol), grid, bias, dim)
 
@@ -409,7 +423,8 @@ def _fit_heads(
     fitting = torch.ones(heads, dtype=torch.bool, device=theta.device)
     for smoothing in _smoothing_schedule(tol):
         rows = fitting.nonzero().squeeze(-1)
-        stage = partial(evaluate, partial(smoothed, smoothing=smoothing))
+        stage = partial(softmax_evaluate, 1.0, smoothing) if smoothed is _smoothed_hinge \
+            else partial(evaluate, partial(smoothed, smoothing=smoothing))
         theta[rows] = _batched_lbfgs(restricted(stage, rows), theta[rows], max_iter, tol)
         rows = rows[flat_penalty[rows] > 0]
         if rows.numel():
