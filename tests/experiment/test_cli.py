@@ -1,9 +1,9 @@
 """The command line driven as a user would: its exit code, what it prints and writes.
 
-A run as a user starts it, and every test of a signal, runs in a subprocess (``preadapt``); the tests of
-what a command says and writes (the one-line refusals, dry runs, exports, a run started again) call the
-same entry point in this process (``conftest.cli``: the same exit code, stdout and stderr, without a fresh
-interpreter's imports for each command)."""
+A run as a user starts it, and every test of a signal, runs in a subprocess (``preadapt``); the tests
+of what a command says and writes (the one-line refusals, dry runs, exports, a run started again) call
+the same entry point in this process (``command_line.cli``: the same exit code, stdout and stderr,
+without a fresh interpreter's imports for each command)."""
 
 import json
 import os
@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import DIVERGING, ONE_THREAD, TINY, Gates, cli, signal_and_wait, wait_until
+from command_line import cli
+from conftest import DIVERGING, ONE_THREAD, TINY, Gates, signal_and_wait, wait_until
 from preadapt.experiment.config import load_config
 from preadapt.experiment.run import run_id_of
 

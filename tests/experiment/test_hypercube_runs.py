@@ -18,8 +18,6 @@ distance, f(x)ᵀf(x') = k − 2H:
 """
 
 import math
-import subprocess
-import sys
 from fractions import Fraction
 
 import pytest
@@ -27,6 +25,7 @@ import torch
 import yaml
 from torch import nn
 
+from command_line import cli
 from preadapt.experiment.config import ConfigError, parse_config
 from preadapt.experiment.run import evaluate, run
 from preadapt.worlds.base import MAX_ENUMERATED_CLASSES
@@ -176,7 +175,6 @@ def test_an_objective_with_a_parameter_per_class_is_refused_on_a_big_world(tmp_p
         return
     path = tmp_path / "sup.yaml"
     path.write_text(yaml.safe_dump(config))
-    result = subprocess.run([sys.executable, "-m", "preadapt.cli", "run", str(path), "--out", "out"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=300)
+    result = cli("run", str(path), "--out", "out", cwd=tmp_path)  # the command line's entry point, in this process
     assert result.returncode == 2 and result.stderr.strip() == f"preadapt: {message}"
     assert not (tmp_path / "out").exists()

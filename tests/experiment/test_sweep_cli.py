@@ -1,7 +1,7 @@
 """``preadapt sweep`` driven as a user would: bad sweep files, failures, Ctrl-C and resume, export.
 
 A sweep with pool workers, and every test of a signal, runs in a subprocess; the commands whose subject is
-what they say and write (refusals, exports, a resumed sweep) run in this process (``conftest.cli``)."""
+what they say and write (refusals, exports, a resumed sweep) run in this process (``command_line.cli``)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from contextlib import closing
 import pandas as pd
 import pytest
 
-from conftest import QUIET_REPORT, TWELVE, Gates, cli, signal_and_wait, wait_until, write_sweep
+from command_line import cli
+from conftest import QUIET_REPORT, TWELVE, Gates, signal_and_wait, wait_until, write_sweep
 from preadapt.experiment.sweep import load_sweep
 from test_cli import TERMINAL_CTRL_C, preadapt
 

@@ -10,9 +10,6 @@ the command line exits 2 with nothing written.
 import collections
 import dataclasses
 import gzip
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -20,6 +17,7 @@ import torch
 import yaml
 from pydantic import ValidationError
 
+from command_line import cli
 from preadapt import run
 from preadapt.encoders import ENCODERS
 from preadapt.experiment.config import ConfigError, parse_config
@@ -349,9 +347,10 @@ def test_a_missing_or_corrupt_file_fails_validation_in_one_line(tmp_path, data_e
 
 
 def _preadapt_run(config, cwd, env):
+    """``preadapt run config.yaml --out out`` in ``cwd`` with ``env``, through the command line's entry
+    point in this process (``command_line.cli``: its exit status, stdout and stderr)."""
     (cwd / "config.yaml").write_text(yaml.safe_dump(config))
-    return subprocess.run([sys.executable, "-m", "preadapt.cli", "run", "config.yaml", "--out", "out"], cwd=cwd,
-                          capture_output=True, text=True, env={**os.environ, "COLUMNS": "200", **env}, timeout=300)
+    return cli("run", "config.yaml", "--out", "out", cwd=cwd, env=env)
 
 
 @pytest.mark.parametrize("case", ["fashion missing", "fashion bad magic", "wordnet cut"])
