@@ -80,3 +80,67 @@ def summary(bench: str, target: str, measured: str, ratio: float | None, goal: s
     print("SUMMARY " + json.dumps({"bench": bench, "target": target, "measured": measured, "ratio": ratio,
                                        "goal": goal, "passed": passed, "ratio_text": ratio_text,
                                        "detail": detail or []}, ensure_ascii=False), flush=True)
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def module_at(commit: str, path: str, name: str):
+    """The module at ``path`` (in the repository) as it was at ``commit`` (read with ``git show``),
+    imported under ``name`` beside the working tree's own."""
+    import importlib.util
+    import subprocess
+    import sys
+    import tempfile
+
+    source = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=ROOT, check=True, capture_output=True,
+                            text=True).stdout
+    file = os.path.join(tempfile.mkdtemp(), f"{name}.py")
+    with open(file, "w") as handle:
+        handle.write(source)
+    spec = importlib.util.spec_from_file_location(name, file)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def before_after(label: str, old: Callable[[], object], new: Callable[[], object], rounds: int = 7) -> float:
+    """Print the markdown row ``| label | before | after | speed-up |``: medians of the process's CPU time
+    (steadier than wall time on a shared machine) over interleaved rounds, after one untimed call of each.
+    Returns the speed-up."""
+    old()
+    new()
+    before, after = [], []
+    for _ in range(rounds):
+        start = time.process_time()
+        old()
+        before.append(time.process_time() - start)
+        start = time.process_time()
+        new()
+        after.append(time.process_time() - start)
+    b, a = median(before), median(after)
+    print(f"| {label} | {b * 1e3:.1f} ms | {a * 1e3:.1f} ms | {b / a:.2f}x |", flush=True)
+    return b / a
+
+
+def demo_checkpoint_at(commit: str) -> tuple[tuple[float, float], tuple[float, float]]:
+    """(pretraining s, one evaluation s) of the demo's checkpoint (``_evaluate_demo_checkpoint.py``, CPU
+    seconds, one thread) with the package of ``commit`` (a temporary git worktree) and of the working
+    tree, each in its own process: (before, after)."""
+    import subprocess
+    import sys
+    import tempfile
+
+    worktree = tempfile.mkdtemp()
+    subprocess.run(["git", "worktree", "add", "--detach", "-q", worktree, commit], cwd=ROOT, check=True)
+    try:
+        figures = []
+        for src in (os.path.join(worktree, "src"), os.path.join(ROOT, "src")):
+            out = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "_evaluate_demo_checkpoint.py")],
+                                 env=dict(os.environ, PYTHONPATH=src, OMP_NUM_THREADS="1"), check=True,
+                                 capture_output=True, text=True).stdout.split()
+            figures.append((float(out[-2]), float(out[-1])))
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", worktree], cwd=ROOT, check=False)
+    return figures[0], figures[1]

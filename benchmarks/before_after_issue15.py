@@ -5,34 +5,17 @@ machine). Prints the table of docs/benchmarks.md's section "Issue 15".
 
 Run: ``.venv/bin/python benchmarks/before_after_issue15.py`` (from the repository root; about a minute).
 """
-import copy, importlib.util, os, statistics, subprocess, sys, tempfile, time
+import copy, sys
 import numpy as np, torch
+from _common import before_after as pair, demo_checkpoint_at, module_at
 torch.set_num_threads(1)
 
 BASE = "ff3379e"  # the last commit before issue 15's changes
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load(name, path):
-    """The module at ``path`` (in the repository) as it was at BASE."""
-    source = subprocess.run(["git", "show", f"{BASE}:{path}"], cwd=ROOT, check=True, capture_output=True, text=True).stdout
-    file = os.path.join(tempfile.mkdtemp(), f"{name}.py")
-    with open(file, "w") as handle:
-        handle.write(source)
-    spec = importlib.util.spec_from_file_location(name, file)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return module_at(BASE, path, name)
 
-def pair(label, old, new, rounds=7):
-    old(); new()
-    a, b = [], []
-    for _ in range(rounds):
-        t = time.process_time(); old(); a.append(time.process_time() - t)
-        t = time.process_time(); new(); b.append(time.process_time() - t)
-    ma, mb = statistics.median(a), statistics.median(b)
-    print(f"| {label} | {ma*1e3:.1f} ms | {mb*1e3:.1f} ms | {ma/mb:.2f}x |", flush=True)
 
 print("| change | before | after | speed-up |\n|---|---|---|---|")
 # 1. the divergence check, wide MLP (256 -> [512] -> 128): inf-norm over grads + params vs 2-norm over loss + params
@@ -110,17 +93,6 @@ pair("mean adapter, 100 tasks of 10 classes x 50 shots",
      lambda: torch.stack([MeanClassifier().fit(x, l, num_classes=10).means_ for x, l in zip(feat, lab)]),
      lambda: MeanAdapter().fit(task))
 # 7. a whole checkpoint's evaluation and the demo's pretraining, with each commit's package on PYTHONPATH
-worktree = tempfile.mkdtemp()
-subprocess.run(["git", "worktree", "add", "--detach", "-q", worktree, BASE], cwd=ROOT, check=True)
-try:
-    figures = {}
-    for name, src in (("before", os.path.join(worktree, "src")), ("after", os.path.join(ROOT, "src"))):
-        out = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "_evaluate_demo_checkpoint.py")],
-                             env=dict(os.environ, PYTHONPATH=src, OMP_NUM_THREADS="1"), check=True,
-                             capture_output=True, text=True).stdout.split()
-        figures[name] = [float(value) for value in out[-2:]]
-finally:
-    subprocess.run(["git", "worktree", "remove", "--force", worktree], cwd=ROOT, check=False)
-(pb, eb), (pa, ea) = figures["before"], figures["after"]
+(pb, eb), (pa, ea) = demo_checkpoint_at(BASE)
 print(f"| one demo checkpoint's evaluation (median of 3) | {eb*1e3:.0f} ms | {ea*1e3:.0f} ms | {eb/ea:.2f}x |")
 print(f"| the demo's 790 pretraining steps | {pb*1e3:.0f} ms | {pa*1e3:.0f} ms | {pb/pa:.2f}x |")

@@ -38,7 +38,7 @@ BENCHMARKS = {
     "estimates": ("bench_estimates.py", ["--quick"], [], True),
     "demo": ("bench_demo.py", [], [], True),
     "avg_k": ("bench_avg_k.py", ["--quick"], [], True),
-    "linear_probe": ("bench_linear_probe.py", ["--quick"], [], True),
+    "linear_probe": ("bench_linear_probe.py", [], [], True),  # DESIGN.md §6's size: 1000 tasks
     "hinge": ("bench_hinge.py", ["--quick"], [], True),
     "sweep": ("bench_sweep.py", ["--quick"], [], False),
     "finetune": ("bench_finetune.py", ["--quick"], [], True),

@@ -222,12 +222,20 @@ class LinearProbe:
                 )
 
         grid = penalties.numel()
-        weights, intercepts = _fit_heads(
-            X, y, num_classes, cross_entropy, penalties.expand(tasks, grid), self.bias, None, None,
-            self.max_iter, self.tol,
-        )  # (P, L, K, d), (P, L, K) or None
-        if intercepts is None:
-            intercepts = torch.zeros(tasks, grid, num_classes, dtype=X.dtype, device=X.device)
+        weights = torch.empty(tasks, grid, num_classes, dim, dtype=X.dtype, device=X.device)
+        intercepts = torch.zeros(tasks, grid, num_classes, dtype=X.dtype, device=X.device)
+        # The regularisation path, the strongest penalty first, each fit started from the heads of the one
+        # before: nearer its optimum than zeros are, so the weakly penalised (slow, ill-conditioned) fits
+        # need fewer iterations (docs/benchmarks.md). Each fit is still run to its own tolerance.
+        start, start_intercepts = None, None
+        for column in sorted(range(grid), key=lambda j: -float(penalties[j])):
+            start, start_intercepts = _fit_heads(
+                X, y, num_classes, cross_entropy, penalties[column].expand(tasks, 1), self.bias, start, None,
+                self.max_iter, self.tol, init_intercepts=start_intercepts,
+            )  # (P, 1, K, d), (P, 1, K) or None
+            weights[:, column] = start[:, 0]
+            if start_intercepts is not None:
+                intercepts[:, column] = start_intercepts[:, 0]
 
         self.validation_losses_ = None
         choice = torch.zeros(tasks, dtype=torch.long, device=X.device)  # (P,)
@@ -275,6 +283,7 @@ def _fit_heads(
     mask: torch.Tensor | None,  # (P, n)
     max_iter: int,
     tol: float,
+    init_intercepts: torch.Tensor | None = None,  # (P, L, K), with bias: where the intercepts start (else 0)
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Every head's objective and gradient in one pass, minimised by :func:`_batched_lbfgs` (for a
     kinked loss, in smoothed stages finished by its exact solver: see :func:`fit_linear_heads`).
@@ -293,6 +302,8 @@ def _fit_heads(
     theta = torch.zeros(tasks, grid, num_classes, width, dtype=features.dtype, device=features.device)
     if init is not None:
         theta[..., :dim] = init.detach().to(features.dtype)
+    if init_intercepts is not None and bias:
+        theta[..., dim] = init_intercepts.detach().to(features.dtype)
     point_weight = _point_weights(labels, mask, features.dtype).unsqueeze(-1)  # (P, n, 1)
     # margins_from_scores, with its index work done once instead of at every evaluation
     own, others = _margin_index(labels, num_classes)  # (P, n, 1, 1), (P, n, 1, K−1)
@@ -347,21 +358,25 @@ def _fit_heads(
         groups, columns = heads.shape[:2]
         if num_classes == 2:  # one score difference u = s_1 − s_0 per point: half the work of two scores
             return binary_evaluate(scale, smoothing, flat, heads, data, labels_used, weight, lam)
-        scores = (data @ heads.reshape(groups, columns * num_classes, width).transpose(1, 2)).view(
-            groups, points, columns, num_classes)  # (G, n, L', K)
-        index = labels_used.expand(-1, -1, columns, -1)  # (G, n, L', 1)
+        # scores with the points last, (G, L', K, n): the softmax's reductions over K then run along
+        # contiguous rows of n points (over a last axis of K, torch's CPU max and sum are several times slower)
+        scores = (heads.reshape(groups, columns * num_classes, width) @ data.transpose(1, 2)).view(
+            groups, columns, num_classes, points)
+        index = labels_used.view(groups, 1, 1, points).expand(-1, columns, -1, -1)  # (G, L', 1, n)
         if smoothing is not None:  # the smoothed hinge's logits t
-            scores = (scores - scores.gather(-1, index) + 1.0).div_(smoothing).scatter_(-1, index, 0.0)
+            scores = (scores - scores.gather(2, index) + 1.0).div_(smoothing).scatter_(2, index, 0.0)
         # logsumexp by hand, so that its exponentials also give the softmax: e^{s − max}, one pass
-        top = scores.amax(dim=-1, keepdim=True)  # (G, n, L', 1)
-        residual = (scores - top).exp_()
-        total = residual.sum(dim=-1, keepdim=True)
-        fit = ((total.log() + top - scores.gather(-1, index)).squeeze(-1) * weight).sum(1)  # (G, L')
-        residual /= total  # softmax
-        residual.scatter_add_(-1, index, torch.full_like(index, -1, dtype=residual.dtype))  # − one-hot of y
-        residual *= (scale * weight).unsqueeze(-1)  # (G, n, L', K)
-        return finish(heads, flat, data, residual.view(groups, points, columns * num_classes), fit * (
-            scale if smoothing is None else smoothing), lam)
+        top = scores.amax(dim=2, keepdim=True)  # (G, L', 1, n)
+        own_score = scores.gather(2, index)
+        residual = scores.sub_(top).exp_()
+        total = residual.sum(dim=2, keepdim=True)
+        omega = weight.view(groups, 1, 1, points)
+        fit = ((total.log() + top - own_score) * omega).sum(dim=(2, 3))  # (G, L')
+        scaled = scale * omega
+        residual *= scaled / total  # ω·softmax
+        residual.scatter_add_(2, index, (-scaled).expand_as(own_score))  # − ω·one-hot of y
+        return finish(heads, flat, data, residual.view(groups, columns * num_classes, points).transpose(1, 2),
+                      fit * (scale if smoothing is None else smoothing), lam)
 
     def binary_evaluate(scale, smoothing, flat, heads, data, labels_used, weight, lam):
         """``softmax_evaluate`` for K = 2, with u = (w_1 − w_0)·z and σ_i = 1 for y_i = 0, −1 for y_i = 1:
