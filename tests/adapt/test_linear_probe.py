@@ -125,32 +125,37 @@ def test_batched_fit_equals_separate_fits():
         torch.testing.assert_close(intercepts[p], alone_b[0], rtol=0, atol=radius)
 
 
-def test_probe_candidates_equal_single_penalty_fits(monkeypatch):
+@pytest.mark.parametrize("path", [False, True])
+def test_probe_candidates_equal_single_penalty_fits(monkeypatch, path):
     X, y, X_val, y_val = gaussian_tasks(5, tasks=3, num_classes=3, train=40, test=40)
     penalties = (1e-3, 1e-1, 1.0)
-    fits = {}  # penalty → the batched candidates (P, 1, K, d), (P, 1, K), kept for their optimum radii
+    monkeypatch.setattr(linear, "PATH_MIN_WORK", 0 if path else float("inf"))
+    fits = []  # (penalties (L',), weights (P, L', K, d), intercepts (P, L', K)) of each batched fit, in order
     fit_heads = linear._fit_heads
 
     def recording(*args, **kwargs):
-        fits[float(args[4][0, 0])] = fit_heads(*args, **kwargs)
-        return fits[float(args[4][0, 0])]
+        weights, intercepts = fit_heads(*args, **kwargs)
+        fits.append((args[4][0].tolist(), weights, intercepts))
+        return weights, intercepts
 
     monkeypatch.setattr(linear, "_fit_heads", recording)
     probe = LinearProbe(penalties=penalties, tol=TIGHT).fit(X, y, X_val, y_val)
-    assert list(fits) == sorted(penalties, reverse=True)  # the path: the strongest penalty first
-    batched = dict(fits)  # (the single fits below go through the recorder too)
+    # side by side: one fit of every penalty; on the path: one fit a penalty, the strongest first
+    assert [grid for grid, *_ in fits] == ([[p] for p in sorted(penalties, reverse=True)] if path else [list(penalties)])
+    batched = {penalty: (weights[:, j], intercepts[:, j]) for grid, weights, intercepts in list(fits)
+               for j, penalty in enumerate(grid)}  # (the single fits below go through the recorder too)
     for p in range(X.shape[0]):
         chosen = penalties.index(float(probe.penalty_[p]))
         for j, penalty in enumerate(penalties):
             weights, intercepts = batched[penalty]
             candidate = LinearProbe(penalties=(penalty,), tol=TIGHT).fit(X[p], y[p], num_classes=3)
-            # The batched fit (warm-started from the stronger penalty's heads) and the single fit (from
-            # zeros) solve the same problem, each to within its optimum radius of θ*: their parameters
-            # differ by at most the sum, their validation losses by at most the loss's Lipschitz constant
-            # times it (rounding aside, ~1e-16). The 1e-9 this once asserted sat below that on some CPUs
-            # (1.5e-9 on AMD): the fits agree only as far as the optimiser resolves them, which the
-            # floating-point paths decide.
-            radius = optimum_radius(X[p], y[p], weights[p, 0], intercepts[p, 0], penalty) + optimum_radius(
+            # The batched fit (on the path: warm-started from the stronger penalty's heads) and the single
+            # fit (from zeros) solve the same problem, each to within its optimum radius of θ*: their
+            # parameters differ by at most the sum, their validation losses by at most the loss's Lipschitz
+            # constant times it (rounding aside, ~1e-16). The 1e-9 this once asserted sat below that on
+            # some CPUs (1.5e-9 on AMD): the fits agree only as far as the optimiser resolves them, which
+            # the floating-point paths decide.
+            radius = optimum_radius(X[p], y[p], weights[p], intercepts[p], penalty) + optimum_radius(
                 X[p], y[p], candidate.coef_[0], candidate.intercept_[0], penalty)
             if j == chosen:
                 torch.testing.assert_close(probe.coef_[p], candidate.coef_[0], rtol=0, atol=radius)
