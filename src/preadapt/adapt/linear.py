@@ -542,18 +542,20 @@ def _batched_lbfgs(
             if rows.numel() == 0:
                 break
         # Two-loop recursion: direction = −H_k g, newest pair first, over the slots written so far (an
-        # unwritten slot has ρ = 0 in every row and would change nothing); fused products keep it at
-        # three small operations a slot each way (a fit of small tasks is bound by their count).
+        # unwritten slot has ρ = 0 in every row and would change nothing); fused products on the slots'
+        # views keep it at four small operations a slot each way (a fit of small tasks is bound by their
+        # count: indexing the history and storing α cost as much again).
         order = [(newest - j) % history for j in range(stored)]
+        s_slots, y_slots, rho_slots = past_s.unbind(0), past_y.unbind(0), past_rho.unbind(0)  # views, no copies
         q = g.clone()
-        alpha = torch.zeros_like(past_rho)
+        alpha = {}
         for j in order:
-            alpha[j] = past_rho[j] * torch.linalg.vecdot(past_s[j], q)
-            q.addcmul_(alpha[j].unsqueeze(-1), past_y[j], value=-1.0)
+            alpha[j] = (rho_slots[j] * torch.linalg.vecdot(s_slots[j], q)).unsqueeze(-1)
+            q.addcmul_(alpha[j], y_slots[j], value=-1.0)
         r = gamma.unsqueeze(-1) * q
         for j in reversed(order):
-            beta = past_rho[j] * torch.linalg.vecdot(past_y[j], r)
-            r.addcmul_((alpha[j] - beta).unsqueeze(-1), past_s[j])
+            beta = rho_slots[j] * torch.linalg.vecdot(y_slots[j], r)
+            r.addcmul_(alpha[j] - beta.unsqueeze(-1), s_slots[j])
         direction = -r
         slope = (g * direction).sum(-1)  # (h,)
         uphill = slope >= 0  # rounding can spoil the recursion: fall back to steepest descent
