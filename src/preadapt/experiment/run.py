@@ -316,6 +316,11 @@ def _pipeline(config: Config, device: torch.device, run_id: str, rows: list[dict
     objective_states: list[dict[str, torch.Tensor]] = []  # kept for the shared pretraining file only
     status, error = "finished", None
     seed = config.seed
+    # The estimates' critical values need scipy.stats, which preadapt.estimate loads only when first used
+    # (validating a config does not need its 0.4 s): load it now, in start-up, so that the first
+    # checkpoint's evaluation time is the evaluation's.
+    import scipy.stats  # noqa: F401
+
     world = WORLDS.build(config.world, make_generator(seed, "world"))
     task = task_views(world, config.task, seed)
     if task is not None and task.pretrain is not None:
