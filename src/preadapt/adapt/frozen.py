@@ -9,6 +9,7 @@ import torch
 
 from preadapt.adapt.base import AdaptTask, Adapter, FrozenHeads, LinearAdapterConfig, MeanAdapterConfig
 from preadapt.adapt.linear import LinearProbe, fit_linear_heads, keep_best_heads
+from preadapt.adapt.mean_classifier import MeanClassifier
 from preadapt.objectives.losses import hinge
 
 PROBE_TOL = 1e-4  # gradient tolerance of the fitted heads: scikit-learn's default for LogisticRegression
@@ -40,19 +41,18 @@ class MeanAdapter(Adapter):
     """
 
     def fit(self, task: AdaptTask) -> FrozenHeads:
-        """Every task's class means at once: ``MeanClassifier.fit``'s sums (adapt/mean_classifier.py)
-        over one flat index of (task, class) pairs, in the same order of points (the same numbers)."""
+        """Every task's class means at once: one ``MeanClassifier`` over the (task, class) pairs as
+        classes, the points in the same order (the same numbers as one fit per task)."""
         features, labels = task.train.features, task.train.labels  # (P, n, d), (P, n)
         tasks, _, dim = features.shape
         pair = (labels + task.classes * torch.arange(tasks, device=labels.device).unsqueeze(1)).reshape(-1)  # (P·n,)
-        counts = torch.bincount(pair, minlength=tasks * task.classes)  # (P·K,)
-        if bool((counts == 0).any()):
-            empty = int((counts == 0).nonzero()[0])
+        empty = (torch.bincount(pair, minlength=tasks * task.classes) == 0).nonzero()
+        if len(empty):  # said per task, before MeanClassifier says it of a pair
+            empty = int(empty[0])
             raise ValueError(f"task {empty // task.classes} has no training point of class {empty % task.classes}; "
                              f"the mean classifier needs at least one point per class")
-        sums = torch.zeros(tasks * task.classes, dim, dtype=features.dtype, device=features.device)
-        sums.index_add_(0, pair, features.reshape(-1, dim))
-        return FrozenHeads((sums / counts.unsqueeze(1).to(features.dtype)).view(tasks, task.classes, dim))
+        means = MeanClassifier().fit(features.reshape(-1, dim), pair, num_classes=tasks * task.classes).means_
+        return FrozenHeads(means.view(tasks, task.classes, dim))
 
 
 class LinearAdapter(Adapter):

@@ -234,29 +234,25 @@ class LinearProbe:
                 )
 
         grid = penalties.numel()
-        weights = torch.empty(tasks, grid, num_classes, dim, dtype=X.dtype, device=X.device)
-        intercepts = torch.zeros(tasks, grid, num_classes, dtype=X.dtype, device=X.device)
         work = tasks * X.shape[1] * (dim + self.bias) * (1 if num_classes == 2 else num_classes)  # one evaluation
         if grid > 1 and work >= PATH_MIN_WORK:
             # The regularisation path, the strongest penalty first, each fit started from the heads of the
             # one before: nearer its optimum than zeros are, so the weakly penalised (slow, ill-conditioned)
             # fits need fewer iterations. Each fit still runs to its own tolerance.
-            start, start_intercepts = None, None
+            fits, start = {}, (None, None)
             for column in sorted(range(grid), key=lambda j: -float(penalties[j])):
-                start, start_intercepts = _fit_heads(
-                    X, y, num_classes, cross_entropy, penalties[column].expand(tasks, 1), self.bias, start, None,
-                    self.max_iter, self.tol, init_intercepts=start_intercepts,
-                )  # (P, 1, K, d), (P, 1, K) or None
-                weights[:, column] = start[:, 0]
-                if start_intercepts is not None:
-                    intercepts[:, column] = start_intercepts[:, 0]
+                start = _fit_heads(X, y, num_classes, cross_entropy, penalties[column].expand(tasks, 1), self.bias,
+                                   start[0], None, self.max_iter, self.tol, init_intercepts=start[1])
+                fits[column] = start  # (P, 1, K, d), (P, 1, K) or None
+            weights = torch.cat([fits[column][0] for column in range(grid)], dim=1)
+            intercepts = torch.cat([fits[column][1] for column in range(grid)], dim=1) if self.bias else None
         else:  # every penalty side by side, from zeros
-            weights, fitted_intercepts = _fit_heads(
+            weights, intercepts = _fit_heads(
                 X, y, num_classes, cross_entropy, penalties.expand(tasks, grid), self.bias, None, None,
                 self.max_iter, self.tol,
             )  # (P, L, K, d), (P, L, K) or None
-            if fitted_intercepts is not None:
-                intercepts = fitted_intercepts
+        if intercepts is None:
+            intercepts = torch.zeros(tasks, grid, num_classes, dtype=X.dtype, device=X.device)
 
         self.validation_losses_ = None
         choice = torch.zeros(tasks, dtype=torch.long, device=X.device)  # (P,)
@@ -432,9 +428,9 @@ def _fit_heads(
     if loss not in _KINKED:
         return _split_intercepts(_batched_lbfgs(partial(evaluate, loss), theta, max_iter, tol), grid, bias, dim)
 
-    # A kinked loss (see fit_linear_heads): continuation on ℓ_η, each stage followed by the exact
-    # active-set method on the heads it applies to (penalty > 0); a head it solves is done. Each head
-    # keeps the lowest exact objective seen.
+    # A kinked loss (see fit_linear_heads): continuation on ℓ_η, each stage from η = EXACT_SMOOTHING on
+    # (or the last) followed by the exact active-set method on the heads it applies to (penalty > 0); a
+    # head it solves is done. Each head keeps the lowest exact objective seen.
     smoothed, exact_solver = _KINKED[loss]
     heads = tasks * grid
     task = torch.arange(heads, device=theta.device) // grid
