@@ -7,7 +7,6 @@ available)."""
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pandas as pd
@@ -58,9 +57,9 @@ def test_the_run_report_reads_in_a_1280_px_window(tmp_path):
     """Every statement of the theory, three checkpoints: the widest run report there is."""
     results = synthetic_results()
     write_report(tmp_path, results, synthetic_runs(), DEMO_CONFIG, title="preadapt run: demo")
-    started = time.monotonic()
+    # no assertion on how long this takes (a verdict must not depend on the machine's load): the driver's
+    # own per-command deadline (report.browser.TIMEOUT) is what guards against a hang
     layout = measure_report(tmp_path / "report.html", screenshot=tmp_path / "first-screen.png")
-    assert time.monotonic() - started < 30
     assert_reads_well(layout, "demo", statements=len(ALL_CHECKS))
     # The answer comes first: the statements' names and the headline numbers, before any detail section.
     for title in ("Lemma 4.3", "Theorem 4.1", "Proposition 6.2"):
