@@ -14,15 +14,17 @@ from scipy import stats
 from preadapt.bounds import block_below_un, block_monotone, lemma_4_3_negatives, proposition_6_2
 from preadapt.encoders import IdentityEncoder
 from preadapt.estimate import EvaluateConfig, evaluate_encoder
+from preadapt.encoders import ENCODERS
+from preadapt.estimate import collision
 from preadapt.estimate.collision import _window_losses, block_moments, collision_floor, negatives_moments, task_mean_losses
 from preadapt.estimate.estimate import PlugIn
 from preadapt.estimate.pool import MeanPool, plug_in_variance
 from preadapt.estimate.quantities import Evaluation
 from preadapt.objectives import LOSSES
 from preadapt.objectives.curl import encode_tuples
-from preadapt.worlds import GaussianWorld, tau
+from preadapt.worlds import WORLDS, GaussianWorld, tau
 from preadapt.worlds.prior import tau_k
-from preadapt.worlds.sampling import draw_tuples
+from preadapt.worlds.sampling import draw_tuples, make_generator
 
 F64 = torch.float64
 LN2 = math.log(2.0)
@@ -229,14 +231,17 @@ def _assert_moments(running, values, tolerance=1e-10):
     assert running.m2 / (running.count - 1) == pytest.approx(values.var(ddof=1), rel=1e-8, abs=tolerance)
 
 
-def _reference_gradient(x_rows, classes_rows, means, loss_name):
-    """Σ over tuples of ∂(h·1{m = 0})/∂μ, by autograd through the scalar loop (not task_mean_losses)."""
+def _reference_gradient(x_rows, classes_rows, means, loss_name, left_out=None):
+    """Σ over tuples of ∂(h·1{m = 0})/∂μ, by autograd through the scalar loop (not task_mean_losses).
+    ``left_out: (C,)``: the anchor is one of the m_c points behind its own class's mean, which it is scored
+    against without itself, (m_c·μ_c − x)/(m_c − 1)."""
     mu = means.detach().clone().requires_grad_(True)
     total = torch.zeros((), dtype=F64)
     for x, row in zip(x_rows, classes_rows):
         if row[0] in row[1:]:
             continue  # collided: h·1{m = 0} = 0
-        margins = torch.stack([x @ mu[row[0]] - x @ mu[c] for c in _task(row)])
+        own = mu[row[0]] if left_out is None else (left_out[row[0]] * mu[row[0]] - x) / (left_out[row[0]] - 1.0)
+        margins = torch.stack([x @ own - x @ mu[c] for c in _task(row)])
         if loss_name == "hinge":
             total = total + torch.clamp(1.0 - margins.min(), min=0.0)
         else:
@@ -338,6 +343,63 @@ def test_block_moments_equal_a_per_tuple_loop(loss_name):
     assert abs(out[1].below_un.mean) <= 1e-12
     # the b = 1 block loss is the single-pair CURL loss, and un at b is its mean over b pairs
     assert out[1].loss.mean == pytest.approx(out[1].un.mean, abs=1e-12)
+
+
+@pytest.mark.parametrize("loss_name", ["hinge", "logistic"])
+def test_negatives_moments_with_the_anchor_left_out_equal_a_per_tuple_loop(loss_name, monkeypatch):
+    """``leave_out`` (a finite split's anchors are among the points behind μ̂): each anchor's own class
+    mean without the anchor, h and its gradient in μ̂ from the scalar loop. Blocks of 8 tuples and chunks
+    of 3 blocks (and a last, shorter one), so that chunks join blocks."""
+    monkeypatch.setattr(collision, "CHUNK_ELEMENTS", 3 * 8 * (1 + 4) * 3)  # 3 blocks of 8 tuples, k_max 4, d 3
+    world, encoder, grid, n = _noisy_world(), IdentityEncoder(), [1, 2, 4], 100
+    means = world.means.to(F64) + 0.1
+    left_out = torch.tensor([5, 2, 9, 3])  # m_c ≥ 2 points behind each class's mean
+    out = negatives_moments(encoder, world, means, grid, n, torch.Generator().manual_seed(5), LOSSES[loss_name],
+                            loss_name, block=8 * (2 + 4), leave_out=left_out)
+    draws = torch.Generator().manual_seed(5)
+    blocks = [draw_tuples(world, min(8, n - start), draws, max(grid), 1) for start in range(0, n, 8)]
+    encoded = [encode_tuples(encoder, tuples, dtype=F64) for tuples in blocks]
+    anchors = torch.cat([e.anchor for e in encoded])
+    classes = torch.cat([torch.cat([t.anchor_class.view(-1, 1), t.negative_class], dim=1) for t in blocks]).tolist()
+    for k in grid:
+        parts = []
+        for x, row in zip(anchors, classes):
+            own = (left_out[row[0]] * means[row[0]] - x) / (left_out[row[0]] - 1.0)
+            adjusted = means.clone()
+            adjusted[row[0]] = own
+            h, _ = _mean_classifier(x, row[0], _task(row[:k + 1]), adjusted, loss_name)
+            parts.append(h if row[0] not in row[1:k + 1] else 0.0)
+        _assert_moments(out[k].mean_part.moments, parts)
+        gradient = _reference_gradient(anchors, [row[:k + 1] for row in classes], means, loss_name, left_out)
+        torch.testing.assert_close(out[k].mean_part.gradient, gradient, rtol=1e-10, atol=1e-10)
+
+
+def test_the_grids_chunks_change_no_estimate_on_a_finite_world(monkeypatch):
+    """On a world of finite examples the moments are clustered by example (``units``): joining blocks
+    into chunks joins their units too. Every estimate, with its n, equals the one-block-a-chunk run's to
+    float64 rounding (only the order of the sums differs: values ≲ 10, sums of ≲ 1000 of them)."""
+    world = WORLDS.build(WORLDS.parse({"kind": "finite", "dataset": "digits"}), make_generator(0, "world"))
+    encoder = ENCODERS.build(ENCODERS.parse({"kind": "mlp", "hidden": [16], "out_dim": 4}), world.input_shape,
+                             make_generator(0, "encoder")).eval()
+    means = torch.randn(world.classes, 4, dtype=F64, generator=torch.Generator().manual_seed(0))
+    loss = LOSSES["logistic"]
+
+    def grids():
+        negatives = negatives_moments(encoder, world, means, [1, 3, 6], 600, torch.Generator().manual_seed(1), loss,
+                                      "logistic", block=200)
+        blocks = block_moments(encoder, world, means, [1, 2, 4], 600, torch.Generator().manual_seed(2), loss, block=200)
+        return [(part, ("loss", "lifted", "threshold")) for part in negatives.values()] + [
+            (part, ("loss", "lifted", "un", "below_un", "window")) for part in blocks.values() if part.previous]
+
+    chunked = grids()
+    monkeypatch.setattr(collision, "CHUNK_ELEMENTS", 1)  # one block a chunk
+    alone = grids()
+    for (a, fields), (b, _) in zip(chunked, alone):
+        for name in fields:
+            x, y = getattr(a, name).estimate(0.95), getattr(b, name).estimate(0.95)
+            assert (x.n, x.method) == (y.n, y.method) and x.method == "cluster"
+            assert x.value == pytest.approx(y.value, abs=1e-12) and x.se == pytest.approx(y.se, rel=1e-9, abs=1e-13)
+        torch.testing.assert_close(a.slack.gradient, b.slack.gradient, rtol=1e-12, atol=1e-12)
 
 
 def test_hinge_is_linear_near_zero_so_the_convexity_gaps_vanish():

@@ -70,14 +70,34 @@ def task_mean_losses(anchor: torch.Tensor, classes: torch.Tensor, means: torch.T
     each is scored against its own class's mean without itself (``pool.leave_one_out``).
     """
     scores = torch.einsum("nd,nkd->nk", anchor, means[classes])  # (n, 1 + k)
-    if leave_out is not None:
-        first = torch.zeros(len(classes), dtype=torch.long)
-        scores = leave_one_out(scores, anchor, first, leave_out[classes[:, 0]])
-    k = classes.shape[1] - 1
-    repeated = (classes.unsqueeze(2) == classes.unsqueeze(1)).tril(diagonal=-1).any(dim=2)  # (n, 1 + k)
-    drop = repeated[:, 1:] | (classes[:, 1:] == classes[:, :1])  # (n, k)
+    return _losses_on_distinct(_left_out(scores, anchor, classes, leave_out), _dropped(classes), loss)
+
+
+def _left_out(scores, anchor, classes, leave_out):
+    """The scores ``(n, 1 + k)`` with the anchor's own class mean taken without the anchor (``leave_out``
+    given; as in ``task_mean_losses``)."""
+    if leave_out is None:
+        return scores
+    return leave_one_out(scores, anchor, torch.zeros(len(classes), dtype=torch.long), leave_out[classes[:, 0]])
+
+
+def _dropped(classes: torch.Tensor) -> torch.Tensor:
+    """``(n, k)``: the negatives whose margins ``task_mean_losses`` leaves out, those of the anchor's
+    class and repeats of an earlier class. Column j depends only on columns ≤ j + 1 of ``classes``, so
+    the first k columns are those of the first k negatives."""
+    # A repeat is an entry equal to its predecessor once each row is sorted; a stable sort puts a class's
+    # first occurrence first among its equals. O(k log k) a row, where comparing all pairs is O(k²).
+    ordered, index = classes.sort(dim=1, stable=True)
+    repeat = torch.zeros_like(classes, dtype=torch.bool)
+    repeat[:, 1:] = ordered[:, 1:] == ordered[:, :-1]
+    repeated = torch.zeros_like(repeat).scatter_(1, index, repeat)  # (n, 1 + k)
+    return repeated[:, 1:] | (classes[:, 1:] == classes[:, :1])
+
+
+def _losses_on_distinct(scores: torch.Tensor, drop: torch.Tensor, loss) -> tuple[torch.Tensor, torch.Tensor]:
+    """``task_mean_losses``' two results from the scores ``(n, 1 + k)`` and the dropped negatives ``(n, k)``."""
     margins = (scores[:, :1] - scores[:, 1:]).masked_fill(drop, float("inf"))
-    zero = torch.zeros(len(classes), k, dtype=anchor.dtype).masked_fill(drop, float("inf"))
+    zero = torch.zeros(drop.shape, dtype=scores.dtype).masked_fill(drop, float("inf"))
     return loss(margins), loss(zero)
 
 
@@ -123,14 +143,72 @@ class CollisionMoments:
     previous: int | None = None
 
 
-def _mean_part(anchor, classes, collided, means, loss, leave_out=None):
-    """h·1{m = 0} per tuple with its gradient sum with respect to μ̂, and the vacuity values."""
-    mu = means.detach().clone().requires_grad_(True)
+def _mean_parts(anchor, classes, collided: dict[int, torch.Tensor], means, loss, leave_out=None
+                ) -> dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """For each k of ``collided`` (k → the tuples with m ≥ 1 among their first k negatives, (n,)):
+    h·1{m = 0} per tuple on the first k negatives (``classes: (n, 1 + k_max)``), the sum of its
+    gradients with respect to μ̂ ``(C, d)``, and the vacuity values.
+
+    The scores f(x)ᵀμ̂_c are computed once for all k_max negatives (a prefix serves each k), and they
+    are h's only path from μ̂: the gradient in μ̂_c is the sum, over the tuples' score slots of class c,
+    of ∂(Σ part)/∂score times the anchor. Autograd gives it in the scores, (n, 1 + k_max), instead of
+    through a (n, 1 + k, d) gather of μ̂ for every k."""
+    raw = torch.einsum("nd,nkd->nk", anchor, means.detach()[classes]).requires_grad_(True)  # (n, 1 + k_max)
+    drop = _dropped(classes)
+    out = {}
     with torch.enable_grad():
-        losses, zero = task_mean_losses(anchor, classes, mu, loss, leave_out)
-        part = losses * (~collided)
-        (gradient,) = torch.autograd.grad(part.sum(), mu)
-    return part.detach(), gradient, zero * (~collided)
+        scores = _left_out(raw, anchor, classes, leave_out)
+        for k, hit in collided.items():
+            losses, zero = _losses_on_distinct(scores[:, :k + 1], drop[:, :k], loss)
+            part = losses * (~hit)
+            (slots,) = torch.autograd.grad(part.sum(), raw, retain_graph=True)  # (n, 1 + k_max)
+            per_class = slots.new_zeros(len(classes), len(means)).scatter_add_(1, classes, slots)  # (n, C)
+            out[k] = part.detach(), per_class.T @ anchor, zero * (~hit)
+    return out
+
+
+CHUNK_ELEMENTS = 2**20
+"""The grids' per-k (per-b) work runs on chunks of consecutive encoder blocks, whose largest array holds
+about this many elements (tuples × (1 + k_max) × d: the gathered means; tuples × b_max × max(b_max, d):
+the cyclic windows; 8 MB in float64), not on each block: a block of ``block`` = 8192 inputs holds only
+124 tuples with 64 negatives, and per block the work was mostly the fixed cost of its small tensor
+operations and autograd calls. The draws, and so the estimates, are those of the blocks; only the order
+of float64 sums changes. Measured: docs/benchmarks.md, third round (2**18: 1.8×, 2**20: 2.5×, 2**22:
+2.6× on the bounds-negatives grid)."""
+
+
+def _chunk_tuples(per_block: int, per_tuple: int) -> int:
+    """Tuples per chunk: whole blocks of ``per_block`` tuples, about ``CHUNK_ELEMENTS`` elements if a
+    tuple holds ``per_tuple``."""
+    return per_block * max(1, CHUNK_ELEMENTS // max(per_tuple * per_block, 1))
+
+
+def _chunks(blocks, size: int):
+    """The items of ``blocks`` (tuples of tensors with one row per tuple, or of lists of units dicts,
+    one per k or b, each None or ``{family: ids}``), concatenated row-wise into chunks of ``size`` rows
+    and a last, smaller one."""
+    buffer, rows = [], 0
+    for item in blocks:
+        buffer.append(item)
+        rows += len(item[0])
+        if rows >= size:
+            yield _concatenate(buffer)
+            buffer, rows = [], 0
+    if buffer:
+        yield _concatenate(buffer)
+
+
+def _concatenate(items: list[tuple]) -> tuple:
+    if len(items) == 1:
+        return items[0]
+    joined = []
+    for parts in zip(*items):
+        if isinstance(parts[0], torch.Tensor):
+            joined.append(torch.cat(parts))
+        else:  # per k (b): the blocks' units dicts, or None on a world without examples
+            joined.append([None if units[0] is None else {family: torch.cat([u[family] for u in units])
+                                                           for family in units[0]} for units in zip(*parts)])
+    return tuple(joined)
 
 
 def negatives_moments(encoder: nn.Module, world: World, means: torch.Tensor, negatives: list[int], samples: int,
@@ -140,32 +218,40 @@ def negatives_moments(encoder: nn.Module, world: World, means: torch.Tensor, neg
     ``leave_out``: as in ``task_mean_losses``.
 
     The first k negatives of a tuple are a tuple with k negatives, so every k uses the same anchors.
+    The tuples are drawn and encoded ``block`` inputs at a time; the per-k work runs on chunks of
+    blocks (``CHUNK_ELEMENTS``).
     """
     k_max = max(negatives)
     out = {k: CollisionMoments(k, 1) for k in negatives}
     per_block = max(1, block // (2 + k_max))
-    for start in range(0, samples, per_block):
-        n = min(per_block, samples - start)
-        tuples = draw_tuples(world, n, generator, k_max, 1)
-        with torch.no_grad():
-            encoded = encode_tuples(encoder, tuples.to(device), dtype=F64)
-        anchor = encoded.anchor.cpu()
-        positive = encoded.positives[:, 0].cpu()
-        negative = encoded.negatives[:, :, 0].cpu()  # (n, k_max, d)
-        margins = (anchor.unsqueeze(1) * (positive.unsqueeze(1) - negative)).sum(-1)  # (n, k_max)
-        classes = torch.cat([tuples.anchor_class.view(-1, 1), tuples.negative_class], dim=1).cpu()
-        same = tuples.negative_class.cpu() == tuples.anchor_class.cpu().view(-1, 1)  # (n, k_max)
-        for k, moments in out.items():
-            units = tuples.example_units(negatives=k)  # the examples a k-negative tuple uses
+
+    def blocks():
+        for start in range(0, samples, per_block):
+            n = min(per_block, samples - start)
+            tuples = draw_tuples(world, n, generator, k_max, 1)
+            with torch.no_grad():
+                encoded = encode_tuples(encoder, tuples.to(device), dtype=F64)
+            anchor = encoded.anchor.cpu()
+            positive = encoded.positives[:, 0].cpu()
+            negative = encoded.negatives[:, :, 0].cpu()  # (n, k_max, d)
+            margins = (anchor.unsqueeze(1) * (positive.unsqueeze(1) - negative)).sum(-1)  # (n, k_max)
+            classes = torch.cat([tuples.anchor_class.view(-1, 1), tuples.negative_class], dim=1).cpu()
+            same = tuples.negative_class.cpu() == tuples.anchor_class.cpu().view(-1, 1)  # (n, k_max)
+            # the examples a k-negative tuple uses, per k
+            yield anchor, margins, classes, same, [tuples.example_units(negatives=k) for k in out]
+
+    for anchor, margins, classes, same, units in _chunks(blocks(), _chunk_tuples(per_block, (1 + k_max) * means.shape[1])):
+        collisions = {k: same[:, :k].sum(dim=1) for k in out}
+        parts = _mean_parts(anchor, classes, {k: m > 0 for k, m in collisions.items()}, means, loss, leave_out)
+        for (k, moments), k_units in zip(out.items(), units):
             losses = loss(margins[:, :k])
-            collisions = same[:, :k].sum(dim=1)
-            part, gradient, zero = _mean_part(anchor, classes[:, :k + 1], collisions > 0, means, loss, leave_out)
-            lifted = part + collision_penalty(collisions, loss_name)
-            moments.loss.update(losses, units)
-            moments.lifted.update(lifted, units)
-            moments.mean_part.update(part, gradient, units)
-            moments.slack.update(losses - lifted, -gradient, units)
-            moments.threshold.update(zero, units)
+            part, gradient, zero = parts[k]
+            lifted = part + collision_penalty(collisions[k], loss_name)
+            moments.loss.update(losses, k_units)
+            moments.lifted.update(lifted, k_units)
+            moments.mean_part.update(part, gradient, k_units)
+            moments.slack.update(losses - lifted, -gradient, k_units)
+            moments.threshold.update(zero, k_units)
     return out
 
 
@@ -194,30 +280,36 @@ def block_moments(encoder: nn.Module, world: World, means: torch.Tensor, block_s
     b_max = sizes[-1]
     out = {b: CollisionMoments(1, b, previous=p) for b, p in zip(sizes, [None, *sizes[:-1]])}
     per_block = max(1, block // (1 + 2 * b_max))
-    for start in range(0, samples, per_block):
-        n = min(per_block, samples - start)
-        tuples = draw_tuples(world, n, generator, 1, b_max)
-        with torch.no_grad():
-            encoded = encode_tuples(encoder, tuples.to(device), dtype=F64)
-        anchor = encoded.anchor.cpu()
-        single = (anchor.unsqueeze(1) * (encoded.positives.cpu() - encoded.negatives[:, 0].cpu())).sum(-1)  # (n, b)
-        classes = torch.cat([tuples.anchor_class.view(-1, 1), tuples.negative_class], dim=1).cpu()
+
+    def blocks():
+        for start in range(0, samples, per_block):
+            n = min(per_block, samples - start)
+            tuples = draw_tuples(world, n, generator, 1, b_max)
+            with torch.no_grad():
+                encoded = encode_tuples(encoder, tuples.to(device), dtype=F64)
+            anchor = encoded.anchor.cpu()
+            single = (anchor.unsqueeze(1) * (encoded.positives.cpu() - encoded.negatives[:, 0].cpu())).sum(-1)  # (n, b)
+            classes = torch.cat([tuples.anchor_class.view(-1, 1), tuples.negative_class], dim=1).cpu()
+            # the examples of the first b of each block, per b
+            yield anchor, single, classes, [tuples.example_units(block_size=b) for b in out]
+
+    for anchor, single, classes, units in _chunks(blocks(), _chunk_tuples(per_block, b_max * max(b_max, means.shape[1]))):
+        n = len(anchor)
         collided = classes[:, 1] == classes[:, 0]
-        part, gradient, _ = _mean_part(anchor, classes, collided, means, loss, leave_out)
+        part, gradient, _ = _mean_parts(anchor, classes, {1: collided}, means, loss, leave_out)[1]
         single_losses = loss(single.reshape(-1, 1)).view(n, b_max)
-        for b, moments in out.items():
-            units = tuples.example_units(block_size=b)  # the examples of the first b of each block
+        for (b, moments), b_units in zip(out.items(), units):
             losses = loss(single[:, :b].mean(dim=1, keepdim=True))
             lifted = part + collided.to(F64)
             un = single_losses[:, :b].mean(dim=1)
-            moments.loss.update(losses, units)
-            moments.lifted.update(lifted, units)
-            moments.mean_part.update(part, gradient, units)
-            moments.slack.update(losses - lifted, -gradient, units)
-            moments.un.update(un, units)
-            moments.below_un.update(un - losses, units)
+            moments.loss.update(losses, b_units)
+            moments.lifted.update(lifted, b_units)
+            moments.mean_part.update(part, gradient, b_units)
+            moments.slack.update(losses - lifted, -gradient, b_units)
+            moments.un.update(un, b_units)
+            moments.below_un.update(un - losses, b_units)
             if moments.previous is not None:
                 window = _window_losses(single[:, :b], moments.previous, loss)
-                moments.window.update(window, units)
-                moments.monotone.update(window - losses, units)
+                moments.window.update(window, b_units)
+                moments.monotone.update(window - losses, b_units)
     return out
