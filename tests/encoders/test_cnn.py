@@ -50,6 +50,33 @@ def test_matches_the_functional_reference(input_shape):
     torch.testing.assert_close(encoder(x), reference(encoder, x))
 
 
+@pytest.mark.parametrize("input_shape", SHAPES)
+def test_without_autograd_the_outputs_are_the_same_bits(input_shape):
+    """The max-pool's fast path (no gradient needed) gives the very outputs of the module's own pooling."""
+    encoder = build(input_shape)
+    x = images(input_shape, n=64)
+    with torch.no_grad():
+        fast = encoder(x)
+    slow = encoder(x)  # the parameters need gradients: the module's own pooling
+    assert slow.requires_grad and torch.equal(fast, slow.detach())
+
+
+def test_the_pooling_s_gradient_is_torch_s_on_tied_maxima():
+    """With autograd the module's own max-pool runs: a window's gradient goes to one of its tied maxima
+    (here every window ties), as F.max_pool2d's, not split between them."""
+    from preadapt.encoders.cnn import MaxPool2x2
+
+    x = torch.ones(2, 3, 4, 6, requires_grad=True)
+    MaxPool2x2()(x).sum().backward()
+    y = torch.ones(2, 3, 4, 6, requires_grad=True)
+    F.max_pool2d(y, 2).sum().backward()
+    assert torch.equal(x.grad, y.grad) and set(x.grad.unique().tolist()) == {0.0, 1.0}
+    nan = torch.zeros(1, 1, 2, 2)
+    nan[0, 0, 1, 1] = float("nan")
+    with torch.no_grad():
+        assert torch.isnan(MaxPool2x2()(nan)).all() and torch.isnan(F.max_pool2d(nan, 2)).all()
+
+
 def test_the_generator_fixes_parameters_and_outputs():
     a, b, c = build((8, 8), seed=0), build((8, 8), seed=0), build((8, 8), seed=1)
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):

@@ -39,6 +39,34 @@ def init_conv(layer: nn.Conv2d, generator: torch.Generator) -> None:
             layer.bias.copy_((2 * torch.rand(layer.bias.shape, generator=generator) - 1) * bound)
 
 
+class MaxPool2x2(nn.MaxPool2d):
+    """``nn.MaxPool2d(2)``; where no gradient is needed, the same maxima from four strided slices.
+
+    torch's CPU max-pool over (n, C, H, W) is unvectorised: on 8192 × 16 × 8 × 8 activations it took
+    46.5 ms where the slices' elementwise maxima take 5.2 ms (one thread), and a max is exact, so the
+    outputs are the same bits (NaN propagates either way). With autograd the module's own pooling runs:
+    its backward sends a window's gradient to one maximum where ``torch.maximum``'s splits it between
+    tied ones, and tied positive maxima occur (a flat image region gives equal convolutions).
+
+    >>> x = torch.rand(3, 2, 7, 6)
+    >>> pool = MaxPool2x2()
+    >>> with torch.no_grad():
+    ...     fast = pool(x)
+    >>> torch.equal(fast, nn.MaxPool2d(2)(x)), tuple(fast.shape)  # odd sizes floor, as nn.MaxPool2d
+    (True, (3, 2, 3, 3))
+    """
+
+    def __init__(self) -> None:
+        super().__init__(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            return super().forward(x)
+        x = x[..., :x.shape[-2] // 2 * 2, :x.shape[-1] // 2 * 2]
+        return torch.maximum(torch.maximum(x[..., 0::2, 0::2], x[..., 0::2, 1::2]),
+                             torch.maximum(x[..., 1::2, 0::2], x[..., 1::2, 1::2]))
+
+
 class CNNEncoder(nn.Module):
     """f(x) = clip_R(linear(GAP(conv blocks(x)))) for images ``x: (n, C, H, W)``, or ``(n, H, W)`` when
     ``input_shape`` is (H, W) (one channel).
@@ -60,7 +88,7 @@ class CNNEncoder(nn.Module):
         with torch.device("meta"):  # built without drawing from torch's global RNG; drawn below
             layers: list[nn.Module] = []
             for c_in, c_out in zip([channels, *widths[:-1]], widths):
-                layers += [nn.Conv2d(c_in, c_out, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+                layers += [nn.Conv2d(c_in, c_out, kernel_size=3, padding=1), nn.ReLU(), MaxPool2x2()]
             self.features = nn.Sequential(*layers)
             self.head = nn.Linear(widths[-1], out_dim)
         self.to_empty(device="cpu")
