@@ -346,14 +346,21 @@ def test_block_moments_equal_a_per_tuple_loop(loss_name):
 
 
 @pytest.mark.parametrize("loss_name", ["hinge", "logistic"])
-def test_negatives_moments_with_the_anchor_left_out_equal_a_per_tuple_loop(loss_name, monkeypatch):
+@pytest.mark.parametrize("many_classes", [False, True], ids=["C<=(1+k)d", "C>(1+k)d"])
+def test_negatives_moments_with_the_anchor_left_out_equal_a_per_tuple_loop(loss_name, many_classes, monkeypatch):
     """``leave_out`` (a finite split's anchors are among the points behind μ̂): each anchor's own class
     mean without the anchor, h and its gradient in μ̂ from the scalar loop. Blocks of 8 tuples and chunks
-    of 3 blocks (and a last, shorter one), so that chunks join blocks."""
-    monkeypatch.setattr(collision, "CHUNK_ELEMENTS", 3 * 8 * (1 + 4) * 3)  # 3 blocks of 8 tuples, k_max 4, d 3
-    world, encoder, grid, n = _noisy_world(), IdentityEncoder(), [1, 2, 4], 100
+    of 3 blocks (and a last, shorter one), so that chunks join blocks. Both ways of summing the gradient
+    by class (``collision._per_class``): 4 classes in 3 dimensions, and 16 in 1 (16 > (1 + 4)·1)."""
+    if many_classes:
+        world = GaussianWorld(torch.linspace(-2.0, 2.0, 16).view(16, 1), noise=1.0, prior=np.full(16, 1 / 16))
+        left_out = torch.arange(2, 18)
+    else:
+        world, left_out = _noisy_world(), torch.tensor([5, 2, 9, 3])  # m_c ≥ 2 points behind each class's mean
+    dim = world.means.shape[1]
+    monkeypatch.setattr(collision, "CHUNK_ELEMENTS", 3 * 8 * (1 + 4) * dim)  # 3 blocks of 8 tuples, k_max 4
+    encoder, grid, n = IdentityEncoder(), [1, 2, 4], 100
     means = world.means.to(F64) + 0.1
-    left_out = torch.tensor([5, 2, 9, 3])  # m_c ≥ 2 points behind each class's mean
     out = negatives_moments(encoder, world, means, grid, n, torch.Generator().manual_seed(5), LOSSES[loss_name],
                             loss_name, block=8 * (2 + 4), leave_out=left_out)
     draws = torch.Generator().manual_seed(5)

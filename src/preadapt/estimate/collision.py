@@ -162,9 +162,18 @@ def _mean_parts(anchor, classes, collided: dict[int, torch.Tensor], means, loss,
             losses, zero = _losses_on_distinct(scores[:, :k + 1], drop[:, :k], loss)
             part = losses * (~hit)
             (slots,) = torch.autograd.grad(part.sum(), raw, retain_graph=True)  # (n, 1 + k_max)
-            per_class = slots.new_zeros(len(classes), len(means)).scatter_add_(1, classes, slots)  # (n, C)
-            out[k] = part.detach(), per_class.T @ anchor, zero * (~hit)
+            out[k] = part.detach(), _per_class(slots, classes, anchor, len(means)), zero * (~hit)
     return out
+
+
+def _per_class(slots: torch.Tensor, classes: torch.Tensor, anchor: torch.Tensor, count: int) -> torch.Tensor:
+    """Σ over the score slots ``(n, 1 + k)`` of class c (``classes``) of the slot's value times the
+    anchor ``(n, d)``: ``(count, d)``. Through per-tuple class totals (n, C), one product, when they are no
+    larger than the slots' (n, 1 + k, d) anchor copies; else by adding those copies up by class."""
+    if count <= classes.shape[1] * anchor.shape[1]:
+        return slots.new_zeros(len(classes), count).scatter_add_(1, classes, slots).T @ anchor
+    return anchor.new_zeros(count, anchor.shape[1]).index_add_(
+        0, classes.flatten(), (slots.unsqueeze(-1) * anchor.unsqueeze(1)).flatten(0, 1))
 
 
 CHUNK_ELEMENTS = 2**20
