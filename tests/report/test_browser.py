@@ -7,7 +7,6 @@ available)."""
 
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import pytest

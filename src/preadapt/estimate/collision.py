@@ -208,6 +208,8 @@ def _chunks(blocks, size: int):
 
 
 def _concatenate(items: list[tuple]) -> tuple:
+    """One item of ``_chunks`` from several: tensors joined row-wise, per k (b) the units dicts joined
+    family by family."""
     if len(items) == 1:
         return items[0]
     joined = []
